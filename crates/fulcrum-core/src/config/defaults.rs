@@ -1,0 +1,17 @@
+//! Every default in one place, so the README's configuration reference and the code agree.
+
+use std::time::Duration;
+
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+pub const HTTP_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+pub const MAX_REQUEST_LINE_BYTES: usize = 8 * 1024;
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+pub const CONNECT_ATTEMPTS: u32 = 3;
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+pub const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+pub const MAX_IDLE_PER_BACKEND: usize = 64;
+pub const WEIGHT: u32 = 1;
+pub const MAX_WEIGHT: u32 = 10_000;

@@ -1,0 +1,122 @@
+//! The validated configuration: every value parsed, every reference resolved, every default
+//! filled in. Code that runs the load balancer only ever sees this model.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The admin API listener; `None` when the file has no `[admin]` section.
+    pub admin: Option<Admin>,
+    pub runtime: Runtime,
+    pub listeners: Vec<Listener>,
+    pub pools: BTreeMap<String, Pool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admin {
+    pub bind: SocketAddr,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Runtime {
+    /// Worker threads, each running its own event loop; 0 means one per available CPU.
+    pub workers: usize,
+    /// How long in-flight requests and connections may run on after a shutdown signal.
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    pub name: String,
+    pub bind: SocketAddr,
+    pub pool: String,
+    /// A client connection with no traffic for this long is closed (HTTP: between requests).
+    pub idle_timeout: Duration,
+    pub protocol: ListenerProtocol,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenerProtocol {
+    Http(HttpLimits),
+    Tcp,
+}
+
+impl ListenerProtocol {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ListenerProtocol::Http(_) => "http",
+            ListenerProtocol::Tcp => "tcp",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Total time a client has to send a complete request head, from its first byte (or from
+    /// accept for the first request). Not an idle timer: trickling bytes does not extend it.
+    pub header_timeout: Duration,
+    /// Largest request head (request line plus headers); larger heads get 431.
+    pub max_header_bytes: usize,
+    /// Longest request line; longer ones get 414.
+    pub max_request_line_bytes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pool {
+    pub algorithm: Algorithm,
+    pub backends: Vec<Backend>,
+    pub connect_timeout: Duration,
+    /// Attempts to connect for one request or connection, each to a different backend.
+    pub connect_attempts: u32,
+    /// Time allowed for an upstream to produce response headers (HTTP only); then 504.
+    pub response_timeout: Duration,
+    /// Pooled keep-alive connections to a backend unused for this long are closed.
+    pub upstream_idle_timeout: Duration,
+    /// Most idle keep-alive connections kept per backend by each worker thread.
+    pub max_idle_per_backend: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backend {
+    pub addr: SocketAddr,
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Algorithm {
+    RoundRobin,
+    LeastConn,
+    Random,
+    P2c,
+}
+
+impl Algorithm {
+    pub const ALL: [Algorithm; 4] = [
+        Algorithm::RoundRobin,
+        Algorithm::LeastConn,
+        Algorithm::Random,
+        Algorithm::P2c,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::RoundRobin => "round_robin",
+            Algorithm::LeastConn => "least_conn",
+            Algorithm::Random => "random",
+            Algorithm::P2c => "p2c",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.name() == name)
+    }
+}
+
+impl fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}

@@ -1,0 +1,188 @@
+//! Configuration as a spec: good files and what they mean, bad files and every error path.
+
+use std::time::Duration;
+
+use super::*;
+
+const GOOD: &str = r#"
+[admin]
+bind = "127.0.0.1:9901"
+
+[[listeners]]
+name = "web"
+bind = "127.0.0.1:8080"
+protocol = "http"
+pool = "app"
+
+[[listeners]]
+name = "pg"
+bind = "127.0.0.1:6432"
+protocol = "tcp"
+pool = "db"
+idle_timeout = "5m"
+
+[pools.app]
+algorithm = "least_conn"
+backends = [
+  { addr = "127.0.0.1:9001" },
+  { addr = "127.0.0.1:9002", weight = 2 },
+]
+
+[pools.db]
+backends = [{ addr = "127.0.0.1:5432" }]
+connect_timeout = "250ms"
+"#;
+
+#[test]
+fn the_design_example_parses_with_defaults_filled_in() {
+    let config = Config::from_toml(GOOD).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.admin.map(|a| a.bind.port()), Some(9901));
+    assert_eq!(config.listeners.len(), 2);
+    let web = &config.listeners[0];
+    assert_eq!(web.idle_timeout, defaults::HTTP_IDLE_TIMEOUT);
+    match &web.protocol {
+        ListenerProtocol::Http(limits) => {
+            assert_eq!(limits.header_timeout, Duration::from_secs(10));
+            assert_eq!(limits.max_header_bytes, 64 * 1024);
+            assert_eq!(limits.max_request_line_bytes, 8 * 1024);
+        }
+        ListenerProtocol::Tcp => panic!("web should be http"),
+    }
+    assert_eq!(config.listeners[1].idle_timeout, Duration::from_secs(300));
+    let app = &config.pools["app"];
+    assert_eq!(app.algorithm, Algorithm::LeastConn);
+    assert_eq!(
+        app.backends.iter().map(|b| b.weight).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    let db = &config.pools["db"];
+    assert_eq!(db.algorithm, Algorithm::RoundRobin);
+    assert_eq!(db.connect_timeout, Duration::from_millis(250));
+    assert_eq!(db.connect_attempts, 3);
+    assert_eq!(db.response_timeout, Duration::from_secs(30));
+    assert_eq!(config.runtime.shutdown_grace, Duration::from_secs(30));
+}
+
+fn error_paths(text: &str) -> Vec<String> {
+    match Config::from_toml(text) {
+        Ok(_) => panic!("expected errors for:\n{text}"),
+        Err(e) => e.0.into_iter().map(|e| e.path).collect(),
+    }
+}
+
+const ONE_LISTENER: &str = r#"
+[[listeners]]
+name = "web"
+bind = "127.0.0.1:8080"
+protocol = "http"
+pool = "app"
+"#;
+
+#[test]
+fn bad_configs_report_every_error_with_its_path() {
+    let app = "[pools.app]\nbackends = [{ addr = \"127.0.0.1:9001\" }]\n";
+    let cases: &[(&str, String, &[&str])] = &[
+        (
+            "unknown pool",
+            ONE_LISTENER.replace("pool = \"app\"", "pool = \"nope\"") + app,
+            &["listeners[0].pool"],
+        ),
+        (
+            "duplicate listener name and bind",
+            format!("{ONE_LISTENER}{ONE_LISTENER}{app}"),
+            &["listeners[1].name", "listeners[1].bind"],
+        ),
+        (
+            "empty pool",
+            format!("{ONE_LISTENER}[pools.app]\nbackends = []\n"),
+            &["pools.app.backends"],
+        ),
+        (
+            "weights out of range",
+            format!(
+                "{ONE_LISTENER}[pools.app]\nbackends = [{{ addr = \"127.0.0.1:1\", weight = 0 }}, {{ addr = \"127.0.0.1:2\", weight = 10001 }}]\n"
+            ),
+            &["pools.app.backends[0].weight", "pools.app.backends[1].weight"],
+        ),
+        (
+            "unparsable addresses",
+            ONE_LISTENER.replace("127.0.0.1:8080", "localhost")
+                + "[pools.app]\nbackends = [{ addr = \"10.0.0.1\" }, { weight = 2 }]\n",
+            &[
+                "pools.app.backends[0].addr",
+                "pools.app.backends[1].addr",
+                "listeners[0].bind",
+            ],
+        ),
+        (
+            "unparsable and too short durations",
+            ONE_LISTENER.to_string()
+                + "header_timeout = \"soon\"\nidle_timeout = \"0s\"\n"
+                + app
+                + "connect_timeout = \"2 fortnights\"\n",
+            &[
+                "pools.app.connect_timeout",
+                "listeners[0].header_timeout",
+                "listeners[0].idle_timeout",
+            ],
+        ),
+        (
+            "unknown algorithm",
+            format!("{ONE_LISTENER}{app}algorithm = \"fastest\"\n"),
+            &["pools.app.algorithm"],
+        ),
+        (
+            "unknown protocol and http-only key on tcp",
+            ONE_LISTENER.replace("\"http\"", "\"udp\"")
+                + "[[listeners]]\nname = \"t\"\nbind = \"127.0.0.1:1\"\nprotocol = \"tcp\"\npool = \"app\"\nmax_header_bytes = 9000\n"
+                + app,
+            &["listeners[0].protocol", "listeners[1].max_header_bytes"],
+        ),
+        (
+            "missing keys",
+            "[[listeners]]\nname = \"web\"\n".to_string() + app,
+            &["listeners[0].bind", "listeners[0].pool", "listeners[0].protocol"],
+        ),
+        ("no listeners", app.to_string(), &["listeners"]),
+        (
+            "duplicate backend",
+            format!("{ONE_LISTENER}[pools.app]\nbackends = [{{ addr = \"127.0.0.1:1\" }}, {{ addr = \"127.0.0.1:1\" }}]\n"),
+            &["pools.app.backends[1].addr"],
+        ),
+        (
+            "admin bind",
+            format!("[admin]\nbind = \"nowhere\"\n{ONE_LISTENER}{app}"),
+            &["admin.bind"],
+        ),
+    ];
+    for (what, text, want) in cases {
+        let got = error_paths(text);
+        let want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+        assert_eq!(got, want, "{what}");
+    }
+}
+
+#[test]
+fn unknown_keys_and_syntax_errors_name_the_line() {
+    let errors = Config::from_toml(&format!("{ONE_LISTENER}colour = \"blue\"\n"))
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(errors.contains("line 7"), "{errors}");
+    assert!(errors.contains("colour"), "{errors}");
+}
+
+#[test]
+fn unknown_algorithm_lists_the_valid_ones() {
+    let text = format!(
+        "{ONE_LISTENER}[pools.app]\nalgorithm = \"x\"\nbackends = [{{ addr = \"127.0.0.1:1\" }}]\n"
+    );
+    let message = Config::from_toml(&text)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        message.contains("round_robin, least_conn, random, p2c"),
+        "{message}"
+    );
+}

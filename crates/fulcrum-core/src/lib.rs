@@ -1,0 +1,9 @@
+//! fulcrum-core: the load balancer's pure logic.
+//!
+//! Everything here is deterministic and free of I/O: configuration parsing and validation,
+//! and the balancing algorithms. Time and randomness are passed in by the caller, so every
+//! behaviour can be tested exactly, without sockets, sleeps or a runtime.
+
+pub mod balance;
+pub mod config;
+pub mod rand;
