@@ -22,6 +22,11 @@ impl SplitMix64 {
     pub fn new(seed: u64) -> Self {
         Self { state: seed }
     }
+
+    /// The generator's state, to resume it later with [`SplitMix64::new`].
+    pub fn state(&self) -> u64 {
+        self.state
+    }
 }
 
 impl RandomSource for SplitMix64 {

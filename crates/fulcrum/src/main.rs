@@ -1,1 +1,121 @@
-fn main() {}
+//! The `fulcrum` command line: run, check, demo.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use fulcrum::telemetry::{self, LogFormat};
+use fulcrum::{demo, RunningApp};
+use fulcrum_core::config::Config;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "fulcrum",
+    version,
+    about = "A load balancer for HTTP and TCP services"
+)]
+struct Cli {
+    /// Log output format (filter with RUST_LOG, e.g. RUST_LOG=fulcrum=debug).
+    #[arg(long, value_enum, default_value = "text", global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the load balancer with a configuration file.
+    Run {
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Validate a configuration file: every error with its path; non-zero exit on any.
+    Check {
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Balance traffic over three built-in demo backends of different speeds.
+    Demo(demo::DemoArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    match cli.command {
+        Command::Run { config } => run(&config),
+        Command::Check { config } => check(&config),
+        Command::Demo(args) => match demo::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn load(path: &Path) -> Result<Config, ExitCode> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        eprintln!("error: cannot read {}: {e}", path.display());
+        ExitCode::FAILURE
+    })?;
+    Config::from_toml(&text).map_err(|errors| {
+        for e in &errors.0 {
+            eprintln!("error: {e}");
+        }
+        eprintln!(
+            "{}: {} error(s); nothing was started",
+            path.display(),
+            errors.0.len()
+        );
+        ExitCode::FAILURE
+    })
+}
+
+fn check(path: &Path) -> ExitCode {
+    match load(path) {
+        Ok(config) => {
+            println!(
+                "{}: ok ({} listener(s), {} pool(s))",
+                path.display(),
+                config.listeners.len(),
+                config.pools.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+fn run(path: &Path) -> ExitCode {
+    let config = match load(path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let app = match RunningApp::start(&config) {
+        Ok(app) => app,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let signals = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the signal handler: {e}");
+            app.shutdown();
+            return ExitCode::FAILURE;
+        }
+    };
+    signals.block_on(telemetry::shutdown_signal());
+    tracing::info!(
+        grace = ?config.runtime.shutdown_grace,
+        "shutting down: no new connections; finishing in-flight requests"
+    );
+    app.shutdown();
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}

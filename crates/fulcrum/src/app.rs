@@ -1,0 +1,143 @@
+//! Builds the running load balancer from a validated [`Config`]: binds every socket first (so
+//! a bad address fails before anything starts), then starts the workers and the admin API.
+//! Shutdown stops accepting everywhere and gives open connections the grace period.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use fulcrum_core::config::Config;
+use tokio::sync::watch;
+
+use crate::admin;
+use crate::pool::Pools;
+use crate::proxy::worker::{self, WorkerListener};
+
+/// Why fulcrum could not start.
+#[derive(Debug)]
+pub struct StartError(String);
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// A started fulcrum: its bound addresses, its pools, and the handle to stop it.
+#[derive(Debug)]
+pub struct RunningApp {
+    listeners: HashMap<String, SocketAddr>,
+    admin: Option<SocketAddr>,
+    pools: Arc<Pools>,
+    shutdown: watch::Sender<bool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl RunningApp {
+    pub fn start(config: &Config) -> Result<Self, StartError> {
+        let pools = Arc::new(Pools::from_config(config));
+        let workers = match config.runtime.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        // Bind everything before starting anything.
+        let mut per_worker: Vec<Vec<WorkerListener>> = (0..workers).map(|_| Vec::new()).collect();
+        let mut listeners = HashMap::new();
+        for (i, l) in config.listeners.iter().enumerate() {
+            let pool = pools.get(&l.pool).ok_or_else(|| {
+                StartError(format!("listeners[{i}].pool: unknown pool `{}`", l.pool))
+            })?;
+            let mut addr = l.bind;
+            for sockets in per_worker.iter_mut() {
+                let socket = worker::bind_reuseport(addr).map_err(|e| {
+                    StartError(format!(
+                        "listeners[{i}] ({}): cannot listen on {}: {e}",
+                        l.name, l.bind
+                    ))
+                })?;
+                // With port 0 the first bind picks the port; the other workers share it.
+                addr = socket.local_addr().map_err(|e| StartError(e.to_string()))?;
+                sockets.push(WorkerListener {
+                    config: l.clone(),
+                    socket,
+                    pool: Arc::clone(pool),
+                });
+            }
+            listeners.insert(l.name.clone(), addr);
+        }
+        let admin_socket = match &config.admin {
+            Some(a) => Some(std::net::TcpListener::bind(a.bind).map_err(|e| {
+                StartError(format!("admin.bind: cannot listen on {}: {e}", a.bind))
+            })?),
+            None => None,
+        };
+        let admin = match &admin_socket {
+            Some(s) => Some(s.local_addr().map_err(|e| StartError(e.to_string()))?),
+            None => None,
+        };
+
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let mut threads = Vec::new();
+        let spawn_error = |e: std::io::Error| StartError(format!("cannot start a thread: {e}"));
+        for (id, sockets) in per_worker.into_iter().enumerate() {
+            threads.push(
+                worker::spawn(
+                    id,
+                    sockets,
+                    shutdown_rx.clone(),
+                    config.runtime.shutdown_grace,
+                )
+                .map_err(spawn_error)?,
+            );
+        }
+        if let Some(socket) = admin_socket {
+            threads
+                .push(admin::spawn(socket, Arc::clone(&pools), shutdown_rx).map_err(spawn_error)?);
+        }
+        for l in &config.listeners {
+            tracing::info!(
+                listener = %l.name,
+                addr = %listeners[&l.name],
+                protocol = l.protocol.name(),
+                pool = %l.pool,
+                "listening"
+            );
+        }
+        if let Some(addr) = admin {
+            tracing::info!(%addr, "admin API listening");
+        }
+        Ok(Self {
+            listeners,
+            admin,
+            pools,
+            shutdown,
+            threads,
+        })
+    }
+
+    /// The address a listener is bound to (useful with port 0).
+    pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.listeners.get(name).copied()
+    }
+
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin
+    }
+
+    pub fn pools(&self) -> &Arc<Pools> {
+        &self.pools
+    }
+
+    /// Stops accepting, lets open connections finish within the grace period, and returns
+    /// when every thread has ended.
+    pub fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for thread in self.threads {
+            let _ = thread.join();
+        }
+    }
+}

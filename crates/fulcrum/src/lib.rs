@@ -1,0 +1,12 @@
+//! fulcrum, the load balancer: everything with I/O. The pure logic (configuration, balancing
+//! algorithms) lives in `fulcrum-core`; this crate binds sockets, proxies bytes and requests,
+//! serves the admin API and runs the built-in demo.
+
+pub mod admin;
+pub mod app;
+pub mod demo;
+pub mod pool;
+pub mod proxy;
+pub mod telemetry;
+
+pub use app::RunningApp;

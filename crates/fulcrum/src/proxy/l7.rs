@@ -1,0 +1,231 @@
+//! The HTTP/1.1 request path, in the order a request lives through it:
+//! **check** (is it a request we can forward?) → **rewrite** (hop-by-hop headers out,
+//! X-Forwarded-* in) → **pick and forward** (a backend from the pool's snapshot, a pooled or
+//! new connection, connect failures retried on other backends) → **respond** (headers cleaned,
+//! body streamed back).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use http::header::{self, HeaderValue};
+use http::{Request, Response, Uri, Version};
+use hyper::body::Incoming;
+
+use super::body::{ProxyBody, Release, UpstreamBody};
+use super::client_io::ConnPhase;
+use super::error::ProxyError;
+use super::headers;
+use super::upstream::{self, Sender, UpstreamPool};
+use crate::pool::{InFlight, LiveBackend, Pool, Tried};
+
+/// Everything a worker needs to proxy HTTP for one listener.
+#[derive(Debug)]
+pub struct HttpRoute {
+    pub listener: String,
+    pub pool: Arc<Pool>,
+    pub upstreams: Rc<UpstreamPool>,
+    pub max_request_line_bytes: usize,
+}
+
+/// One client connection's context for its requests.
+#[derive(Debug)]
+pub struct ClientConn {
+    pub route: Rc<HttpRoute>,
+    pub phase: Rc<ConnPhase>,
+    /// The peer's IP, formatted once per connection for X-Forwarded-For.
+    pub peer_ip: HeaderValue,
+}
+
+impl ClientConn {
+    pub fn new(route: Rc<HttpRoute>, phase: Rc<ConnPhase>, peer: SocketAddr) -> Self {
+        let peer_ip = HeaderValue::from_str(&peer.ip().to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        Self {
+            route,
+            phase,
+            peer_ip,
+        }
+    }
+}
+
+/// hyper's service entry point: every outcome becomes a response, never an error.
+pub async fn serve(
+    conn: Rc<ClientConn>,
+    request: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let serving = conn.phase.request_started();
+    let response = match proxy(&conn, request).await {
+        Ok(response) => response,
+        Err(error) => {
+            tracing::debug!(listener = %conn.route.listener, %error, "request failed");
+            error.into_response()
+        }
+    };
+    Ok(response.map(|body| body.serving(serving)))
+}
+
+async fn proxy(
+    conn: &ClientConn,
+    mut request: Request<Incoming>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    check(&conn.route, &mut request)?;
+    rewrite(conn, &mut request);
+    let response = forward(&conn.route, request).await?;
+    Ok(respond(response))
+}
+
+/// Rejects what cannot be forwarded safely and brings the target into origin form.
+fn check(route: &HttpRoute, request: &mut Request<Incoming>) -> Result<(), ProxyError> {
+    let line = request.method().as_str().len() + request_target_len(request.uri()) + 10;
+    if line > route.max_request_line_bytes {
+        return Err(ProxyError::RequestLineTooLong);
+    }
+    let hosts = request.headers().get_all(header::HOST).iter().count();
+    if hosts > 1 {
+        return Err(ProxyError::BadRequest("more than one Host header\n"));
+    }
+    if let Some(authority) = request.uri().authority() {
+        // Absolute form: the target's authority is the host (RFC 9112 §3.2.2).
+        let host = HeaderValue::from_str(authority.as_str())
+            .map_err(|_| ProxyError::BadRequest("invalid request target\n"))?;
+        request.headers_mut().insert(header::HOST, host);
+    } else if hosts == 0 && request.version() == Version::HTTP_11 {
+        return Err(ProxyError::BadRequest("missing Host header\n"));
+    }
+    if request.uri().scheme().is_some() {
+        let origin = request
+            .uri()
+            .path_and_query()
+            .map_or("/", |pq| pq.as_str())
+            .parse::<Uri>()
+            .map_err(|_| ProxyError::BadRequest("invalid request target\n"))?;
+        *request.uri_mut() = origin;
+    }
+    Ok(())
+}
+
+fn request_target_len(uri: &Uri) -> usize {
+    let scheme = uri.scheme_str().map_or(0, |s| s.len() + 3);
+    let authority = uri.authority().map_or(0, |a| a.as_str().len());
+    let path = uri.path_and_query().map_or(0, |pq| pq.as_str().len());
+    scheme + authority + path
+}
+
+fn rewrite(conn: &ClientConn, request: &mut Request<Incoming>) {
+    let headers = request.headers_mut();
+    headers::remove_hop_by_hop(headers);
+    headers::add_forwarded(headers, &conn.peer_ip, "http");
+    // The upstream connection is always HTTP/1.1 keep-alive, whatever the client spoke.
+    *request.version_mut() = Version::HTTP_11;
+}
+
+/// Picks a backend and sends the request, moving to another backend when a connection
+/// cannot be made (nothing was sent, so this is safe for every method).
+async fn forward(
+    route: &HttpRoute,
+    mut request: Request<Incoming>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let pool = &route.pool;
+    let snapshot = pool.snapshot_full();
+    let mut tried = Tried::default();
+    for _ in 0..pool.settings.connect_attempts {
+        let Some(index) = snapshot.pick(&tried) else {
+            break;
+        };
+        tried.push(index);
+        let backend = &snapshot.backends[index];
+        let in_flight = InFlight::start(&backend.stats);
+        match send(route, backend, request).await {
+            Ok((response, sender)) => {
+                backend.stats.record_request();
+                let release = Release {
+                    pool: Rc::clone(&route.upstreams),
+                    addr: backend.addr,
+                    sender,
+                    idle_timeout: pool.settings.upstream_idle_timeout,
+                    max_idle: pool.settings.max_idle_per_backend,
+                };
+                return Ok(response.map(|body| {
+                    ProxyBody::upstream(UpstreamBody {
+                        body,
+                        in_flight,
+                        release: Some(release),
+                        ended: false,
+                    })
+                }));
+            }
+            Err(SendFailure::NotSent(returned, error)) => {
+                backend.stats.record_failure();
+                tracing::warn!(pool = %pool.name, backend = %backend.addr, %error, "connect failed; trying another backend");
+                request = returned;
+            }
+            Err(SendFailure::Failed(error)) => {
+                backend.stats.record_failure();
+                tracing::warn!(pool = %pool.name, backend = %backend.addr, ?error, "upstream failed");
+                return Err(error);
+            }
+        }
+    }
+    Err(if tried.is_empty() {
+        ProxyError::NoBackend
+    } else {
+        ProxyError::ConnectFailed
+    })
+}
+
+enum SendFailure {
+    /// Nothing reached the backend; the request can go elsewhere.
+    NotSent(Request<Incoming>, String),
+    Failed(ProxyError),
+}
+
+/// Sends on a pooled connection, or on a new one when none is idle or the pooled one turns
+/// out to be closed before the request could be written.
+async fn send(
+    route: &HttpRoute,
+    backend: &LiveBackend,
+    mut request: Request<Incoming>,
+) -> Result<(Response<Incoming>, Sender), SendFailure> {
+    let settings = &route.pool.settings;
+    let (mut sender, mut fresh) = match route.upstreams.checkout(backend.addr).await {
+        Some(sender) => (sender, false),
+        None => match upstream::connect(backend.addr, settings.connect_timeout).await {
+            Ok(sender) => (sender, true),
+            Err(e) => return Err(SendFailure::NotSent(request, e.to_string())),
+        },
+    };
+    loop {
+        let sent =
+            tokio::time::timeout(settings.response_timeout, sender.try_send_request(request)).await;
+        match sent {
+            Err(_elapsed) => return Err(SendFailure::Failed(ProxyError::UpstreamTimeout)),
+            Ok(Ok(response)) => return Ok((response, sender)),
+            Ok(Err(mut error)) => match error.take_message() {
+                Some(returned) if fresh => {
+                    return Err(SendFailure::NotSent(returned, error.error().to_string()));
+                }
+                // The pooled connection closed under us before the request was written.
+                Some(returned) => {
+                    request = returned;
+                    fresh = true;
+                    sender = match upstream::connect(backend.addr, settings.connect_timeout).await {
+                        Ok(sender) => sender,
+                        Err(e) => return Err(SendFailure::NotSent(request, e.to_string())),
+                    };
+                }
+                None => {
+                    tracing::debug!(backend = %backend.addr, error = %error.error(), "upstream exchange failed");
+                    return Err(SendFailure::Failed(ProxyError::UpstreamFailed));
+                }
+            },
+        }
+    }
+}
+
+/// Cleans the backend's response for the client; the body streams through untouched.
+fn respond(mut response: Response<ProxyBody>) -> Response<ProxyBody> {
+    headers::remove_hop_by_hop(response.headers_mut());
+    response
+}

@@ -1,0 +1,254 @@
+//! Worker threads. Each worker runs its own single-threaded event loop with its own
+//! `SO_REUSEPORT` socket for every listener, so the kernel spreads connections across workers
+//! and a request never hops between threads (no work stealing, no cross-thread wake-ups on the
+//! hot path). Pools and their counters are shared; upstream connection pools are per worker.
+
+use std::cell::Cell;
+use std::io;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use fulcrum_core::config::{HttpLimits, Listener, ListenerProtocol};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use socket2::{Domain, Socket, Type};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Notify};
+use tokio::task::LocalSet;
+
+use super::client_io::{ClientIo, ConnPhase};
+use super::l4::{self, TcpRoute};
+use super::l7::{self, ClientConn, HttpRoute};
+use super::upstream::UpstreamPool;
+use crate::pool::Pool;
+
+/// Binds a listening socket that other workers (and, later, a new fulcrum binary during an
+/// upgrade) can bind too.
+pub fn bind_reuseport(addr: SocketAddr) -> io::Result<StdListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    Ok(socket.into())
+}
+
+/// One listener's socket for one worker, with what it serves.
+#[derive(Debug)]
+pub struct WorkerListener {
+    pub config: Listener,
+    pub socket: StdListener,
+    pub pool: Arc<Pool>,
+}
+
+/// Starts a worker thread serving `listeners` until `shutdown` turns true, then lets open
+/// connections finish for at most `grace`.
+pub fn spawn(
+    id: usize,
+    listeners: Vec<WorkerListener>,
+    shutdown: watch::Receiver<bool>,
+    grace: Duration,
+) -> io::Result<JoinHandle<()>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name(format!("fulcrum-worker-{id}"))
+        .spawn(move || {
+            let local = LocalSet::new();
+            local.block_on(&runtime, run(listeners, shutdown, grace));
+        })
+}
+
+async fn run(listeners: Vec<WorkerListener>, mut shutdown: watch::Receiver<bool>, grace: Duration) {
+    let connections = Rc::new(ConnTracker::default());
+    let upstreams = Rc::new(UpstreamPool::default());
+    tokio::task::spawn_local(sweep_idle_upstreams(
+        Rc::clone(&upstreams),
+        shutdown.clone(),
+    ));
+    for l in listeners {
+        let socket = match TcpListener::from_std(l.socket) {
+            Ok(socket) => socket,
+            Err(e) => {
+                tracing::error!(listener = %l.config.name, error = %e, "cannot register listener");
+                continue;
+            }
+        };
+        let service = match &l.config.protocol {
+            ListenerProtocol::Http(limits) => Service::Http {
+                route: Rc::new(HttpRoute {
+                    listener: l.config.name.clone(),
+                    pool: l.pool,
+                    upstreams: Rc::clone(&upstreams),
+                    max_request_line_bytes: limits.max_request_line_bytes,
+                }),
+                builder: Rc::new(http1_builder(limits)),
+                limits: limits.clone(),
+                idle: l.config.idle_timeout,
+            },
+            ListenerProtocol::Tcp => Service::Tcp(Rc::new(TcpRoute {
+                listener: l.config.name.clone(),
+                pool: l.pool,
+                idle_timeout: l.config.idle_timeout,
+            })),
+        };
+        tokio::task::spawn_local(accept_loop(
+            socket,
+            service,
+            Rc::clone(&connections),
+            shutdown.clone(),
+        ));
+    }
+    let _ = shutdown.wait_for(|stop| *stop).await;
+    if tokio::time::timeout(grace, connections.all_closed())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = connections.open.get(),
+            "shutdown grace period over; closing remaining connections"
+        );
+    }
+}
+
+fn http1_builder(limits: &HttpLimits) -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    builder
+        .keep_alive(true)
+        .max_header_size(limits.max_header_bytes)
+        // A head that does not fit in the buffer is answered with 431 by hyper.
+        .max_buf_size(limits.max_header_bytes.max(8192) + 1);
+    builder
+}
+
+#[derive(Clone)]
+enum Service {
+    Http {
+        route: Rc<HttpRoute>,
+        builder: Rc<http1::Builder>,
+        limits: HttpLimits,
+        idle: Duration,
+    },
+    Tcp(Rc<TcpRoute>),
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    service: Service,
+    connections: Rc<ConnTracker>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // Out of descriptors or similar: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let guard = connections.open();
+        let service = service.clone();
+        let shutdown = shutdown.clone();
+        tokio::task::spawn_local(async move {
+            match service {
+                Service::Http {
+                    route,
+                    builder,
+                    limits,
+                    idle,
+                } => serve_http(route, &builder, &limits, idle, stream, peer, shutdown).await,
+                // TCP has no graceful close: connections run on until the grace period ends.
+                Service::Tcp(route) => l4::serve(&route, stream).await,
+            }
+            drop(guard);
+        });
+    }
+}
+
+async fn serve_http(
+    route: Rc<HttpRoute>,
+    builder: &http1::Builder,
+    limits: &HttpLimits,
+    idle: Duration,
+    stream: TcpStream,
+    peer: SocketAddr,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let phase = ConnPhase::new();
+    let io = TokioIo::new(ClientIo::new(
+        stream,
+        Rc::clone(&phase),
+        limits.header_timeout,
+        idle,
+    ));
+    let client = Rc::new(ClientConn::new(route, phase, peer));
+    let service = service_fn(move |request| l7::serve(Rc::clone(&client), request));
+    let connection = builder.serve_connection(io, service);
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        _ = shutdown.wait_for(|stop| *stop) => {
+            // Finish the request in progress (if any), then close.
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "client connection ended with an error");
+    }
+}
+
+async fn sweep_idle_upstreams(upstreams: Rc<UpstreamPool>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => upstreams.sweep(),
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+    }
+}
+
+/// Counts this worker's open client connections so shutdown can wait for them.
+#[derive(Default)]
+struct ConnTracker {
+    open: Cell<usize>,
+    closed: Notify,
+}
+
+struct OpenConn(Rc<ConnTracker>);
+
+impl ConnTracker {
+    fn open(self: &Rc<Self>) -> OpenConn {
+        self.open.set(self.open.get() + 1);
+        OpenConn(Rc::clone(self))
+    }
+
+    async fn all_closed(&self) {
+        while self.open.get() > 0 {
+            self.closed.notified().await;
+        }
+    }
+}
+
+impl Drop for OpenConn {
+    fn drop(&mut self) {
+        let open = self.0.open.get().saturating_sub(1);
+        self.0.open.set(open);
+        if open == 0 {
+            self.0.closed.notify_waiters();
+        }
+    }
+}
