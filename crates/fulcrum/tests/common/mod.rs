@@ -1,0 +1,226 @@
+//! The integration harness: the real proxy, started in-process from a TOML config on
+//! 127.0.0.1 port 0, in front of in-process backends that can be slowed, failed and counted.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use fulcrum::RunningApp;
+use fulcrum_core::config::Config;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// What an in-process backend saw.
+#[derive(Default)]
+pub struct Seen {
+    pub connections: AtomicUsize,
+    pub requests: AtomicUsize,
+    pub last_headers: Mutex<Option<http::HeaderMap>>,
+}
+
+pub type Handler = Arc<
+    dyn Fn(
+            Request<Incoming>,
+        )
+            -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<Full<Bytes>>> + Send>>
+        + Send
+        + Sync,
+>;
+
+pub struct Backend {
+    pub addr: SocketAddr,
+    pub seen: Arc<Seen>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Backend {
+    /// A backend answering every request with its `name` after `delay`.
+    pub async fn named(name: &'static str, delay: Duration) -> Backend {
+        Backend::with_handler(Arc::new(move |_req| {
+            Box::pin(async move {
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                Response::new(Full::new(Bytes::from_static(name.as_bytes())))
+            })
+        }))
+        .await
+    }
+
+    pub async fn with_handler(handler: Handler) -> Backend {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Seen::default());
+        let seen_task = Arc::clone(&seen);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                seen_task.connections.fetch_add(1, Ordering::SeqCst);
+                let seen = Arc::clone(&seen_task);
+                let handler = Arc::clone(&handler);
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: Request<Incoming>| {
+                        seen.requests.fetch_add(1, Ordering::SeqCst);
+                        *seen.last_headers.lock().unwrap() = Some(req.headers().clone());
+                        let response = handler(req);
+                        async move { Ok::<_, Infallible>(response.await) }
+                    });
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Backend { addr, seen, task }
+    }
+
+    pub fn requests(&self) -> usize {
+        self.seen.requests.load(Ordering::SeqCst)
+    }
+
+    pub fn connections(&self) -> usize {
+        self.seen.connections.load(Ordering::SeqCst)
+    }
+
+    pub fn last_headers(&self) -> http::HeaderMap {
+        self.seen
+            .last_headers
+            .lock()
+            .unwrap()
+            .clone()
+            .unwrap_or_default()
+    }
+}
+
+/// An address nothing listens on (bound, then released).
+pub async fn dead_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap()
+}
+
+/// Starts fulcrum with one listener `front` of `protocol` over `backends`.
+/// `pool_extra` and `listener_extra` are TOML lines added to the pool and the listener.
+pub fn start_proxy(
+    protocol: &str,
+    algorithm: &str,
+    backends: &[(SocketAddr, u32)],
+    listener_extra: &str,
+    pool_extra: &str,
+) -> Proxy {
+    let list: Vec<String> = backends
+        .iter()
+        .map(|(a, w)| format!("{{ addr = \"{a}\", weight = {w} }}"))
+        .collect();
+    let text = format!(
+        "[admin]\nbind = \"127.0.0.1:0\"\n[runtime]\nworkers = 2\nshutdown_grace = \"5s\"\n\
+         [[listeners]]\nname = \"front\"\nbind = \"127.0.0.1:0\"\nprotocol = \"{protocol}\"\npool = \"app\"\n{listener_extra}\n\
+         [pools.app]\nalgorithm = \"{algorithm}\"\nbackends = [{}]\n{pool_extra}\n",
+        list.join(", ")
+    );
+    let config = Config::from_toml(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let app = RunningApp::start(&config).unwrap();
+    Proxy {
+        addr: app.listener_addr("front").unwrap(),
+        app: Some(app),
+    }
+}
+
+pub struct Proxy {
+    pub addr: SocketAddr,
+    pub app: Option<RunningApp>,
+}
+
+impl Proxy {
+    pub fn app(&self) -> &RunningApp {
+        self.app.as_ref().unwrap()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Some(app) = self.app.take() {
+            app.shutdown();
+        }
+    }
+}
+
+/// A keep-alive HTTP/1.1 client connection.
+pub struct Client {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+}
+
+impl Client {
+    pub async fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        Client { sender }
+    }
+
+    /// GET `path`; returns the status and the body as text.
+    pub async fn get(&mut self, path: &str) -> (u16, String) {
+        let request = Request::get(path)
+            .header("host", "test.local")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        self.send(request).await
+    }
+
+    pub async fn send(&mut self, request: Request<Full<Bytes>>) -> (u16, String) {
+        self.sender.ready().await.unwrap();
+        let response = self.sender.send_request(request).await.unwrap();
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+}
+
+/// Sends raw bytes on a new connection and reads until the proxy closes it (or 5 s pass).
+pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    read_to_close(&mut stream).await
+}
+
+pub async fn read_to_close(stream: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Counts how often each body text came back.
+pub fn tally(bodies: impl IntoIterator<Item = String>) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for b in bodies {
+        *counts.entry(b).or_insert(0) += 1;
+    }
+    counts
+}
