@@ -159,7 +159,7 @@ async fn forward(
             Err(SendFailure::NotSent(returned, error)) => {
                 backend.stats.record_failure();
                 tracing::warn!(pool = %pool.name, backend = %backend.addr, %error, "connect failed; trying another backend");
-                request = returned;
+                request = *returned;
             }
             Err(SendFailure::Failed(error)) => {
                 backend.stats.record_failure();
@@ -177,7 +177,7 @@ async fn forward(
 
 enum SendFailure {
     /// Nothing reached the backend; the request can go elsewhere.
-    NotSent(Request<Incoming>, String),
+    NotSent(Box<Request<Incoming>>, String),
     Failed(ProxyError),
 }
 
@@ -193,7 +193,7 @@ async fn send(
         Some(sender) => (sender, false),
         None => match upstream::connect(backend.addr, settings.connect_timeout).await {
             Ok(sender) => (sender, true),
-            Err(e) => return Err(SendFailure::NotSent(request, e.to_string())),
+            Err(e) => return Err(SendFailure::NotSent(Box::new(request), e.to_string())),
         },
     };
     loop {
@@ -204,7 +204,10 @@ async fn send(
             Ok(Ok(response)) => return Ok((response, sender)),
             Ok(Err(mut error)) => match error.take_message() {
                 Some(returned) if fresh => {
-                    return Err(SendFailure::NotSent(returned, error.error().to_string()));
+                    return Err(SendFailure::NotSent(
+                        Box::new(returned),
+                        error.error().to_string(),
+                    ));
                 }
                 // The pooled connection closed under us before the request was written.
                 Some(returned) => {
@@ -212,7 +215,9 @@ async fn send(
                     fresh = true;
                     sender = match upstream::connect(backend.addr, settings.connect_timeout).await {
                         Ok(sender) => sender,
-                        Err(e) => return Err(SendFailure::NotSent(request, e.to_string())),
+                        Err(e) => {
+                            return Err(SendFailure::NotSent(Box::new(request), e.to_string()))
+                        }
                     };
                 }
                 None => {

@@ -1,0 +1,180 @@
+//! The `fulcrum` binary as an operator uses it: check, run, and the demo.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use fulcrum_core::config::Config;
+
+fn fulcrum() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+}
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+#[test]
+fn every_example_config_parses_and_checks() {
+    let dir = repo_root().join("examples");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+            continue;
+        }
+        seen += 1;
+        let text = std::fs::read_to_string(&path).unwrap();
+        if let Err(e) = Config::from_toml(&text) {
+            panic!("{}:\n{e}", path.display());
+        }
+        let out = fulcrum()
+            .args(["check", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(seen >= 2, "no examples found in {}", dir.display());
+}
+
+#[test]
+fn check_reports_every_error_with_its_path_and_fails() {
+    let dir = std::env::temp_dir().join(format!("fulcrum-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("bad.toml");
+    std::fs::write(
+        &path,
+        r#"
+[[listeners]]
+name = "web"
+bind = "127.0.0.1:8080"
+protocol = "http"
+pool = "missing"
+
+[pools.app]
+algorithm = "fastest"
+backends = [{ addr = "127.0.0.1:1", weight = 0 }]
+"#,
+    )
+    .unwrap();
+    let out = fulcrum().args(["check", "-c"]).arg(&path).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for path in [
+        "listeners[0].pool",
+        "pools.app.algorithm",
+        "pools.app.backends[0].weight",
+    ] {
+        assert!(stderr.contains(path), "{path} missing from:\n{stderr}");
+    }
+    // `run` refuses the same file before starting anything.
+    let out = fulcrum().args(["run", "-c"]).arg(&path).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing was started"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn version_and_help() {
+    let out = fulcrum().arg("--version").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("fulcrum "));
+    let out = fulcrum().arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for command in ["run", "check", "demo"] {
+        assert!(help.contains(command), "{help}");
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn demo_shows_traffic_on_all_three_backends_within_five_seconds() {
+    let mut child = fulcrum()
+        .args(["demo", "--duration", "4s", "--listen"])
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .arg("--admin")
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{out}");
+    // Any per-second line in which every backend served requests.
+    let busy_line = out.lines().filter(|l| l.starts_with('[')).find(|line| {
+        line.split("backend-").skip(1).all(|part| {
+            part.split(':')
+                .nth(1)
+                .and_then(|s| s.split_whitespace().next())
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(0)
+                > 0
+        }) && line.matches("backend-").count() == 3
+    });
+    assert!(
+        busy_line.is_some(),
+        "no second with traffic on all three backends:\n{out}"
+    );
+}
+
+#[test]
+fn run_serves_and_stops_cleanly_on_sigterm() {
+    let dir = std::env::temp_dir().join(format!("fulcrum-run-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("run.toml");
+    let port = free_port();
+    let backend = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    std::fs::write(
+        &path,
+        format!(
+            "[runtime]\nshutdown_grace = \"1s\"\n[[listeners]]\nname = \"t\"\nbind = \"127.0.0.1:{port}\"\nprotocol = \"tcp\"\npool = \"p\"\n[pools.p]\nbackends = [{{ addr = \"{}\" }}]\n",
+            backend.local_addr().unwrap()
+        ),
+    )
+    .unwrap();
+    let mut child = fulcrum()
+        .args(["run", "-c"])
+        .arg(&path)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut connected = false;
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            connected = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(connected, "fulcrum run never listened on {port}");
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit status after SIGTERM: {status:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
