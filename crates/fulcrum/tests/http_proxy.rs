@@ -378,3 +378,64 @@ async fn chunked_and_sized_bodies_pass_through_both_ways() {
     let response = raw_exchange(proxy.addr, sized).await;
     assert!(response.ends_with(":hello"), "{response}");
 }
+
+/// A backend that reads the whole body, then answers with its length.
+async fn body_length_backend() -> Backend {
+    Backend::with_handler(Arc::new(|req| {
+        Box::pin(async move {
+            let body = http_body_util::BodyExt::collect(req.into_body()).await;
+            let len = body.map(|b| b.to_bytes().len()).unwrap_or(0);
+            Response::new(Full::new(Bytes::from(len.to_string())))
+        })
+    }))
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_response_timeout_starts_only_after_the_whole_upload() {
+    let backend = body_length_backend().await;
+    let proxy = start_proxy(
+        "http",
+        "round_robin",
+        &[(backend.addr, 1)],
+        "",
+        "response_timeout = \"300ms\"",
+    );
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream
+        .write_all(b"POST / HTTP/1.1\r\nhost: a\r\ncontent-length: 8\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    // The upload takes about 1.2 s, four times the response timeout.
+    for byte in b"12345678" {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        stream.write_all(&[*byte]).await.unwrap();
+    }
+    let response = read_to_close(&mut stream).await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.ends_with("\r\n\r\n8"), "{response}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stalls_mid_body_gets_408() {
+    let backend = body_length_backend().await;
+    let proxy = start_proxy(
+        "http",
+        "round_robin",
+        &[(backend.addr, 1)],
+        "idle_timeout = \"300ms\"",
+        "",
+    );
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream
+        .write_all(b"POST / HTTP/1.1\r\nhost: a\r\ncontent-length: 100\r\n\r\nonly a part")
+        .await
+        .unwrap();
+    let response = read_to_close(&mut stream).await;
+    assert!(response.starts_with("HTTP/1.1 408"), "{response}");
+    let status = proxy.app().pools().get("app").unwrap().status();
+    assert_eq!(
+        status.backends[0].failures, 0,
+        "a client stall is not the backend's fault"
+    );
+}

@@ -12,6 +12,8 @@ pub enum ProxyError {
     BadRequest(&'static str),
     /// Request line longer than the listener's limit: 414, connection closed.
     RequestLineTooLong,
+    /// The client stopped sending its request body for longer than the idle timeout: 408.
+    ClientBodyTimeout,
     /// The pool has no backend that can be picked: 503.
     NoBackend,
     /// Every connect attempt failed: 502.
@@ -38,6 +40,7 @@ impl ProxyError {
         match self {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::RequestLineTooLong => StatusCode::URI_TOO_LONG,
+            ProxyError::ClientBodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::NoBackend => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::ConnectFailed | ProxyError::UpstreamFailed => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -48,6 +51,7 @@ impl ProxyError {
         match self {
             ProxyError::BadRequest(why) => why,
             ProxyError::RequestLineTooLong => "request line too long\n",
+            ProxyError::ClientBodyTimeout => "the request body stopped arriving\n",
             ProxyError::NoBackend => "no backend available\n",
             ProxyError::ConnectFailed => "could not connect to a backend\n",
             ProxyError::UpstreamFailed => "the backend failed to answer\n",
@@ -59,7 +63,9 @@ impl ProxyError {
     fn closes_connection(self) -> bool {
         matches!(
             self,
-            ProxyError::BadRequest(_) | ProxyError::RequestLineTooLong
+            ProxyError::BadRequest(_)
+                | ProxyError::RequestLineTooLong
+                | ProxyError::ClientBodyTimeout
         )
     }
 

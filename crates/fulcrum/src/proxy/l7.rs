@@ -8,6 +8,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::header::{self, HeaderValue};
 use http::{Request, Response, Uri, Version};
@@ -17,6 +18,7 @@ use super::body::{ProxyBody, Release, UpstreamBody};
 use super::client_io::ConnPhase;
 use super::error::ProxyError;
 use super::headers;
+use super::request_body::{BodyProgress, RequestBody};
 use super::upstream::{self, Sender, UpstreamPool};
 use crate::pool::{InFlight, LiveBackend, Pool, Tried};
 
@@ -27,6 +29,8 @@ pub struct HttpRoute {
     pub pool: Arc<Pool>,
     pub upstreams: Rc<UpstreamPool>,
     pub max_request_line_bytes: usize,
+    /// A request body that stops arriving for this long ends the exchange (408).
+    pub body_stall_timeout: Duration,
 }
 
 /// One client connection's context for its requests.
@@ -72,7 +76,9 @@ async fn proxy(
 ) -> Result<Response<ProxyBody>, ProxyError> {
     check(&conn.route, &mut request)?;
     rewrite(conn, &mut request);
-    let response = forward(&conn.route, request).await?;
+    let (parts, body) = request.into_parts();
+    let (body, progress) = RequestBody::new(body, conn.route.body_stall_timeout);
+    let response = forward(&conn.route, Request::from_parts(parts, body), &progress).await?;
     Ok(respond(response))
 }
 
@@ -125,7 +131,8 @@ fn rewrite(conn: &ClientConn, request: &mut Request<Incoming>) {
 /// cannot be made (nothing was sent, so this is safe for every method).
 async fn forward(
     route: &HttpRoute,
-    mut request: Request<Incoming>,
+    mut request: Request<RequestBody>,
+    progress: &BodyProgress,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let pool = &route.pool;
     let snapshot = pool.snapshot_full();
@@ -137,7 +144,7 @@ async fn forward(
         tried.push(index);
         let backend = &snapshot.backends[index];
         let in_flight = InFlight::start(&backend.stats);
-        match send(route, backend, request).await {
+        match send(route, backend, request, progress).await {
             Ok((response, sender)) => {
                 backend.stats.record_request();
                 let release = Release {
@@ -161,6 +168,10 @@ async fn forward(
                 tracing::warn!(pool = %pool.name, backend = %backend.addr, %error, "connect failed; trying another backend");
                 request = *returned;
             }
+            Err(SendFailure::Failed(_)) if progress.stalled() => {
+                tracing::debug!(pool = %pool.name, "client stopped sending its request body");
+                return Err(ProxyError::ClientBodyTimeout);
+            }
             Err(SendFailure::Failed(error)) => {
                 backend.stats.record_failure();
                 tracing::warn!(pool = %pool.name, backend = %backend.addr, ?error, "upstream failed");
@@ -177,7 +188,7 @@ async fn forward(
 
 enum SendFailure {
     /// Nothing reached the backend; the request can go elsewhere.
-    NotSent(Box<Request<Incoming>>, String),
+    NotSent(Box<Request<RequestBody>>, String),
     Failed(ProxyError),
 }
 
@@ -186,7 +197,8 @@ enum SendFailure {
 async fn send(
     route: &HttpRoute,
     backend: &LiveBackend,
-    mut request: Request<Incoming>,
+    mut request: Request<RequestBody>,
+    progress: &BodyProgress,
 ) -> Result<(Response<Incoming>, Sender), SendFailure> {
     let settings = &route.pool.settings;
     let (mut sender, mut fresh) = match route.upstreams.checkout(backend.addr).await {
@@ -197,12 +209,18 @@ async fn send(
         },
     };
     loop {
-        let sent =
-            tokio::time::timeout(settings.response_timeout, sender.try_send_request(request)).await;
+        // The response timeout runs from the moment the whole request has been read.
+        let deadline = async {
+            progress.finished().await;
+            tokio::time::sleep(settings.response_timeout).await;
+        };
+        let sent = tokio::select! {
+            sent = sender.try_send_request(request) => sent,
+            () = deadline => return Err(SendFailure::Failed(ProxyError::UpstreamTimeout)),
+        };
         match sent {
-            Err(_elapsed) => return Err(SendFailure::Failed(ProxyError::UpstreamTimeout)),
-            Ok(Ok(response)) => return Ok((response, sender)),
-            Ok(Err(mut error)) => match error.take_message() {
+            Ok(response) => return Ok((response, sender)),
+            Err(mut error) => match error.take_message() {
                 Some(returned) if fresh => {
                     return Err(SendFailure::NotSent(
                         Box::new(returned),

@@ -6,5 +6,6 @@ pub mod error;
 pub mod headers;
 pub mod l4;
 pub mod l7;
+pub mod request_body;
 pub mod upstream;
 pub mod worker;

@@ -11,13 +11,14 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-pub type Sender = SendRequest<Incoming>;
+use super::request_body::RequestBody;
+
+pub type Sender = SendRequest<RequestBody>;
 
 /// Why a new upstream connection could not be made.
 #[derive(Debug)]

@@ -87,6 +87,7 @@ async fn run(listeners: Vec<WorkerListener>, mut shutdown: watch::Receiver<bool>
                     pool: l.pool,
                     upstreams: Rc::clone(&upstreams),
                     max_request_line_bytes: limits.max_request_line_bytes,
+                    body_stall_timeout: l.config.idle_timeout,
                 }),
                 builder: Rc::new(http1_builder(limits)),
                 limits: limits.clone(),
