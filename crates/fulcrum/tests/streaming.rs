@@ -76,6 +76,19 @@ impl Body for Generated {
     }
 }
 
+/// Reads a body to the end frame by frame, never holding it whole.
+async fn length_and_hash(mut body: hyper::body::Incoming) -> (u64, u64) {
+    let mut hash = Xxh3::new();
+    let mut len = 0u64;
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.unwrap().into_data() {
+            len += data.len() as u64;
+            hash.update(&data);
+        }
+    }
+    (len, hash.digest())
+}
+
 fn peak_rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     status
@@ -90,18 +103,9 @@ async fn a_256_mib_body_streams_intact_each_way_with_bounded_memory() {
     // The backend hashes what it receives as it arrives, then streams 256 MiB back.
     let backend = Backend::with_handler(Arc::new(|req: Request<hyper::body::Incoming>| {
         Box::pin(async move {
-            let mut body = req.into_body();
-            let mut hash = Xxh3::new();
-            let mut len = 0u64;
-            while let Some(frame) = body.frame().await {
-                if let Ok(data) = frame.unwrap().into_data() {
-                    len += data.len() as u64;
-                    hash.update(&data);
-                }
-            }
+            let (len, hash) = length_and_hash(req.into_body()).await;
             Response::new(http_body_util::Full::new(Bytes::from(format!(
-                "{len} {}",
-                hash.digest()
+                "{len} {hash}"
             ))))
         })
     }))
@@ -157,17 +161,9 @@ async fn a_256_mib_body_streams_intact_each_way_with_bounded_memory() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    let mut body = response.into_body();
-    let mut hash = Xxh3::new();
-    let mut len = 0u64;
-    while let Some(frame) = body.frame().await {
-        if let Ok(data) = frame.unwrap().into_data() {
-            len += data.len() as u64;
-            hash.update(&data);
-        }
-    }
+    let (len, hash) = length_and_hash(response.into_body()).await;
     assert_eq!(len, BODY);
-    assert_eq!(hash.digest(), Generated::expected_hash(BODY));
+    assert_eq!(hash, Generated::expected_hash(BODY));
 
     let growth_mib = (peak_rss_kib() - before) / 1024;
     eprintln!("peak memory growth: {growth_mib} MiB");
