@@ -1,0 +1,111 @@
+#!/usr/bin/env python3
+"""Turns bench/run's raw measurements into the comparison table (Markdown, on stdout) and
+bench/results/latest.json. Ratios are computed per repetition (same run, same pinning), then
+summarised as median and min-max."""
+import json
+import math
+import statistics
+import sys
+from collections import defaultdict
+
+raw, out_json, machine, versions, command, reps, duration, idle = sys.argv[1:9]
+values = defaultdict(dict)  # (scenario, metric) -> proxy -> {rep: value}
+for line in open(raw):
+    scenario, metric, proxy, rep, value = line.rstrip("\n").split("\t")
+    try:
+        v = float(value)
+    except ValueError:
+        v = math.nan
+    values[(scenario, metric)].setdefault(proxy, {})[int(rep)] = v
+
+# (scenario, metric, label, higher_is_better, goal text, goal check on the HAProxy/nginx ratios)
+ROWS = [
+    ("S1", "rps", "HTTP keep-alive, 100 conns: requests/s", True, "≥ 1.15 × HAProxy and nginx",
+     lambda h, n: h >= 1.15 and n >= 1.15),
+    ("S1", "cpu_us_per_req", "HTTP: proxy CPU µs/request", False, "≤ 0.8 × HAProxy", lambda h, n: h <= 0.8),
+    ("S2", "added_p50_us", "added latency p50, 1 conn (µs)", False, "≤ 0.8 × HAProxy", lambda h, n: h <= 0.8),
+    ("S2", "added_p99_us", "added latency p99, 1 conn (µs)", False, "≤ 0.8 × HAProxy", lambda h, n: h <= 0.8),
+    ("S3", "p99_us", "fixed rate (70 % of slowest): p99 (µs)", False, "≤ 0.8 × HAProxy", lambda h, n: h <= 0.8),
+    ("S3", "p999_us", "fixed rate: p99.9 (µs)", False, "≤ 0.8 × HAProxy", lambda h, n: h <= 0.8),
+    ("S5", "conns_per_s", "new connection per request: conns/s", True, "≥ 1.0 × HAProxy", lambda h, n: h >= 1.0),
+    ("S7", "l4_rps", "L4 small req/resp: requests/s", True, "≥ 1.1 × HAProxy", lambda h, n: h >= 1.1),
+    ("S7", "l4_cpu_us_per_req", "L4: proxy CPU µs/request", False, "(reported)", None),
+    ("S8", "mib_per_s", "L4 bulk 1 MiB responses: MiB/s", True, "≥ 1.0 × HAProxy", lambda h, n: h >= 1.0),
+    ("S8", "cpu_s_per_gib", "L4 bulk: CPU s per GiB", False, "(reported)", None),
+    ("S10", "kib_per_idle_conn", f"memory per idle client conn (KiB, {idle} conns)", False,
+     "≤ 16 KiB and ≤ HAProxy", None),
+]
+
+
+def median(xs):
+    xs = [x for x in xs if not math.isnan(x)]
+    return statistics.median(xs) if xs else math.nan
+
+
+def ratios(metric_values, peer):
+    f, o = metric_values.get("fulcrum", {}), metric_values.get(peer, {})
+    rs = []
+    for rep, v in f.items():
+        if rep in o and o[rep] not in (0, math.nan) and not math.isnan(o[rep]) and not math.isnan(v):
+            rs.append(v / o[rep])
+    return rs
+
+
+def fmt(x, digits=1):
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    if abs(x) >= 1000:
+        return f"{x:,.0f}"
+    return f"{x:.{digits}f}"
+
+
+def fmt_ratio(rs):
+    if not rs:
+        return "–", math.nan
+    m = statistics.median(rs)
+    if len(rs) == 1:
+        return f"{m:.2f}", m
+    return f"{m:.2f} ({min(rs):.2f}–{max(rs):.2f})", m
+
+
+table = []
+result_rows = []
+print(f"Machine: {machine}  \nVersions: {versions}  \nCommand: `{command}` ({reps} repetition(s) × {duration} s)\n")
+print("| scenario | metric | fulcrum | HAProxy | nginx | fulcrum ÷ HAProxy | fulcrum ÷ nginx | goal | met |")
+print("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | --- |")
+for scenario, metric, label, higher, goal, check in ROWS:
+    mv = values.get((scenario, metric), {})
+    med = {p: median(list(mv.get(p, {}).values())) for p in ("fulcrum", "haproxy", "nginx")}
+    rh, rn = ratios(mv, "haproxy"), ratios(mv, "nginx")
+    th, mh = fmt_ratio(rh)
+    tn, mn = fmt_ratio(rn)
+    if check is not None and not math.isnan(mh):
+        met = "yes" if check(mh, mn if not math.isnan(mn) else mh) else "no"
+    elif metric == "kib_per_idle_conn" and not math.isnan(mh):
+        met = "yes" if med["fulcrum"] <= 16 and mh <= 1.0 else "no"
+    else:
+        met = ""
+    print(f"| {scenario} | {label} | {fmt(med['fulcrum'])} | {fmt(med['haproxy'])} | {fmt(med['nginx'])} | {th} | {tn} | {goal} | {met} |")
+    result_rows.append({
+        "scenario": scenario, "metric": metric, "label": label, "higher_is_better": higher,
+        "median": med, "per_repetition": {p: [mv.get(p, {}).get(r) for r in sorted(mv.get(p, {}))] for p in mv},
+        "ratio_vs_haproxy": {"median": mh, "all": rh}, "ratio_vs_nginx": {"median": mn, "all": rn},
+        "goal": goal, "met": met,
+    })
+
+# The L7 tax: fulcrum's L7 p50 minus its L4 p50 over one connection.
+l7 = values.get(("S2", "l7_p50_us"), {}).get("fulcrum", {})
+l4 = values.get(("S7", "l4_p50_us"), {}).get("fulcrum", {})
+tax = [l7[r] - l4[r] for r in l7 if r in l4]
+if tax:
+    t = statistics.median(tax)
+    print(f"| S7 | fulcrum L7 tax: L7 p50 − L4 p50 (µs) | {t:.1f} | | | | | ≤ 10 µs | {'yes' if t <= 10 else 'no'} |")
+    result_rows.append({"scenario": "S7", "metric": "l7_tax_p50_us", "median": {"fulcrum": t},
+                        "per_repetition": {"fulcrum": tax}, "goal": "≤ 10 µs", "met": "yes" if t <= 10 else "no"})
+rate = values.get(("S3", "rate_rps"), {}).get("fulcrum", {})
+if rate:
+    print(f"\nS3 offered rate: {', '.join(f'{v:,.0f}' for v in rate.values())} requests/s.")
+
+json.dump({"machine": machine, "versions": versions, "command": command, "repetitions": int(reps),
+           "duration_s": float(duration), "idle_connections": int(idle), "results": result_rows},
+          open(out_json, "w"), indent=2, default=lambda x: None)
