@@ -12,6 +12,8 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 pub const CONNECT_ATTEMPTS: u32 = 3;
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-pub const MAX_IDLE_PER_BACKEND: usize = 64;
+/// High enough that steady concurrency never closes connections it is about to need again
+/// (a cap below the concurrency makes every request past it open a new connection).
+pub const MAX_IDLE_PER_BACKEND: usize = 1024;
 pub const WEIGHT: u32 = 1;
 pub const MAX_WEIGHT: u32 = 10_000;

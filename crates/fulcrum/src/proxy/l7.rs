@@ -203,7 +203,7 @@ async fn send(
     let settings = &route.pool.settings;
     let (mut sender, mut fresh) = match route.upstreams.checkout(backend.addr).await {
         Some(sender) => (sender, false),
-        None => match upstream::connect(backend.addr, settings.connect_timeout).await {
+        None => match Box::pin(upstream::connect(backend.addr, settings.connect_timeout)).await {
             Ok(sender) => (sender, true),
             Err(e) => return Err(SendFailure::NotSent(Box::new(request), e.to_string())),
         },
@@ -231,12 +231,15 @@ async fn send(
                 Some(returned) => {
                     request = returned;
                     fresh = true;
-                    sender = match upstream::connect(backend.addr, settings.connect_timeout).await {
-                        Ok(sender) => sender,
-                        Err(e) => {
-                            return Err(SendFailure::NotSent(Box::new(request), e.to_string()))
-                        }
-                    };
+                    sender =
+                        match Box::pin(upstream::connect(backend.addr, settings.connect_timeout))
+                            .await
+                        {
+                            Ok(sender) => sender,
+                            Err(e) => {
+                                return Err(SendFailure::NotSent(Box::new(request), e.to_string()))
+                            }
+                        };
                 }
                 None => {
                     tracing::debug!(backend = %backend.addr, error = %error.error(), "upstream exchange failed");

@@ -8,6 +8,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -70,10 +71,43 @@ struct IdleConn {
     expires: Instant,
 }
 
+/// A multiply-rotate hasher (FxHash's): the keys are a handful of backend addresses chosen by
+/// the operator, so SipHash's flooding resistance buys nothing on this per-request look-up.
+#[derive(Default)]
+struct AddrHasher(u64);
+
+impl Hasher for AddrHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+    fn write_u8(&mut self, n: u8) {
+        self.write_u64(u64::from(n));
+    }
+    fn write_u16(&mut self, n: u16) {
+        self.write_u64(u64::from(n));
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type AddrMap<V> = HashMap<SocketAddr, V, BuildHasherDefault<AddrHasher>>;
+
 /// This worker's idle keep-alive connections, by backend address.
 #[derive(Default)]
 pub struct UpstreamPool {
-    idle: RefCell<HashMap<SocketAddr, Vec<IdleConn>>>,
+    idle: RefCell<AddrMap<Vec<IdleConn>>>,
 }
 
 impl fmt::Debug for UpstreamPool {
