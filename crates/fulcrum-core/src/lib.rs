@@ -6,4 +6,6 @@
 
 pub mod balance;
 pub mod config;
+pub mod health;
+pub mod latency;
 pub mod rand;

@@ -77,6 +77,84 @@ pub struct Pool {
     pub upstream_idle_timeout: Duration,
     /// Most idle keep-alive connections kept per backend by each worker thread.
     pub max_idle_per_backend: usize,
+    /// Backends added at runtime or returning from ejection ramp up over this; zero: off.
+    pub slow_start: Duration,
+    pub slow_start_min_percent: u32,
+    pub drain_timeout: DrainTimeout,
+    /// Active checks; `None` when the pool has no `[pools.NAME.health]` section.
+    pub health: Option<Health>,
+    /// Passive checks on live traffic; `None` without `[pools.NAME.outlier]`.
+    pub outlier: Option<Outlier>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DrainTimeout {
+    /// 2 × the backend's observed p99 request duration, clamped to [1 s, 300 s]; 30 s
+    /// while there is no data.
+    Auto,
+    Fixed(Duration),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
+    pub liveness: Probe,
+    pub readiness: Option<HttpCheck>,
+    pub failure_decay: Duration,
+    pub max_ejection_percent: u32,
+    pub panic_threshold_percent: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    /// A TCP connect that succeeds within the timeout.
+    Tcp,
+    Http(HttpCheck),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpCheck {
+    pub path: String,
+    pub expect: StatusRange,
+    /// The Host header to send; the backend's address when absent.
+    pub host: Option<String>,
+}
+
+/// An inclusive range of HTTP status codes, written "200-399" or "204".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusRange {
+    pub low: u16,
+    pub high: u16,
+}
+
+impl StatusRange {
+    pub fn contains(self, status: u16) -> bool {
+        (self.low..=self.high).contains(&status)
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        let (low, high) = match text.split_once('-') {
+            Some((a, b)) => (a.trim().parse().ok()?, b.trim().parse().ok()?),
+            None => {
+                let v = text.trim().parse().ok()?;
+                (v, v)
+            }
+        };
+        ((100..=599).contains(&low) && (100..=599).contains(&high) && low <= high)
+            .then_some(Self { low, high })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outlier {
+    pub consecutive_failures: u32,
+    pub base_ejection: Duration,
+    pub max_ejection: Duration,
+    /// Response statuses that count as failures (connect errors and timeouts always do).
+    pub failure_statuses: StatusRange,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -57,6 +57,43 @@ pub struct RawPool {
     pub response_timeout: Option<String>,
     pub upstream_idle_timeout: Option<String>,
     pub max_idle_per_backend: Option<i64>,
+    pub slow_start: Option<String>,
+    pub slow_start_min_percent: Option<i64>,
+    pub drain_timeout: Option<String>,
+    pub health: Option<RawHealth>,
+    pub outlier: Option<RawOutlier>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealth {
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+    pub rise: Option<i64>,
+    pub fall: Option<i64>,
+    pub liveness: Option<RawProbe>,
+    pub readiness: Option<RawProbe>,
+    pub failure_decay: Option<String>,
+    pub max_ejection_percent: Option<i64>,
+    pub panic_threshold_percent: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProbe {
+    pub tcp: Option<bool>,
+    pub path: Option<String>,
+    pub expect: Option<String>,
+    pub host: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOutlier {
+    pub consecutive_failures: Option<i64>,
+    pub base_ejection: Option<String>,
+    pub max_ejection: Option<String>,
+    pub failure_statuses: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -150,6 +150,33 @@ fn bad_configs_report_every_error_with_its_path() {
             &["pools.app.backends[1].addr"],
         ),
         (
+            "health and outlier values",
+            format!(
+                "{ONE_LISTENER}{app}slow_start_min_percent = 0\ndrain_timeout = \"soonish\"\n\
+                 [pools.app.health]\ninterval = \"10ms\"\nrise = 0\nliveness = {{ tcp = true, path = \"/x\" }}\n\
+                 readiness = {{ path = \"health\", expect = \"600\" }}\nmax_ejection_percent = 101\n\
+                 [pools.app.outlier]\nbase_ejection = \"10s\"\nmax_ejection = \"5s\"\nfailure_statuses = \"5xx\"\n"
+            ),
+            &[
+                "pools.app.slow_start_min_percent",
+                "pools.app.drain_timeout",
+                "pools.app.health.interval",
+                "pools.app.health.liveness",
+                "pools.app.health.readiness.path",
+                "pools.app.health.rise",
+                "pools.app.health.max_ejection_percent",
+                "pools.app.outlier.max_ejection",
+                "pools.app.outlier.failure_statuses",
+            ],
+        ),
+        (
+            "readiness cannot be a TCP probe; timeout longer than interval",
+            format!(
+                "{ONE_LISTENER}{app}[pools.app.health]\ninterval = \"1s\"\ntimeout = \"2s\"\nreadiness = {{ tcp = true }}\n"
+            ),
+            &["pools.app.health.timeout", "pools.app.health.readiness"],
+        ),
+        (
             "admin bind",
             format!("[admin]\nbind = \"nowhere\"\n{ONE_LISTENER}{app}"),
             &["admin.bind"],
@@ -185,4 +212,44 @@ fn unknown_algorithm_lists_the_valid_ones() {
         message.contains("round_robin, least_conn, random, p2c"),
         "{message}"
     );
+}
+
+#[test]
+fn health_sections_parse_with_defaults() {
+    let text = format!(
+        "{ONE_LISTENER}[pools.app]\nbackends = [{{ addr = \"127.0.0.1:1\" }}]\nslow_start = \"0s\"\ndrain_timeout = \"45s\"\n\
+         [pools.app.health]\nreadiness = {{ path = \"/health\", host = \"app.local\" }}\n[pools.app.outlier]\n"
+    );
+    let config = Config::from_toml(&text).unwrap_or_else(|e| panic!("{e}"));
+    let pool = &config.pools["app"];
+    assert_eq!(pool.slow_start, Duration::ZERO);
+    assert_eq!(
+        pool.drain_timeout,
+        DrainTimeout::Fixed(Duration::from_secs(45))
+    );
+    let health = pool.health.clone().unwrap_or_else(|| panic!("health"));
+    assert_eq!(health.interval, Duration::from_secs(2));
+    assert_eq!(health.timeout, Duration::from_secs(1));
+    assert_eq!((health.rise, health.fall), (2, 3));
+    assert_eq!(health.liveness, Probe::Tcp);
+    let readiness = health.readiness.unwrap_or_else(|| panic!("readiness"));
+    assert_eq!(readiness.path, "/health");
+    assert_eq!(
+        readiness.expect,
+        StatusRange {
+            low: 200,
+            high: 399
+        }
+    );
+    assert_eq!(readiness.host.as_deref(), Some("app.local"));
+    assert_eq!(
+        (health.max_ejection_percent, health.panic_threshold_percent),
+        (20, 50)
+    );
+    let outlier = pool.outlier.clone().unwrap_or_else(|| panic!("outlier"));
+    assert_eq!(outlier.consecutive_failures, 5);
+    assert_eq!(outlier.base_ejection, Duration::from_secs(30));
+    assert_eq!(outlier.max_ejection, Duration::from_secs(300));
+    assert!(outlier.failure_statuses.contains(503) && !outlier.failure_statuses.contains(404));
+    assert_eq!(config.pools["app"].slow_start_min_percent, 10);
 }

@@ -203,6 +203,198 @@ impl Validator {
                 defaults::MAX_IDLE_PER_BACKEND as i64,
                 (0, 100_000),
             ) as usize,
+            slow_start: self.duration(
+                &format!("{path}.slow_start"),
+                raw.slow_start.as_deref(),
+                defaults::SLOW_START,
+                Duration::ZERO,
+            ),
+            slow_start_min_percent: self.integer(
+                &format!("{path}.slow_start_min_percent"),
+                raw.slow_start_min_percent,
+                i64::from(defaults::SLOW_START_MIN_PERCENT),
+                (1, 100),
+            ) as u32,
+            drain_timeout: match raw.drain_timeout.as_deref() {
+                None | Some("auto") => DrainTimeout::Auto,
+                Some(text) => DrainTimeout::Fixed(self.duration(
+                    &format!("{path}.drain_timeout"),
+                    Some(text),
+                    defaults::DRAIN_WITHOUT_DATA,
+                    Duration::ZERO,
+                )),
+            },
+            health: raw
+                .health
+                .map(|h| self.health(&format!("{path}.health"), h)),
+            outlier: raw
+                .outlier
+                .map(|o| self.outlier(&format!("{path}.outlier"), o)),
+        }
+    }
+
+    fn health(&mut self, path: &str, raw: RawHealth) -> Health {
+        let key = |k: &str| format!("{path}.{k}");
+        let interval = self.duration(
+            &key("interval"),
+            raw.interval.as_deref(),
+            defaults::HEALTH_INTERVAL,
+            Duration::from_millis(100),
+        );
+        let timeout = self.duration(
+            &key("timeout"),
+            raw.timeout.as_deref(),
+            defaults::HEALTH_TIMEOUT.min(interval),
+            Duration::from_millis(1),
+        );
+        if timeout > interval {
+            self.error(key("timeout"), "must not be longer than the interval");
+        }
+        let liveness = match raw.liveness {
+            None => Probe::Tcp,
+            Some(p) => self.probe(&key("liveness"), p, true).unwrap_or(Probe::Tcp),
+        };
+        let readiness = raw
+            .readiness
+            .and_then(|p| match self.probe(&key("readiness"), p, false) {
+                Some(Probe::Http(check)) => Some(check),
+                _ => None,
+            });
+        Health {
+            interval,
+            timeout,
+            rise: self.integer(&key("rise"), raw.rise, i64::from(defaults::RISE), (1, 100)) as u32,
+            fall: self.integer(&key("fall"), raw.fall, i64::from(defaults::FALL), (1, 100)) as u32,
+            liveness,
+            readiness,
+            failure_decay: self.duration(
+                &key("failure_decay"),
+                raw.failure_decay.as_deref(),
+                defaults::FAILURE_DECAY,
+                Duration::ZERO,
+            ),
+            max_ejection_percent: self.integer(
+                &key("max_ejection_percent"),
+                raw.max_ejection_percent,
+                i64::from(defaults::MAX_EJECTION_PERCENT),
+                (0, 100),
+            ) as u32,
+            panic_threshold_percent: self.integer(
+                &key("panic_threshold_percent"),
+                raw.panic_threshold_percent,
+                i64::from(defaults::PANIC_THRESHOLD_PERCENT),
+                (0, 100),
+            ) as u32,
+        }
+    }
+
+    /// `{ tcp = true }` (liveness only) or `{ path = "/x", expect = "200-399", host = "..." }`.
+    fn probe(&mut self, path: &str, raw: RawProbe, tcp_allowed: bool) -> Option<Probe> {
+        match (raw.tcp, raw.path) {
+            (Some(true), None) if tcp_allowed => {
+                if raw.expect.is_some() || raw.host.is_some() {
+                    self.error(
+                        path,
+                        "`expect` and `host` apply only to HTTP probes (`path`)",
+                    );
+                }
+                Some(Probe::Tcp)
+            }
+            (Some(true), None) => {
+                self.error(
+                    path,
+                    "readiness needs an HTTP probe: { path = \"/health\" }",
+                );
+                None
+            }
+            (None | Some(false), Some(p)) => {
+                if !p.starts_with('/') {
+                    self.error(format!("{path}.path"), "must start with /");
+                    return None;
+                }
+                let expect = match raw.expect.as_deref() {
+                    None => Some(StatusRange {
+                        low: 200,
+                        high: 399,
+                    }),
+                    Some(text) => StatusRange::parse(text).or_else(|| {
+                        self.error(
+                            format!("{path}.expect"),
+                            format!(
+                                "`{text}` is not a status range; write e.g. \"200-399\" or \"204\""
+                            ),
+                        );
+                        None
+                    }),
+                }?;
+                Some(Probe::Http(HttpCheck {
+                    path: p,
+                    expect,
+                    host: raw.host,
+                }))
+            }
+            (Some(true), Some(_)) => {
+                self.error(path, "choose one: `tcp = true` or `path`");
+                None
+            }
+            _ => {
+                let choices = if tcp_allowed {
+                    "{ tcp = true } or { path = \"/live\" }"
+                } else {
+                    "{ path = \"/health\" }"
+                };
+                self.error(path, format!("needs a probe: {choices}"));
+                None
+            }
+        }
+    }
+
+    fn outlier(&mut self, path: &str, raw: RawOutlier) -> Outlier {
+        let key = |k: &str| format!("{path}.{k}");
+        let base_ejection = self.duration(
+            &key("base_ejection"),
+            raw.base_ejection.as_deref(),
+            defaults::OUTLIER_BASE_EJECTION,
+            Duration::from_millis(1),
+        );
+        let max_ejection = self.duration(
+            &key("max_ejection"),
+            raw.max_ejection.as_deref(),
+            defaults::OUTLIER_MAX_EJECTION.max(base_ejection),
+            Duration::from_millis(1),
+        );
+        if max_ejection < base_ejection {
+            self.error(
+                key("max_ejection"),
+                "must not be shorter than base_ejection",
+            );
+        }
+        let failure_statuses = match raw.failure_statuses.as_deref() {
+            None => StatusRange {
+                low: 500,
+                high: 599,
+            },
+            Some(text) => StatusRange::parse(text).unwrap_or_else(|| {
+                self.error(
+                    key("failure_statuses"),
+                    format!("`{text}` is not a status range; write e.g. \"500-599\""),
+                );
+                StatusRange {
+                    low: 500,
+                    high: 599,
+                }
+            }),
+        };
+        Outlier {
+            consecutive_failures: self.integer(
+                &key("consecutive_failures"),
+                raw.consecutive_failures,
+                i64::from(defaults::OUTLIER_CONSECUTIVE_FAILURES),
+                (1, 1000),
+            ) as u32,
+            base_ejection,
+            max_ejection,
+            failure_statuses,
         }
     }
 

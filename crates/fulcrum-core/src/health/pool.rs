@@ -1,0 +1,535 @@
+//! The pool-level rules around the per-backend lifecycles:
+//!
+//! - **Ejection cap** (blast radius): at most `max_ejection_percent` of the pool is out of
+//!   rotation because of checks or outliers at any moment: cap = max(1, ⌊N × pct / 100⌋) for
+//!   N ≥ 2, and 0 for a single backend. An ejection beyond the cap is *suppressed*: the backend
+//!   stays in rotation, the suppression is counted and reported once per episode, and the
+//!   ejection is retried on every tick until the cap allows it or the backend recovers.
+//! - **Panic**: when at least `panic_threshold_percent` of the pool fails its checks at the
+//!   same time, the checks are lying (a broken health endpoint, a network blip): traffic goes
+//!   to every backend that is not drained or disabled, ignoring health, until the failing
+//!   share falls below the threshold again.
+//!
+//! Weights are fractions of the configured weight: 1.0 is full, 0.0 is out of rotation.
+
+use std::time::Duration;
+
+use super::lifecycle::{BackendState, Cause, Lifecycle, ProbeOutcome};
+
+/// The settings the state machine runs by (from `[pools.NAME]`, `.health` and `.outlier`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthRules {
+    /// Slow start window; zero turns slow start off.
+    pub slow_start: Duration,
+    /// Where slow start begins, as a fraction of the weight (0.10 = 10 %).
+    pub slow_start_min: f64,
+    pub rise: u32,
+    pub fall: u32,
+    /// How long a failing backend's weight takes to decay to 0 before it is ejected.
+    pub failure_decay: Duration,
+    pub max_ejection_percent: u32,
+    pub panic_threshold_percent: u32,
+    /// A readiness timeout this soon after a successful live response is a slow check.
+    pub slow_check_window: Duration,
+    pub outlier: Option<OutlierRules>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutlierRules {
+    pub consecutive_failures: u32,
+    pub base_ejection: Duration,
+    pub max_ejection: Duration,
+}
+
+impl Default for HealthRules {
+    fn default() -> Self {
+        Self {
+            slow_start: Duration::from_secs(30),
+            slow_start_min: 0.10,
+            rise: 2,
+            fall: 3,
+            failure_decay: Duration::from_secs(30),
+            max_ejection_percent: 20,
+            panic_threshold_percent: 50,
+            slow_check_window: Duration::from_secs(3),
+            outlier: None,
+        }
+    }
+}
+
+/// Something the operator should hear about (the daemon logs each one).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Transition {
+    State {
+        backend: usize,
+        from: BackendState,
+        to: BackendState,
+        cause: Cause,
+    },
+    /// An ejection the cap did not allow; the backend stays in rotation.
+    Suppressed {
+        backend: usize,
+        wanted: BackendState,
+        cause: Cause,
+    },
+    Panic {
+        entered: bool,
+        failing: usize,
+        of: usize,
+    },
+}
+
+/// What the admin API shows about one backend.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackendView {
+    pub state: BackendState,
+    pub since: Duration,
+    pub cause: Cause,
+    /// Effective weight as a fraction of the configured weight.
+    pub weight_fraction: f64,
+    pub ejections: u32,
+    pub suppressed: bool,
+    pub slow_checks: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct PoolHealth {
+    rules: HealthRules,
+    backends: Vec<Lifecycle>,
+    panic: bool,
+    suppressed_ejections: u64,
+    events: Vec<Transition>,
+}
+
+impl PoolHealth {
+    /// A pool whose `n` backends were there from the start: they begin active.
+    pub fn new(rules: HealthRules, n: usize, now: Duration) -> Self {
+        Self {
+            rules,
+            backends: (0..n)
+                .map(|_| Lifecycle::new(BackendState::Active, now, Cause::Start))
+                .collect(),
+            panic: false,
+            suppressed_ejections: 0,
+            events: Vec::new(),
+        }
+    }
+
+    pub fn rules(&self) -> &HealthRules {
+        &self.rules
+    }
+
+    pub fn len(&self) -> usize {
+        self.backends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.backends.is_empty()
+    }
+
+    pub fn panic(&self) -> bool {
+        self.panic
+    }
+
+    pub fn suppressed_ejections(&self) -> u64 {
+        self.suppressed_ejections
+    }
+
+    /// Everything that happened since the last call, in order.
+    pub fn take_transitions(&mut self) -> Vec<Transition> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// A backend added at runtime: it warms up (slow start). Returns its index.
+    pub fn add(&mut self, now: Duration, cause: Cause) -> usize {
+        let mut lifecycle = Lifecycle::new(BackendState::Warming, now, cause);
+        lifecycle.ramp_from = self.rules.slow_start_min;
+        if self.rules.slow_start.is_zero() {
+            lifecycle.state = BackendState::Active;
+        }
+        self.backends.push(lifecycle);
+        self.backends.len() - 1
+    }
+
+    /// Forgets backend `i`; later indices shift down by one (as in the caller's list).
+    pub fn remove(&mut self, i: usize) {
+        if i < self.backends.len() {
+            self.backends.remove(i);
+        }
+    }
+
+    /// How many backends checks and outliers may hold out of rotation at once.
+    pub fn cap(&self) -> usize {
+        let n = self.eligible();
+        if n <= 1 {
+            0
+        } else {
+            (n * self.rules.max_ejection_percent as usize / 100).max(1)
+        }
+    }
+
+    fn eligible(&self) -> usize {
+        self.backends
+            .iter()
+            .filter(|b| !b.state.is_administrative())
+            .count()
+    }
+
+    fn ejected(&self) -> usize {
+        self.backends
+            .iter()
+            .filter(|b| b.state.is_ejected())
+            .count()
+    }
+
+    // --- inputs ------------------------------------------------------------------------------
+
+    /// A liveness probe ("is the process alive?"): `fall` failures make it dead at once.
+    pub fn liveness(&mut self, i: usize, now: Duration, pass: bool) {
+        let rules = self.rules.clone();
+        let Some(b) = self.backends.get_mut(i) else {
+            return;
+        };
+        b.liveness.record(pass);
+        if b.state.is_administrative() {
+            return;
+        }
+        if pass {
+            if b.liveness.passes >= rules.rise {
+                if b.state == BackendState::Dead {
+                    self.warm(i, now, Cause::Probe);
+                } else if b.suppressed && b.state != BackendState::Failing {
+                    b.suppressed = false;
+                }
+            }
+        } else if b.liveness.failures >= rules.fall && b.state != BackendState::Dead {
+            self.eject(i, now, BackendState::Dead, Cause::Probe);
+        }
+    }
+
+    /// A readiness probe ("should it get traffic?"): `fall` failures start the weight decay.
+    pub fn readiness(&mut self, i: usize, now: Duration, outcome: ProbeOutcome) {
+        let rules = self.rules.clone();
+        let Some(b) = self.backends.get_mut(i) else {
+            return;
+        };
+        let pass = match outcome {
+            ProbeOutcome::Pass => true,
+            ProbeOutcome::Fail => false,
+            ProbeOutcome::Timeout => {
+                let serving = b
+                    .last_live_success
+                    .is_some_and(|t| now.saturating_sub(t) <= rules.slow_check_window);
+                if serving {
+                    // A busy server is not a sick one.
+                    b.slow_checks += 1;
+                    return;
+                }
+                false
+            }
+        };
+        b.readiness.record(pass);
+        if b.state.is_administrative() {
+            return;
+        }
+        match b.state {
+            BackendState::Active | BackendState::Warming
+                if !pass && b.readiness.failures >= rules.fall =>
+            {
+                let fraction = self.health_fraction(i, now);
+                self.set_state(i, now, BackendState::Failing, Cause::Probe, fraction);
+            }
+            BackendState::Failing if pass && b.readiness.passes >= rules.rise => {
+                // A false positive corrects itself without a removal.
+                self.warm(i, now, Cause::Probe);
+            }
+            BackendState::Ejected
+                if pass && b.readiness.passes >= rules.rise && b.cause == Cause::Probe =>
+            {
+                self.warm(i, now, Cause::Probe);
+            }
+            _ => {}
+        }
+    }
+
+    /// The outcome of one live request or connection (passive checks).
+    pub fn live_outcome(&mut self, i: usize, now: Duration, ok: bool) {
+        let Some(b) = self.backends.get_mut(i) else {
+            return;
+        };
+        if ok {
+            b.last_live_success = Some(now);
+            b.outlier_failures = 0;
+        } else {
+            b.outlier_failures = b.outlier_failures.saturating_add(1);
+            self.check_outlier(i, now);
+        }
+    }
+
+    /// Live traffic as the data path counts it between two control ticks: whether anything
+    /// succeeded, and the current run of consecutive failures (reset by every success).
+    pub fn live_traffic(&mut self, i: usize, now: Duration, succeeded: bool, failure_streak: u32) {
+        let Some(b) = self.backends.get_mut(i) else {
+            return;
+        };
+        if succeeded {
+            b.last_live_success = Some(now);
+        }
+        b.outlier_failures = failure_streak;
+        self.check_outlier(i, now);
+    }
+
+    fn check_outlier(&mut self, i: usize, now: Duration) {
+        let Some(outlier) = self.rules.outlier.clone() else {
+            return;
+        };
+        let b = &self.backends[i];
+        let eligible = matches!(
+            b.state,
+            BackendState::Active | BackendState::Warming | BackendState::Failing
+        );
+        if !eligible || b.outlier_failures < outlier.consecutive_failures {
+            return;
+        }
+        let times = b.ejections.saturating_add(1);
+        let duration = outlier
+            .base_ejection
+            .saturating_mul(times)
+            .min(outlier.max_ejection);
+        if self.eject(i, now, BackendState::Ejected, Cause::Outlier) {
+            let b = &mut self.backends[i];
+            b.ejected_until = Some(now + duration);
+            b.outlier_failures = 0;
+        }
+    }
+
+    /// Stop sending new requests; in-flight ones finish.
+    pub fn drain(&mut self, i: usize, now: Duration, cause: Cause) {
+        if self
+            .backends
+            .get(i)
+            .is_some_and(|b| !matches!(b.state, BackendState::Draining | BackendState::Drained))
+        {
+            self.set_state(i, now, BackendState::Draining, cause, 0.0);
+        }
+    }
+
+    /// The drain finished (nothing in flight any more, or the drain timeout passed).
+    pub fn drained(&mut self, i: usize, now: Duration) {
+        if self
+            .backends
+            .get(i)
+            .is_some_and(|b| b.state == BackendState::Draining)
+        {
+            let cause = self.backends[i].cause;
+            self.set_state(i, now, BackendState::Drained, cause, 0.0);
+        }
+    }
+
+    pub fn disable(&mut self, i: usize, now: Duration) {
+        if self
+            .backends
+            .get(i)
+            .is_some_and(|b| b.state != BackendState::Disabled)
+        {
+            self.set_state(i, now, BackendState::Disabled, Cause::Admin, 0.0);
+        }
+    }
+
+    /// Back into rotation after drain or disable, through slow start.
+    pub fn enable(&mut self, i: usize, now: Duration) {
+        if self
+            .backends
+            .get(i)
+            .is_some_and(|b| b.state.is_administrative())
+        {
+            let b = &mut self.backends[i];
+            b.liveness = Default::default();
+            b.readiness = Default::default();
+            b.outlier_failures = 0;
+            self.warm(i, now, Cause::Admin);
+        }
+    }
+
+    /// Advances time: slow starts finish, decays end in ejection, timed ejections expire,
+    /// suppressed ejections are retried, and panic is entered or left.
+    pub fn tick(&mut self, now: Duration) {
+        for i in 0..self.backends.len() {
+            let b = &self.backends[i];
+            let elapsed = now.saturating_sub(b.since);
+            match b.state {
+                BackendState::Warming
+                    if self.rules.slow_start.is_zero() || elapsed >= self.rules.slow_start =>
+                {
+                    self.set_state(i, now, BackendState::Active, Cause::Timer, 1.0);
+                }
+                BackendState::Failing if elapsed >= self.rules.failure_decay => {
+                    self.eject(i, now, BackendState::Ejected, Cause::Probe);
+                }
+                BackendState::Ejected if b.ejected_until.is_some_and(|t| now >= t) => {
+                    self.backends[i].ejected_until = None;
+                    self.warm(i, now, Cause::Outlier);
+                }
+                BackendState::Active | BackendState::Warming
+                    if b.suppressed && b.liveness.failures >= self.rules.fall =>
+                {
+                    self.eject(i, now, BackendState::Dead, Cause::Probe);
+                }
+                _ => {}
+            }
+        }
+        self.update_panic();
+    }
+
+    // --- outputs -----------------------------------------------------------------------------
+
+    /// Effective weight of backend `i` as a fraction of its configured weight.
+    pub fn fraction(&self, i: usize, now: Duration) -> f64 {
+        let Some(b) = self.backends.get(i) else {
+            return 0.0;
+        };
+        if b.state.is_administrative() {
+            return 0.0;
+        }
+        if self.panic {
+            // Ignore health; slow start is not health, so it still applies.
+            return match b.state {
+                BackendState::Warming => self.health_fraction(i, now),
+                _ => 1.0,
+            };
+        }
+        self.health_fraction(i, now)
+    }
+
+    pub fn view(&self, i: usize, now: Duration) -> Option<BackendView> {
+        let b = self.backends.get(i)?;
+        Some(BackendView {
+            state: b.state,
+            since: b.since,
+            cause: b.cause,
+            weight_fraction: self.fraction(i, now),
+            ejections: b.ejections,
+            suppressed: b.suppressed,
+            slow_checks: b.slow_checks,
+        })
+    }
+
+    // --- internals ---------------------------------------------------------------------------
+
+    fn health_fraction(&self, i: usize, now: Duration) -> f64 {
+        let b = &self.backends[i];
+        let elapsed = now.saturating_sub(b.since).as_secs_f64();
+        match b.state {
+            BackendState::Active => 1.0,
+            BackendState::Warming => {
+                let window = self.rules.slow_start.as_secs_f64();
+                let from = b.ramp_from.max(self.rules.slow_start_min).min(1.0);
+                if window <= 0.0 {
+                    1.0
+                } else {
+                    (from + (1.0 - from) * elapsed / window).min(1.0)
+                }
+            }
+            BackendState::Failing => {
+                let decay = self.rules.failure_decay.as_secs_f64();
+                let left = if decay <= 0.0 {
+                    0.0
+                } else {
+                    b.ramp_from * (1.0 - elapsed / decay).max(0.0)
+                };
+                if b.suppressed {
+                    // Held in rotation by the cap: keep a small share rather than none.
+                    left.max(self.rules.slow_start_min.min(b.ramp_from))
+                } else {
+                    left
+                }
+            }
+            BackendState::Ejected
+            | BackendState::Dead
+            | BackendState::Draining
+            | BackendState::Drained
+            | BackendState::Disabled => 0.0,
+        }
+    }
+
+    fn set_state(
+        &mut self,
+        i: usize,
+        now: Duration,
+        to: BackendState,
+        cause: Cause,
+        ramp_from: f64,
+    ) {
+        let b = &mut self.backends[i];
+        let from = b.state;
+        b.state = to;
+        b.since = now;
+        b.cause = cause;
+        b.ramp_from = ramp_from;
+        b.suppressed = false;
+        if from != to {
+            self.events.push(Transition::State {
+                backend: i,
+                from,
+                to,
+                cause,
+            });
+        }
+    }
+
+    fn warm(&mut self, i: usize, now: Duration, cause: Cause) {
+        let current = self.health_fraction(i, now);
+        let b = &mut self.backends[i];
+        b.readiness.failures = 0;
+        b.liveness.failures = 0;
+        if self.rules.slow_start.is_zero() {
+            self.set_state(i, now, BackendState::Active, cause, 1.0);
+        } else {
+            self.set_state(i, now, BackendState::Warming, cause, current);
+        }
+    }
+
+    /// Takes backend `i` out of rotation if the cap allows; returns whether it did.
+    fn eject(&mut self, i: usize, now: Duration, to: BackendState, cause: Cause) -> bool {
+        if self.ejected() >= self.cap() {
+            let b = &mut self.backends[i];
+            if !b.suppressed {
+                b.suppressed = true;
+                self.suppressed_ejections += 1;
+                self.events.push(Transition::Suppressed {
+                    backend: i,
+                    wanted: to,
+                    cause,
+                });
+            }
+            return false;
+        }
+        self.backends[i].ejections = self.backends[i].ejections.saturating_add(1);
+        self.set_state(i, now, to, cause, 0.0);
+        true
+    }
+
+    fn update_panic(&mut self) {
+        let of = self.eligible();
+        let failing = self
+            .backends
+            .iter()
+            .filter(|b| {
+                matches!(
+                    b.state,
+                    BackendState::Failing | BackendState::Ejected | BackendState::Dead
+                ) || b.suppressed
+            })
+            .count();
+        let threshold = self.rules.panic_threshold_percent as usize;
+        let panic = threshold > 0 && of > 0 && failing * 100 >= threshold * of;
+        if panic != self.panic {
+            self.panic = panic;
+            self.events.push(Transition::Panic {
+                entered: panic,
+                failing,
+                of,
+            });
+        }
+    }
+}
