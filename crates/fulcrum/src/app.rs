@@ -12,7 +12,8 @@ use fulcrum_core::config::Config;
 use tokio::sync::watch;
 
 use crate::admin;
-use crate::pool::Pools;
+use crate::health;
+use crate::pool::{Clock, Pools};
 use crate::proxy::worker::{self, WorkerListener};
 
 /// Why fulcrum could not start.
@@ -39,7 +40,7 @@ pub struct RunningApp {
 
 impl RunningApp {
     pub fn start(config: &Config) -> Result<Self, StartError> {
-        let pools = Arc::new(Pools::from_config(config));
+        let pools = Arc::new(Pools::from_config(config, Clock::new()));
         let workers = match config.runtime.workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
@@ -94,6 +95,7 @@ impl RunningApp {
                 .map_err(spawn_error)?,
             );
         }
+        threads.push(health::spawn(Arc::clone(&pools), shutdown_rx.clone()).map_err(spawn_error)?);
         if let Some(socket) = admin_socket {
             threads
                 .push(admin::spawn(socket, Arc::clone(&pools), shutdown_rx).map_err(spawn_error)?);

@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod app;
 pub mod demo;
+pub mod health;
 pub mod pool;
 pub mod proxy;
 pub mod telemetry;

@@ -177,7 +177,12 @@ async fn all_backends_refusing_gives_502() {
 async fn an_empty_pool_gives_503() {
     let backend = Backend::named("a", Duration::ZERO).await;
     let proxy = start_proxy("http", "round_robin", &[(backend.addr, 1)], "", "");
-    proxy.app().pools().get("app").unwrap().publish(&[]);
+    proxy
+        .app()
+        .pools()
+        .get("app")
+        .unwrap()
+        .set_backends(&[], fulcrum_core::health::Cause::Admin);
     let (status, body) = Client::connect(proxy.addr).await.get("/").await;
     assert_eq!(status, 503);
     assert_eq!(body, "no backend available\n");

@@ -10,6 +10,8 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -34,13 +36,18 @@ pub struct UpstreamBody {
     pub in_flight: InFlight,
     pub release: Option<Release>,
     pub ended: bool,
+    /// When the request was sent: its duration feeds the backend's latency histogram.
+    pub started: Instant,
 }
 
 impl Drop for UpstreamBody {
     fn drop(&mut self) {
+        let stats = self.in_flight.stats();
+        stats.latency.record(self.started.elapsed());
         if self.ended || self.body.is_end_stream() {
             if let Some(r) = self.release.take() {
-                r.pool.checkin(r.addr, r.sender, r.idle_timeout, r.max_idle);
+                r.pool
+                    .checkin(r.addr, r.sender, stats, r.idle_timeout, r.max_idle);
             }
         }
     }

@@ -29,15 +29,23 @@ pub async fn serve(route: &TcpRoute, mut client: TcpStream) {
         // Nothing to tell a TCP client: closing is the only answer.
         return;
     };
-    match splice(&mut client, &mut upstream, route.idle_timeout).await {
-        Ok(Splice::Finished) => {}
-        Ok(Splice::Idle) => {
-            tracing::debug!(listener = %route.listener, "closing idle TCP connection");
-        }
-        Err(e) => {
-            tracing::debug!(listener = %route.listener, error = %e, "TCP connection ended with an error");
+    let started = Instant::now();
+    let aborted = in_flight.stats().aborted();
+    tokio::select! {
+        result = splice(&mut client, &mut upstream, route.idle_timeout) => match result {
+            Ok(Splice::Finished) => {}
+            Ok(Splice::Idle) => {
+                tracing::debug!(listener = %route.listener, "closing idle TCP connection");
+            }
+            Err(e) => {
+                tracing::debug!(listener = %route.listener, error = %e, "TCP connection ended with an error");
+            }
+        },
+        () = aborted => {
+            tracing::debug!(listener = %route.listener, "closing TCP connection: the backend's drain timed out");
         }
     }
+    in_flight.stats().latency.record(started.elapsed());
     drop(in_flight);
 }
 
@@ -53,6 +61,7 @@ async fn connect_any(pool: &Pool) -> Option<(TcpStream, InFlight)> {
         match connect_tcp(backend.addr, pool.settings.connect_timeout).await {
             Ok(stream) => {
                 backend.stats.record_request();
+                backend.stats.record_success();
                 return Some((stream, in_flight));
             }
             Err(e) => {

@@ -10,6 +10,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use fulcrum_core::config::StatusRange;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
@@ -31,6 +32,8 @@ pub struct HttpRoute {
     pub max_request_line_bytes: usize,
     /// A request body that stops arriving for this long ends the exchange (408).
     pub body_stall_timeout: Duration,
+    /// Response statuses that count as backend failures (outlier detection, counters).
+    pub failure_statuses: StatusRange,
 }
 
 /// One client connection's context for its requests.
@@ -144,9 +147,15 @@ async fn forward(
         tried.push(index);
         let backend = &snapshot.backends[index];
         let in_flight = InFlight::start(&backend.stats);
+        let started = tokio::time::Instant::now();
         match send(route, backend, request, progress).await {
             Ok((response, sender)) => {
                 backend.stats.record_request();
+                if route.failure_statuses.contains(response.status().as_u16()) {
+                    backend.stats.record_failure();
+                } else {
+                    backend.stats.record_success();
+                }
                 let release = Release {
                     pool: Rc::clone(&route.upstreams),
                     addr: backend.addr,
@@ -160,6 +169,7 @@ async fn forward(
                         in_flight,
                         release: Some(release),
                         ended: false,
+                        started,
                     })
                 }));
             }
@@ -203,7 +213,13 @@ async fn send(
     let settings = &route.pool.settings;
     let (mut sender, mut fresh) = match route.upstreams.checkout(backend.addr).await {
         Some(sender) => (sender, false),
-        None => match Box::pin(upstream::connect(backend.addr, settings.connect_timeout)).await {
+        None => match Box::pin(upstream::connect(
+            &backend.stats,
+            backend.addr,
+            settings.connect_timeout,
+        ))
+        .await
+        {
             Ok(sender) => (sender, true),
             Err(e) => return Err(SendFailure::NotSent(Box::new(request), e.to_string())),
         },
@@ -231,15 +247,18 @@ async fn send(
                 Some(returned) => {
                     request = returned;
                     fresh = true;
-                    sender =
-                        match Box::pin(upstream::connect(backend.addr, settings.connect_timeout))
-                            .await
-                        {
-                            Ok(sender) => sender,
-                            Err(e) => {
-                                return Err(SendFailure::NotSent(Box::new(request), e.to_string()))
-                            }
-                        };
+                    sender = match Box::pin(upstream::connect(
+                        &backend.stats,
+                        backend.addr,
+                        settings.connect_timeout,
+                    ))
+                    .await
+                    {
+                        Ok(sender) => sender,
+                        Err(e) => {
+                            return Err(SendFailure::NotSent(Box::new(request), e.to_string()))
+                        }
+                    };
                 }
                 None => {
                     tracing::debug!(backend = %backend.addr, error = %error.error(), "upstream exchange failed");

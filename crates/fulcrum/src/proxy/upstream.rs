@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::client::conn::http1::{self, SendRequest};
@@ -18,6 +19,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::request_body::RequestBody;
+use crate::pool::BackendStats;
 
 pub type Sender = SendRequest<RequestBody>;
 
@@ -51,15 +53,24 @@ pub async fn connect_tcp(addr: SocketAddr, timeout: Duration) -> Result<TcpStrea
 }
 
 /// A new HTTP/1 connection to `addr`; its connection task runs on this worker.
-pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Sender, ConnectError> {
+/// The connection is closed at once if the backend's drain times out.
+pub async fn connect(
+    stats: &BackendStats,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<Sender, ConnectError> {
     let stream = connect_tcp(addr, timeout).await?;
     let (mut sender, connection) = http1::Builder::new()
         .handshake(TokioIo::new(stream))
         .await
         .map_err(ConnectError::Handshake)?;
+    let aborted = stats.aborted();
     tokio::task::spawn_local(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(backend = %addr, error = %e, "upstream connection ended with an error");
+        tokio::select! {
+            result = connection => if let Err(e) = result {
+                tracing::debug!(backend = %addr, error = %e, "upstream connection ended with an error");
+            },
+            () = aborted => tracing::debug!(backend = %addr, "upstream connection closed: drain timed out"),
         }
     });
     sender.ready().await.map_err(ConnectError::Handshake)?;
@@ -69,6 +80,7 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Sender, Conn
 struct IdleConn {
     sender: Sender,
     expires: Instant,
+    stats: Arc<BackendStats>,
 }
 
 /// A multiply-rotate hasher (FxHash's): the keys are a handful of backend addresses chosen by
@@ -143,10 +155,11 @@ impl UpstreamPool {
         &self,
         addr: SocketAddr,
         sender: Sender,
+        stats: &Arc<BackendStats>,
         idle_timeout: Duration,
         max_idle: usize,
     ) {
-        if sender.is_closed() || max_idle == 0 {
+        if sender.is_closed() || max_idle == 0 || stats.is_closing() {
             return;
         }
         let mut idle = self.idle.borrow_mut();
@@ -158,15 +171,17 @@ impl UpstreamPool {
         list.push(IdleConn {
             sender,
             expires: Instant::now() + idle_timeout,
+            stats: Arc::clone(stats),
         });
     }
 
-    /// Closes connections idle past their pool's timeout or closed by the backend.
+    /// Closes connections idle past their pool's timeout, closed by the backend, or to a
+    /// backend that is draining or disabled.
     pub fn sweep(&self) {
         let now = Instant::now();
         let mut idle = self.idle.borrow_mut();
         idle.retain(|_, list| {
-            list.retain(|c| c.expires > now && !c.sender.is_closed());
+            list.retain(|c| c.expires > now && !c.sender.is_closed() && !c.stats.is_closing());
             !list.is_empty()
         });
     }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use fulcrum_core::config::{HttpLimits, Listener, ListenerProtocol};
+use fulcrum_core::config::{HttpLimits, Listener, ListenerProtocol, StatusRange};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -84,6 +84,13 @@ async fn run(listeners: Vec<WorkerListener>, mut shutdown: watch::Receiver<bool>
             ListenerProtocol::Http(limits) => Service::Http {
                 route: Rc::new(HttpRoute {
                     listener: l.config.name.clone(),
+                    failure_statuses: l.pool.settings.outlier.as_ref().map_or(
+                        StatusRange {
+                            low: 500,
+                            high: 599,
+                        },
+                        |o| o.failure_statuses,
+                    ),
                     pool: l.pool,
                     upstreams: Rc::clone(&upstreams),
                     max_request_line_bytes: limits.max_request_line_bytes,

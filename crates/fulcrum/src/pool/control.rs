@@ -1,0 +1,607 @@
+//! A pool's control plane: backend membership, the lifecycle state machine from
+//! `fulcrum-core`, and publishing a new snapshot whenever what the data path should see
+//! changes. Everything here runs under the pool's control mutex, off the data path.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use fulcrum_core::config::{self, defaults, DrainTimeout};
+use fulcrum_core::health::{self, BackendState, Cause, PoolHealth, ProbeOutcome, Transition};
+use serde::Serialize;
+
+use super::snapshot::{LiveBackend, PoolSnapshot};
+use super::stats::BackendStats;
+use super::Clock;
+
+/// How often latency windows rotate: "observed p99" means the last one to two minutes.
+const LATENCY_WINDOW: Duration = Duration::from_secs(60);
+/// Effective weights are published in thousandths of the configured weight.
+const WEIGHT_UNITS: f64 = 1000.0;
+
+#[derive(Debug)]
+struct Member {
+    addr: SocketAddr,
+    weight: u32,
+    stats: Arc<BackendStats>,
+    drain: Option<Drain>,
+    /// Remove from the pool once drained (admin DELETE, discovery removal).
+    remove_after_drain: bool,
+    /// `stats.successes()` at the last tick, to tell whether live traffic succeeded since.
+    seen_successes: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Drain {
+    timeout: Duration,
+    deadline: Duration,
+}
+
+#[derive(Debug)]
+struct Control {
+    health: PoolHealth,
+    members: Vec<Member>,
+    /// What the current snapshot holds: (address, weight units) in member order.
+    published: Vec<(SocketAddr, u32)>,
+    last_rotation: Duration,
+}
+
+/// A pool: its settings, its current snapshot, and its control state.
+#[derive(Debug)]
+pub struct Pool {
+    pub name: String,
+    pub settings: config::Pool,
+    snapshot: ArcSwap<PoolSnapshot>,
+    control: Mutex<Control>,
+    clock: Clock,
+    drain_failures: AtomicU64,
+}
+
+/// Why an admin action on a pool was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminError {
+    NotFound(String),
+    Conflict(String),
+    BadRequest(String),
+}
+
+impl std::fmt::Display for AdminError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AdminError::NotFound(m) | AdminError::Conflict(m) | AdminError::BadRequest(m) => {
+                f.write_str(m)
+            }
+        }
+    }
+}
+
+impl Pool {
+    pub fn new(name: &str, settings: config::Pool, clock: Clock) -> Self {
+        let now = clock.now();
+        let members: Vec<Member> = settings
+            .backends
+            .iter()
+            .map(|b| new_member(b.addr, b.weight))
+            .collect();
+        let health = PoolHealth::new(health::rules_for(&settings), members.len(), now);
+        let pool = Self {
+            name: name.to_string(),
+            snapshot: ArcSwap::from_pointee(PoolSnapshot::new(settings.algorithm, Vec::new())),
+            control: Mutex::new(Control {
+                health,
+                members,
+                published: Vec::new(),
+                last_rotation: now,
+            }),
+            settings,
+            clock,
+            drain_failures: AtomicU64::new(0),
+        };
+        let mut control = pool.lock();
+        pool.apply(&mut control, now);
+        drop(control);
+        pool
+    }
+
+    /// The current snapshot: one atomic load, no lock.
+    pub fn snapshot(&self) -> arc_swap::Guard<Arc<PoolSnapshot>> {
+        self.snapshot.load()
+    }
+
+    /// The current snapshot as an owned handle, for holding across awaits.
+    pub fn snapshot_full(&self) -> Arc<PoolSnapshot> {
+        self.snapshot.load_full()
+    }
+
+    pub fn clock(&self) -> Clock {
+        self.clock
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Control> {
+        // A panic while holding the lock cannot leave the state half-updated in a way that
+        // matters more than stopping the control plane would; keep going.
+        self.control.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    // --- control loop --------------------------------------------------------------------
+
+    /// One step of the control loop: feeds live-traffic outcomes to the state machine,
+    /// finishes drains, advances timers, and publishes what changed.
+    pub fn tick(&self) {
+        let now = self.clock.now();
+        let mut control = self.lock();
+        let c = &mut *control;
+        for (i, m) in c.members.iter_mut().enumerate() {
+            let successes = m.stats.successes();
+            let succeeded = successes > m.seen_successes;
+            m.seen_successes = successes;
+            c.health
+                .live_traffic(i, now, succeeded, m.stats.failure_streak());
+            if let Some(drain) = m.drain {
+                let in_flight = m.stats.in_flight();
+                if in_flight == 0 {
+                    m.drain = None;
+                    c.health.drained(i, now);
+                } else if now >= drain.deadline {
+                    self.drain_failures.fetch_add(in_flight, Ordering::Relaxed);
+                    tracing::warn!(
+                        pool = %self.name,
+                        backend = %m.addr,
+                        timeout = ?drain.timeout,
+                        closed = in_flight,
+                        "drain timed out; closing the remaining requests and connections"
+                    );
+                    m.stats.abort_all();
+                    m.drain = None;
+                    c.health.drained(i, now);
+                }
+            }
+        }
+        c.health.tick(now);
+        for i in (0..c.members.len()).rev() {
+            let drained = c
+                .health
+                .view(i, now)
+                .is_some_and(|v| v.state == BackendState::Drained);
+            if drained && c.members[i].remove_after_drain {
+                let m = c.members.remove(i);
+                c.health.remove(i);
+                tracing::info!(pool = %self.name, backend = %m.addr, "removed after drain");
+            }
+        }
+        if now.saturating_sub(c.last_rotation) >= LATENCY_WINDOW {
+            c.last_rotation = now;
+            for m in &c.members {
+                m.stats.latency.rotate();
+            }
+        }
+        self.apply(&mut control, now);
+    }
+
+    /// Addresses that active checks should probe (every backend not drained or disabled).
+    pub fn probe_targets(&self) -> Vec<SocketAddr> {
+        let now = self.clock.now();
+        let control = self.lock();
+        control
+            .members
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| {
+                control
+                    .health
+                    .view(*i, now)
+                    .is_some_and(|v| !v.state.is_administrative())
+            })
+            .map(|(_, m)| m.addr)
+            .collect()
+    }
+
+    pub fn report_liveness(&self, addr: SocketAddr, pass: bool) {
+        self.with_member(addr, |health, i, now| health.liveness(i, now, pass));
+    }
+
+    pub fn report_readiness(&self, addr: SocketAddr, outcome: ProbeOutcome) {
+        self.with_member(addr, |health, i, now| health.readiness(i, now, outcome));
+    }
+
+    fn with_member(&self, addr: SocketAddr, f: impl FnOnce(&mut PoolHealth, usize, Duration)) {
+        let now = self.clock.now();
+        let mut control = self.lock();
+        if let Some(i) = control.members.iter().position(|m| m.addr == addr) {
+            f(&mut control.health, i, now);
+            self.apply(&mut control, now);
+        }
+    }
+
+    // --- admin ---------------------------------------------------------------------------
+
+    /// Adds a backend at runtime; it warms up through slow start.
+    pub fn add_backend(&self, addr: SocketAddr, weight: u32) -> Result<(), AdminError> {
+        if !(1..=defaults::MAX_WEIGHT).contains(&weight) {
+            return Err(AdminError::BadRequest(format!(
+                "weight must be between 1 and {}",
+                defaults::MAX_WEIGHT
+            )));
+        }
+        let now = self.clock.now();
+        let mut control = self.lock();
+        if control.members.iter().any(|m| m.addr == addr) {
+            return Err(AdminError::Conflict(format!(
+                "{addr} is already in pool {}",
+                self.name
+            )));
+        }
+        control.members.push(new_member(addr, weight));
+        control.health.add(now, Cause::Admin);
+        tracing::info!(pool = %self.name, backend = %addr, weight, "backend added");
+        self.apply(&mut control, now);
+        Ok(())
+    }
+
+    /// Stops new requests to `addr`; in-flight ones finish within the drain timeout. The
+    /// snapshot without it is published before this returns.
+    pub fn drain(&self, addr: SocketAddr, cause: Cause) -> Result<Duration, AdminError> {
+        self.admin(addr, |pool, c, i, now| {
+            let timeout = pool.drain_timeout(&c.members[i].stats);
+            if c.members[i].drain.is_none() {
+                c.members[i].drain = Some(Drain {
+                    timeout,
+                    deadline: now + timeout,
+                });
+            }
+            c.health.drain(i, now, cause);
+            timeout
+        })
+    }
+
+    /// Drains `addr`, then removes it from the pool.
+    pub fn remove_backend(&self, addr: SocketAddr, cause: Cause) -> Result<Duration, AdminError> {
+        let timeout = self.drain(addr, cause)?;
+        let mut control = self.lock();
+        if let Some(m) = control.members.iter_mut().find(|m| m.addr == addr) {
+            m.remove_after_drain = true;
+        }
+        Ok(timeout)
+    }
+
+    pub fn disable(&self, addr: SocketAddr) -> Result<(), AdminError> {
+        self.admin(addr, |_, c, i, now| {
+            c.members[i].drain = None;
+            c.health.disable(i, now);
+        })
+    }
+
+    pub fn enable(&self, addr: SocketAddr) -> Result<(), AdminError> {
+        self.admin(addr, |_, c, i, now| {
+            c.members[i].drain = None;
+            c.members[i].remove_after_drain = false;
+            c.health.enable(i, now);
+        })
+    }
+
+    /// Replaces the whole backend set (as a discovery source does): new backends warm up,
+    /// missing ones are drained and then removed.
+    pub fn set_backends(&self, backends: &[config::Backend], cause: Cause) {
+        let existing: Vec<SocketAddr> = self.lock().members.iter().map(|m| m.addr).collect();
+        for addr in &existing {
+            if !backends.iter().any(|b| b.addr == *addr) {
+                let _ = self.remove_backend(*addr, cause);
+            }
+        }
+        for b in backends {
+            if !existing.contains(&b.addr) {
+                let _ = self.add_backend(b.addr, b.weight);
+            }
+        }
+    }
+
+    fn admin<T>(
+        &self,
+        addr: SocketAddr,
+        f: impl FnOnce(&Self, &mut Control, usize, Duration) -> T,
+    ) -> Result<T, AdminError> {
+        let now = self.clock.now();
+        let mut control = self.lock();
+        let i = control
+            .members
+            .iter()
+            .position(|m| m.addr == addr)
+            .ok_or_else(|| {
+                AdminError::NotFound(format!("no backend {addr} in pool {}", self.name))
+            })?;
+        let out = f(self, &mut control, i, now);
+        self.apply(&mut control, now);
+        Ok(out)
+    }
+
+    fn drain_timeout(&self, stats: &BackendStats) -> Duration {
+        match self.settings.drain_timeout {
+            DrainTimeout::Fixed(d) => d,
+            DrainTimeout::Auto => stats
+                .latency
+                .quantile(0.99)
+                .map(|p99| (p99 * 2).clamp(defaults::DRAIN_MIN, defaults::DRAIN_MAX))
+                .unwrap_or(defaults::DRAIN_WITHOUT_DATA),
+        }
+    }
+
+    // --- publishing ----------------------------------------------------------------------
+
+    /// Logs what happened and publishes a new snapshot if what the data path sees changed.
+    fn apply(&self, control: &mut Control, now: Duration) {
+        for t in control.health.take_transitions() {
+            self.log(control, &t);
+            if let Transition::State {
+                backend, to, cause, ..
+            } = t
+            {
+                let Some(m) = control.members.get(backend) else {
+                    continue;
+                };
+                if to == BackendState::Ejected && cause == Cause::Outlier {
+                    m.stats.reset_failure_streak();
+                }
+                m.stats.set_closing(to.is_administrative());
+            }
+        }
+        let desired: Vec<(SocketAddr, u32)> = control
+            .members
+            .iter()
+            .enumerate()
+            .filter_map(|(i, m)| {
+                let fraction = control.health.fraction(i, now);
+                (fraction > 0.0).then(|| {
+                    let units = (f64::from(m.weight) * WEIGHT_UNITS * fraction).round();
+                    (m.addr, units.max(1.0) as u32)
+                })
+            })
+            .collect();
+        if desired == control.published {
+            return;
+        }
+        let backends = desired
+            .iter()
+            .filter_map(|(addr, units)| {
+                let m = control.members.iter().find(|m| m.addr == *addr)?;
+                Some(LiveBackend {
+                    addr: *addr,
+                    weight: *units,
+                    stats: Arc::clone(&m.stats),
+                })
+            })
+            .collect();
+        self.snapshot.store(Arc::new(PoolSnapshot::new(
+            self.settings.algorithm,
+            backends,
+        )));
+        control.published = desired;
+    }
+
+    fn log(&self, control: &Control, t: &Transition) {
+        let addr = |i: usize| {
+            control
+                .members
+                .get(i)
+                .map(|m| m.addr.to_string())
+                .unwrap_or_default()
+        };
+        match t {
+            Transition::State {
+                backend,
+                from,
+                to,
+                cause,
+            } => tracing::info!(
+                pool = %self.name, backend = %addr(*backend), %from, %to, %cause, "backend state changed"
+            ),
+            Transition::Suppressed {
+                backend,
+                wanted,
+                cause,
+            } => tracing::warn!(
+                pool = %self.name, backend = %addr(*backend), %wanted, %cause,
+                cap = control.health.cap(),
+                "ejection suppressed: the pool is at its ejection cap; the backend stays in rotation"
+            ),
+            Transition::Panic {
+                entered: true,
+                failing,
+                of,
+            } => tracing::error!(
+                pool = %self.name, failing, of,
+                "panic mode: too much of the pool fails its checks at once; routing to every backend"
+            ),
+            Transition::Panic {
+                entered: false,
+                failing,
+                of,
+            } => tracing::warn!(
+                pool = %self.name, failing, of, "panic mode over"
+            ),
+        }
+    }
+
+    // --- status --------------------------------------------------------------------------
+
+    pub fn status(&self) -> PoolStatus {
+        let now = self.clock.now();
+        let control = self.lock();
+        PoolStatus {
+            name: self.name.clone(),
+            algorithm: self.settings.algorithm.name(),
+            panic: control.health.panic(),
+            suppressed_ejections: control.health.suppressed_ejections(),
+            drain_failures: self.drain_failures.load(Ordering::Relaxed),
+            backends: control
+                .members
+                .iter()
+                .enumerate()
+                .filter_map(|(i, m)| {
+                    let view = control.health.view(i, now)?;
+                    Some(BackendStatus {
+                        addr: m.addr,
+                        state: view.state,
+                        cause: view.cause,
+                        weight: m.weight,
+                        effective_weight: f64::from(m.weight) * view.weight_fraction,
+                        in_flight: m.stats.in_flight(),
+                        requests: m.stats.requests(),
+                        failures: m.stats.failures(),
+                        ejections: view.ejections,
+                        ejection_suppressed: view.suppressed,
+                        slow_checks: view.slow_checks,
+                        state_since: self.clock.unix_seconds(view.since),
+                        drain_timeout_ms: m.drain.map(|d| d.timeout.as_millis() as u64),
+                    })
+                })
+                .collect(),
+        }
+    }
+}
+
+fn new_member(addr: SocketAddr, weight: u32) -> Member {
+    Member {
+        addr,
+        weight,
+        stats: Arc::new(BackendStats::default()),
+        drain: None,
+        remove_after_drain: false,
+        seen_successes: 0,
+    }
+}
+
+/// What the admin API reports about a pool.
+#[derive(Debug, Clone, Serialize)]
+pub struct PoolStatus {
+    pub name: String,
+    pub algorithm: &'static str,
+    pub panic: bool,
+    pub suppressed_ejections: u64,
+    pub drain_failures: u64,
+    pub backends: Vec<BackendStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BackendStatus {
+    pub addr: SocketAddr,
+    pub state: BackendState,
+    pub cause: Cause,
+    pub weight: u32,
+    pub effective_weight: f64,
+    pub in_flight: u64,
+    pub requests: u64,
+    pub failures: u64,
+    pub ejections: u32,
+    pub ejection_suppressed: bool,
+    pub slow_checks: u64,
+    /// When the backend entered its state (Unix seconds).
+    pub state_since: f64,
+    /// The drain timeout chosen when it started draining.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drain_timeout_ms: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(addrs: &[u16]) -> config::Pool {
+        let text = format!(
+            "[[listeners]]\nname='l'\nbind='127.0.0.1:1'\nprotocol='tcp'\npool='p'\n[pools.p]\nbackends=[{}]\n",
+            addrs
+                .iter()
+                .map(|p| format!("{{addr='127.0.0.1:{p}'}}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let config = config::Config::from_toml(&text).unwrap_or_else(|e| panic!("{e}"));
+        config.pools["p"].clone()
+    }
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    #[test]
+    fn counters_survive_a_new_snapshot() {
+        let pool = Pool::new("p", settings(&[1, 2]), Clock::new());
+        let stats = Arc::clone(&pool.snapshot().backends[1].stats);
+        let _held = super::super::InFlight::start(&stats);
+        stats.record_request();
+        pool.add_backend(addr(3), 1)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let snapshot = pool.snapshot();
+        assert_eq!(snapshot.backends.len(), 3);
+        let same = snapshot.backends.iter().find(|b| b.addr.port() == 2);
+        assert_eq!(
+            same.map(|b| (b.stats.in_flight(), b.stats.requests())),
+            Some((1, 1))
+        );
+    }
+
+    #[test]
+    fn drain_takes_the_backend_out_of_the_snapshot_before_returning() {
+        let pool = Pool::new("p", settings(&[1, 2]), Clock::new());
+        pool.drain(addr(1), Cause::Admin)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let ports: Vec<u16> = pool
+            .snapshot()
+            .backends
+            .iter()
+            .map(|b| b.addr.port())
+            .collect();
+        assert_eq!(ports, vec![2]);
+        assert_eq!(
+            pool.drain(addr(9), Cause::Admin),
+            Err(AdminError::NotFound(
+                "no backend 127.0.0.1:9 in pool p".into()
+            ))
+        );
+        // Nothing in flight: the next tick finishes the drain.
+        pool.tick();
+        assert_eq!(pool.status().backends[0].state, BackendState::Drained);
+    }
+
+    #[test]
+    fn a_new_backend_starts_at_the_slow_start_minimum() {
+        let pool = Pool::new("p", settings(&[1]), Clock::new());
+        pool.add_backend(addr(2), 2)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let snapshot = pool.snapshot();
+        let weights: Vec<(u16, u32)> = snapshot
+            .backends
+            .iter()
+            .map(|b| (b.addr.port(), b.weight))
+            .collect();
+        assert_eq!(weights[0], (1, 1000));
+        assert_eq!(weights[1].0, 2);
+        assert!((200..=210).contains(&weights[1].1), "{weights:?}");
+    }
+
+    #[test]
+    fn the_auto_drain_timeout_is_twice_the_observed_p99() {
+        let pool = Pool::new("p", settings(&[1, 2]), Clock::new());
+        assert_eq!(
+            pool.drain_timeout(&BackendStats::default()),
+            Duration::from_secs(30)
+        );
+        let stats = BackendStats::default();
+        for _ in 0..100 {
+            stats.latency.record(Duration::from_millis(700));
+        }
+        let timeout = pool.drain_timeout(&stats);
+        assert!(
+            timeout >= Duration::from_millis(1400) && timeout <= Duration::from_millis(1800),
+            "{timeout:?}"
+        );
+        let fast = BackendStats::default();
+        fast.latency.record(Duration::from_millis(5));
+        assert_eq!(
+            pool.drain_timeout(&fast),
+            Duration::from_secs(1),
+            "clamped to at least 1 s"
+        );
+    }
+}

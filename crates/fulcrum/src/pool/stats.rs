@@ -1,0 +1,103 @@
+//! Live counters of one backend, shared by every snapshot generation and every worker. The
+//! data path only ever touches atomics here.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use fulcrum_core::latency::LatencyHistogram;
+use tokio::sync::Notify;
+
+#[derive(Debug, Default)]
+pub struct BackendStats {
+    in_flight: AtomicU64,
+    requests: AtomicU64,
+    successes: AtomicU64,
+    failures: AtomicU64,
+    /// Live failures in a row (outlier detection); any success resets it.
+    failure_streak: AtomicU32,
+    /// Request (L7) or connection (L4) durations, for the automatic drain timeout.
+    pub latency: LatencyHistogram,
+    /// Set while the backend drains: workers close their idle connections to it.
+    closing: AtomicBool,
+    /// Fired when a drain times out: every connection to the backend is closed.
+    abort: Arc<Notify>,
+}
+
+impl BackendStats {
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+    pub fn successes(&self) -> u64 {
+        self.successes.load(Ordering::Relaxed)
+    }
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+    pub fn failure_streak(&self) -> u32 {
+        self.failure_streak.load(Ordering::Relaxed)
+    }
+
+    /// A request (L7) or connection (L4) was handed to this backend.
+    pub fn record_request(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn record_success(&self) {
+        self.successes.fetch_add(1, Ordering::Relaxed);
+        // Avoid writing a shared cache line on every request when there is nothing to reset.
+        if self.failure_streak.load(Ordering::Relaxed) != 0 {
+            self.failure_streak.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Connect failure, upstream error, timeout or a failure status.
+    pub fn record_failure(&self) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        self.failure_streak.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn reset_failure_streak(&self) {
+        self.failure_streak.store(0, Ordering::Relaxed);
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn set_closing(&self, closing: bool) {
+        self.closing.store(closing, Ordering::Relaxed);
+    }
+
+    /// Resolves when the backend's remaining connections must be closed (drain timeout).
+    pub fn aborted(&self) -> tokio::sync::futures::OwnedNotified {
+        Arc::clone(&self.abort).notified_owned()
+    }
+
+    pub(super) fn abort_all(&self) {
+        self.abort.notify_waiters();
+    }
+}
+
+/// Counts one request or connection as in flight until dropped.
+#[derive(Debug)]
+pub struct InFlight(Arc<BackendStats>);
+
+impl InFlight {
+    pub fn start(stats: &Arc<BackendStats>) -> Self {
+        stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        Self(Arc::clone(stats))
+    }
+
+    pub fn stats(&self) -> &Arc<BackendStats> {
+        &self.0
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
