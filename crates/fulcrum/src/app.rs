@@ -70,6 +70,23 @@ impl RunningApp {
             }
             listeners.insert(l.name.clone(), addr);
         }
+        let admin_token = match config.admin.as_ref().and_then(|a| a.token_file.as_ref()) {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| {
+                        StartError(format!(
+                            "admin.token_file: cannot read {}: {e}",
+                            path.display()
+                        ))
+                    })?
+                    .trim()
+                    .to_string(),
+            ),
+            None => None,
+        };
+        if admin_token.as_deref() == Some("") {
+            return Err(StartError("admin.token_file: the file is empty".into()));
+        }
         let admin_socket = match &config.admin {
             Some(a) => Some(std::net::TcpListener::bind(a.bind).map_err(|e| {
                 StartError(format!("admin.bind: cannot listen on {}: {e}", a.bind))
@@ -97,8 +114,10 @@ impl RunningApp {
         }
         threads.push(health::spawn(Arc::clone(&pools), shutdown_rx.clone()).map_err(spawn_error)?);
         if let Some(socket) = admin_socket {
-            threads
-                .push(admin::spawn(socket, Arc::clone(&pools), shutdown_rx).map_err(spawn_error)?);
+            threads.push(
+                admin::spawn(socket, Arc::clone(&pools), admin_token, shutdown_rx)
+                    .map_err(spawn_error)?,
+            );
         }
         for l in &config.listeners {
             tracing::info!(

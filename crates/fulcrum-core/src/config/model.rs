@@ -18,6 +18,9 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Admin {
     pub bind: SocketAddr,
+    /// A file holding the bearer token every admin request must present. Required when
+    /// `bind` is not a loopback address.
+    pub token_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

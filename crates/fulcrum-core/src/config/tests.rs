@@ -177,6 +177,11 @@ fn bad_configs_report_every_error_with_its_path() {
             &["pools.app.health.timeout", "pools.app.health.readiness"],
         ),
         (
+            "admin on a public address without a token",
+            format!("[admin]\nbind = \"0.0.0.0:9901\"\n{ONE_LISTENER}{app}"),
+            &["admin.token_file"],
+        ),
+        (
             "admin bind",
             format!("[admin]\nbind = \"nowhere\"\n{ONE_LISTENER}{app}"),
             &["admin.bind"],

@@ -12,10 +12,23 @@ use super::raw::*;
 
 pub fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
     let mut v = Validator::default();
-    let admin = raw.admin.map(|a| Admin {
-        bind: v
-            .addr("admin.bind", a.bind.as_deref())
-            .unwrap_or(([127, 0, 0, 1], 9901).into()),
+    let admin = raw.admin.map(|a| {
+        let bind = match a.bind.as_deref() {
+            None => SocketAddr::from(([127, 0, 0, 1], 9901)),
+            Some(text) => v
+                .addr("admin.bind", Some(text))
+                .unwrap_or(([127, 0, 0, 1], 9901).into()),
+        };
+        if !bind.ip().is_loopback() && a.token_file.is_none() {
+            v.error(
+                "admin.token_file",
+                format!("required when admin.bind ({bind}) is not a loopback address"),
+            );
+        }
+        Admin {
+            bind,
+            token_file: a.token_file.map(std::path::PathBuf::from),
+        }
     });
     let runtime = v.runtime(raw.runtime);
     let pools: BTreeMap<String, Pool> = raw

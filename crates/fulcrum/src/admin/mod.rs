@@ -1,9 +1,8 @@
-//! The admin API: pool and backend state as JSON, and a liveness probe for fulcrum itself.
-//! It runs on its own thread so it answers even when the workers are saturated.
-//!
-//! - `GET /healthz` → `200 ok`
-//! - `GET /api/pools` → every pool with its backends and their counters
-//! - `GET /api/pools/{name}` → one pool, or 404
+//! The admin API: pool and backend state as JSON, backend lifecycle actions, and a liveness
+//! probe for fulcrum itself. It runs on its own thread so it answers even when the workers are
+//! saturated. Routes are in [`routes`]; this file serves them and checks the bearer token.
+
+mod routes;
 
 use std::convert::Infallible;
 use std::net::TcpListener as StdListener;
@@ -11,8 +10,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::Full;
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -22,15 +21,20 @@ use tokio::sync::watch;
 
 use crate::pool::Pools;
 
+/// Largest request body the admin API reads (a backend to add is a few dozen bytes).
+const MAX_BODY: usize = 64 * 1024;
+
 pub fn spawn(
     socket: StdListener,
     pools: Arc<Pools>,
+    token: Option<String>,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<JoinHandle<()>> {
     socket.set_nonblocking(true)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let token: Option<Arc<str>> = token.map(Into::into);
     std::thread::Builder::new()
         .name("fulcrum-admin".into())
         .spawn(move || {
@@ -54,10 +58,14 @@ pub fn spawn(
                         _ = shutdown.wait_for(|stop| *stop) => return,
                     };
                     let pools = Arc::clone(&pools);
+                    let token = token.clone();
                     tokio::spawn(async move {
                         let service = service_fn(move |req| {
                             let pools = Arc::clone(&pools);
-                            async move { Ok::<_, Infallible>(route(&pools, &req)) }
+                            let token = token.clone();
+                            async move {
+                                Ok::<_, Infallible>(handle(&pools, token.as_deref(), req).await)
+                            }
                         });
                         let _ = http1::Builder::new()
                             .serve_connection(TokioIo::new(stream), service)
@@ -68,25 +76,40 @@ pub fn spawn(
         })
 }
 
-fn route(pools: &Pools, request: &Request<Incoming>) -> Response<Full<Bytes>> {
-    if request.method() != Method::GET {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET is supported\n");
-    }
-    let path = request.uri().path();
-    match path.trim_end_matches('/') {
-        "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/api/pools" => {
-            let all: Vec<_> = pools.iter().map(|p| p.status()).collect();
-            json(&all)
+async fn handle(
+    pools: &Pools,
+    token: Option<&str>,
+    request: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    if let Some(token) = token {
+        if !authorized(&request, token) {
+            let mut response = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return response;
         }
-        other => match other.strip_prefix("/api/pools/") {
-            Some(name) => match pools.get(name) {
-                Some(pool) => json(&pool.status()),
-                None => text(StatusCode::NOT_FOUND, "no such pool\n"),
-            },
-            None => text(StatusCode::NOT_FOUND, "not found\n"),
-        },
     }
+    let (parts, body) = request.into_parts();
+    let body = match Limited::new(body, MAX_BODY).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"),
+    };
+    routes::route(pools, &parts.method, parts.uri.path(), &body)
+}
+
+/// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
+fn authorized(request: &Request<Incoming>, token: &str) -> bool {
+    let Some(presented) = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    let (a, b) = (presented.as_bytes(), token.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
@@ -99,10 +122,11 @@ fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     response
 }
 
-fn json<T: serde::Serialize>(value: &T) -> Response<Full<Bytes>> {
+fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Full<Bytes>> {
     match serde_json::to_vec_pretty(value) {
         Ok(body) => {
             let mut response = Response::new(Full::new(Bytes::from(body)));
+            *response.status_mut() = status;
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
@@ -111,7 +135,11 @@ fn json<T: serde::Serialize>(value: &T) -> Response<Full<Bytes>> {
         }
         Err(_) => text(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "could not encode the status\n",
+            "could not encode the answer\n",
         ),
     }
+}
+
+fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
+    json(status, &serde_json::json!({ "error": message }))
 }

@@ -140,6 +140,12 @@ async fn forward(
     let pool = &route.pool;
     let snapshot = pool.snapshot_full();
     let mut tried = Tried::default();
+    let replay = if pool.settings.connect_attempts > 1 {
+        Replay::of(&request)
+    } else {
+        None
+    };
+    let mut broke = false;
     for _ in 0..pool.settings.connect_attempts {
         let Some(index) = snapshot.pick(&tried) else {
             break;
@@ -184,16 +190,59 @@ async fn forward(
             }
             Err(SendFailure::Failed(error)) => {
                 backend.stats.record_failure();
-                tracing::warn!(pool = %pool.name, backend = %backend.addr, ?error, "upstream failed");
-                return Err(error);
+                match (&replay, error) {
+                    (Some(replay), ProxyError::UpstreamFailed) => {
+                        tracing::warn!(pool = %pool.name, backend = %backend.addr, "upstream broke the exchange; retrying the idempotent request on another backend");
+                        request = replay.request();
+                        broke = true;
+                    }
+                    (_, error) => {
+                        tracing::warn!(pool = %pool.name, backend = %backend.addr, ?error, "upstream failed");
+                        return Err(error);
+                    }
+                }
             }
         }
     }
-    Err(if tried.is_empty() {
+    Err(if broke {
+        ProxyError::UpstreamFailed
+    } else if tried.is_empty() {
         ProxyError::NoBackend
     } else {
         ProxyError::ConnectFailed
     })
+}
+
+/// A copy of a bodiless GET, HEAD or OPTIONS request, so it can be sent again when a backend
+/// breaks the exchange before answering (a backend that dies, or closes a keep-alive
+/// connection just as the request is written). Like nginx, fulcrum retries only those
+/// methods, and never a request with a body.
+struct Replay {
+    method: http::Method,
+    uri: Uri,
+    headers: http::HeaderMap,
+}
+
+impl Replay {
+    fn of(request: &Request<RequestBody>) -> Option<Self> {
+        let method = request.method();
+        let idempotent = method == http::Method::GET
+            || method == http::Method::HEAD
+            || method == http::Method::OPTIONS;
+        (idempotent && http_body::Body::is_end_stream(request.body())).then(|| Self {
+            method: method.clone(),
+            uri: request.uri().clone(),
+            headers: request.headers().clone(),
+        })
+    }
+
+    fn request(&self) -> Request<RequestBody> {
+        let mut request = Request::new(RequestBody::empty());
+        *request.method_mut() = self.method.clone();
+        *request.uri_mut() = self.uri.clone();
+        *request.headers_mut() = self.headers.clone();
+        request
+    }
 }
 
 enum SendFailure {

@@ -49,20 +49,33 @@ impl BodyProgress {
 
 #[derive(Debug)]
 pub struct RequestBody {
-    inner: Incoming,
+    /// `None` for a request rebuilt for a retry (only bodiless requests are retried).
+    inner: Option<Incoming>,
     progress: Rc<BodyProgress>,
     stall_timeout: Duration,
     stall_timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl RequestBody {
+    /// An empty body, for a bodiless request sent again to another backend.
+    pub fn empty() -> Self {
+        let progress = Rc::new(BodyProgress::default());
+        progress.finish();
+        Self {
+            inner: None,
+            progress,
+            stall_timeout: Duration::ZERO,
+            stall_timer: None,
+        }
+    }
+
     pub fn new(inner: Incoming, stall_timeout: Duration) -> (Self, Rc<BodyProgress>) {
         let progress = Rc::new(BodyProgress::default());
         if inner.is_end_stream() {
             progress.finish();
         }
         let body = Self {
-            inner,
+            inner: Some(inner),
             progress: Rc::clone(&progress),
             stall_timeout,
             stall_timer: None,
@@ -91,7 +104,10 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_frame(cx) {
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(inner).poll_frame(cx) {
             Poll::Ready(None) => {
                 this.progress.finish();
                 Poll::Ready(None)
@@ -100,7 +116,7 @@ impl Body for RequestBody {
                 if let Some(timer) = this.stall_timer.as_mut() {
                     timer.as_mut().reset(Instant::now() + this.stall_timeout);
                 }
-                if this.inner.is_end_stream() {
+                if this.inner.as_ref().is_none_or(Incoming::is_end_stream) {
                     this.progress.finish();
                 }
                 Poll::Ready(Some(frame.map_err(Into::into)))
@@ -122,10 +138,12 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(Incoming::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Incoming::size_hint)
     }
 }

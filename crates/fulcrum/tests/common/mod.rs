@@ -43,11 +43,12 @@ pub struct Backend {
     pub addr: SocketAddr,
     pub seen: Arc<Seen>,
     task: tokio::task::JoinHandle<()>,
+    connections: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
 }
 
 impl Drop for Backend {
     fn drop(&mut self) {
-        self.task.abort();
+        self.kill();
     }
 }
 
@@ -70,6 +71,8 @@ impl Backend {
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Seen::default());
         let seen_task = Arc::clone(&seen);
+        let connections: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        let handles = Arc::clone(&connections);
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
@@ -78,7 +81,7 @@ impl Backend {
                 seen_task.connections.fetch_add(1, Ordering::SeqCst);
                 let seen = Arc::clone(&seen_task);
                 let handler = Arc::clone(&handler);
-                tokio::spawn(async move {
+                let handle = tokio::spawn(async move {
                     let service = service_fn(move |req: Request<Incoming>| {
                         seen.requests.fetch_add(1, Ordering::SeqCst);
                         *seen.last_headers.lock().unwrap() = Some(req.headers().clone());
@@ -89,9 +92,23 @@ impl Backend {
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
                 });
+                handles.lock().unwrap().push(handle.abort_handle());
             }
         });
-        Backend { addr, seen, task }
+        Backend {
+            addr,
+            seen,
+            task,
+            connections,
+        }
+    }
+
+    /// Like a process dying: the listener and every open connection close at once.
+    pub fn kill(&self) {
+        self.task.abort();
+        for c in self.connections.lock().unwrap().drain(..) {
+            c.abort();
+        }
     }
 
     pub fn requests(&self) -> usize {
@@ -110,6 +127,24 @@ impl Backend {
             .clone()
             .unwrap_or_default()
     }
+}
+
+/// A backend answering `name` on every path except `/health`, which answers `health_status`.
+pub async fn with_health(name: &'static str, health_status: u16, delay: Duration) -> Backend {
+    Backend::with_handler(Arc::new(move |req: Request<Incoming>| {
+        Box::pin(async move {
+            if req.uri().path() == "/health" {
+                let mut r = Response::new(Full::new(Bytes::from_static(b"health")));
+                *r.status_mut() = hyper::StatusCode::from_u16(health_status).unwrap();
+                return r;
+            }
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            Response::new(Full::new(Bytes::from_static(name.as_bytes())))
+        })
+    }))
+    .await
 }
 
 /// An address nothing listens on (bound, then released).
@@ -154,6 +189,44 @@ impl Proxy {
     pub fn app(&self) -> &RunningApp {
         self.app.as_ref().unwrap()
     }
+
+    /// The pool's status as the admin API reports it.
+    pub async fn status(&self) -> serde_json::Value {
+        let admin = self.app().admin_addr().unwrap();
+        let (status, body) = Client::connect(admin).await.get("/api/pools/app").await;
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// Polls the admin status until `ready` holds (or panics after `within`).
+    pub async fn wait_for(
+        &self,
+        within: Duration,
+        what: &str,
+        ready: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let status = self.status().await;
+            if ready(&status) {
+                return status;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                panic!("{what}: not reached within {within:?}; last status:\n{status:#}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// The state of the backend at `addr` in an admin status document.
+pub fn backend_state(status: &serde_json::Value, addr: SocketAddr) -> String {
+    status["backends"]
+        .as_array()
+        .and_then(|list| list.iter().find(|b| b["addr"] == addr.to_string()))
+        .and_then(|b| b["state"].as_str())
+        .unwrap_or("missing")
+        .to_string()
 }
 
 impl Drop for Proxy {
@@ -184,6 +257,18 @@ impl Client {
         let request = Request::get(path)
             .header("host", "test.local")
             .body(Full::new(Bytes::new()))
+            .unwrap();
+        self.send(request).await
+    }
+
+    /// `method` `path` with a JSON body (the admin API).
+    pub async fn call(&mut self, method: &str, path: &str, body: &str) -> (u16, String) {
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "admin")
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body.to_string())))
             .unwrap();
         self.send(request).await
     }
