@@ -396,3 +396,89 @@ async fn admin_actions_and_their_errors() {
         })
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_timeout_closes_what_is_left_and_counts_it() {
+    let stuck = Backend::named("stuck", Duration::from_secs(5)).await;
+    let proxy = start_proxy(
+        "http",
+        "round_robin",
+        &[(stuck.addr, 1)],
+        "",
+        "drain_timeout = \"300ms\"\n",
+    );
+    let addr = proxy.addr;
+    // A POST is never retried elsewhere, so the client sees what the drain did.
+    let waiting = tokio::spawn(async move {
+        let request = hyper::Request::post("/")
+            .header("host", "a")
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                b"data",
+            )))
+            .unwrap();
+        Client::connect(addr).await.send(request).await
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let admin = proxy.app().admin_addr().unwrap();
+    let (code, body) = Client::connect(admin)
+        .await
+        .call(
+            "POST",
+            &format!("/api/pools/app/backends/{}/drain", stuck.addr),
+            "",
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let (status, _) = tokio::time::timeout(Duration::from_secs(3), waiting)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status, 502);
+    let status = proxy
+        .wait_for(Duration::from_secs(2), "drain finished", |s| {
+            backend_state(s, stuck.addr) == "drained"
+        })
+        .await;
+    assert_eq!(status["drain_failures"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_timeout_closes_open_tcp_connections_too() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    let proxy = start_proxy(
+        "tcp",
+        "round_robin",
+        &[(backend, 1)],
+        "",
+        "drain_timeout = \"300ms\"\n",
+    );
+    let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(b"x").await.unwrap();
+    let mut b = [0u8; 1];
+    s.read_exact(&mut b).await.unwrap();
+    proxy
+        .app()
+        .pools()
+        .get("app")
+        .unwrap()
+        .drain(backend, fulcrum_core::health::Cause::Admin)
+        .unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(3), s.read(&mut b)).await;
+    assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "{closed:?}");
+    let status = proxy
+        .wait_for(Duration::from_secs(2), "drain finished", |s| {
+            backend_state(s, backend) == "drained"
+        })
+        .await;
+    assert_eq!(status["drain_failures"], 1);
+}

@@ -444,3 +444,42 @@ async fn a_client_that_stalls_mid_body_gets_408() {
         "a client stall is not the backend's fault"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_is_retried_elsewhere_when_a_backend_breaks_but_a_post_is_not() {
+    // Reads the request, then closes without answering.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let breaking = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut buf = [0u8; 1024];
+            let _ = tokio::io::AsyncReadExt::read(&mut s, &mut buf).await;
+        }
+    });
+    let fine = Backend::named("fine", Duration::ZERO).await;
+    let proxy = start_proxy(
+        "http",
+        "round_robin",
+        &[(breaking, 1), (fine.addr, 1)],
+        "",
+        "",
+    );
+    let mut client = Client::connect(proxy.addr).await;
+    for _ in 0..4 {
+        assert_eq!(client.get("/").await, (200, "fine".to_string()));
+    }
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let post = Request::post("/")
+            .header("host", "a")
+            .body(Full::new(Bytes::from_static(b"x")))
+            .unwrap();
+        statuses.push(Client::connect(proxy.addr).await.send(post).await.0);
+    }
+    // Round robin: half the POSTs land on the breaking backend and are not replayed.
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 502).count(),
+        2,
+        "{statuses:?}"
+    );
+}
