@@ -131,7 +131,8 @@ fn rewrite(conn: &ClientConn, request: &mut Request<Incoming>) {
 }
 
 /// Picks a backend and sends the request, moving to another backend when a connection
-/// cannot be made (nothing was sent, so this is safe for every method).
+/// cannot be made (nothing was sent, so this is safe for every method) and, for bodiless
+/// GET/HEAD/OPTIONS requests, when a backend breaks the exchange before answering.
 async fn forward(
     route: &HttpRoute,
     mut request: Request<RequestBody>,
