@@ -6,6 +6,7 @@
 
 pub mod balance;
 pub mod config;
+pub mod ewma;
 pub mod health;
 pub mod latency;
 pub mod rand;

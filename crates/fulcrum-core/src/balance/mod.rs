@@ -5,17 +5,25 @@
 //! thread without a lock. Live load (in-flight requests or connections) is read at pick time
 //! through [`Candidates`], and randomness comes from the caller's [`RandomSource`].
 
+mod hashing;
 mod least_conn;
+mod maglev;
 mod p2c;
+mod p2c_ewma;
 mod random;
+mod ring_hash;
 mod round_robin;
 
 use crate::config::Algorithm;
 use crate::rand::RandomSource;
 
+pub use hashing::hash as stable_hash;
 pub use least_conn::LeastConn;
+pub use maglev::Maglev;
 pub use p2c::PowerOfTwoChoices;
+pub use p2c_ewma::PeakEwmaP2c;
 pub use random::WeightedRandom;
+pub use ring_hash::RingHash;
 pub use round_robin::SmoothRoundRobin;
 
 /// What a balancer needs to know about the backends at the moment of a pick.
@@ -28,6 +36,22 @@ pub trait Candidates {
     /// connect for this request).
     fn is_excluded(&self, _i: usize) -> bool {
         false
+    }
+
+    /// The request's hash key (hashing algorithms); `None` when the request has none.
+    fn hash(&self) -> Option<u64> {
+        None
+    }
+
+    /// Backend `i`'s effective share of its configured weight, 0 … 1 (slow start, decay).
+    /// Hashing algorithms build on configured weights and apply this per key.
+    fn fraction(&self, _i: usize) -> f64 {
+        1.0
+    }
+
+    /// Backend `i`'s latency estimate (peak EWMA), for `p2c_ewma`.
+    fn latency(&self, _i: usize) -> f64 {
+        0.0
     }
 }
 
@@ -43,13 +67,71 @@ pub trait Balancer: Send + Sync + std::fmt::Debug {
     fn pick(&self, candidates: &dyn Candidates, rng: &mut dyn RandomSource) -> Option<usize>;
 }
 
-/// Builds the balancer for `algorithm` over backends with these weights (each ≥ 1).
+/// Settings of the hashing algorithms (ignored by the others).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HashParams {
+    pub ring_points: u32,
+    pub maglev_table_size: u32,
+    /// Bounded load: no backend above ⌈c × mean in-flight⌉.
+    pub balance_factor: Option<f64>,
+    /// For requests without a key: `Random` or `RoundRobin`.
+    pub fallback: Algorithm,
+}
+
+impl Default for HashParams {
+    fn default() -> Self {
+        Self {
+            ring_points: 160,
+            maglev_table_size: 65_537,
+            balance_factor: None,
+            fallback: Algorithm::Random,
+        }
+    }
+}
+
+/// Builds the balancer for `algorithm` over backends with these weights (each ≥ 1), naming
+/// backend `i` by its index (tests, or algorithms that do not hash).
 pub fn build(algorithm: Algorithm, weights: &[u32]) -> Box<dyn Balancer> {
+    let names: Vec<String> = (0..weights.len()).map(|i| i.to_string()).collect();
+    let ids: Vec<&[u8]> = names.iter().map(|n| n.as_bytes()).collect();
+    build_for(algorithm, &ids, weights, &HashParams::default())
+}
+
+/// Builds the balancer for `algorithm`; `ids` are the backends' stable identities (their
+/// addresses), which hashing algorithms hash so every instance builds the same table.
+pub fn build_for(
+    algorithm: Algorithm,
+    ids: &[&[u8]],
+    weights: &[u32],
+    params: &HashParams,
+) -> Box<dyn Balancer> {
     match algorithm {
         Algorithm::RoundRobin => Box::new(SmoothRoundRobin::new(weights)),
         Algorithm::LeastConn => Box::new(LeastConn::new(weights)),
         Algorithm::Random => Box::new(WeightedRandom::new(weights)),
         Algorithm::P2c => Box::new(PowerOfTwoChoices::new(weights)),
+        Algorithm::P2cEwma => Box::new(PeakEwmaP2c::new(weights)),
+        Algorithm::RingHash => Box::new(RingHash::new(
+            ids,
+            weights,
+            params.ring_points,
+            params.balance_factor,
+            fallback(params, weights),
+        )),
+        Algorithm::Maglev => Box::new(Maglev::new(
+            ids,
+            weights,
+            params.maglev_table_size,
+            params.balance_factor,
+            fallback(params, weights),
+        )),
+    }
+}
+
+fn fallback(params: &HashParams, weights: &[u32]) -> Box<dyn Balancer> {
+    match params.fallback {
+        Algorithm::RoundRobin => Box::new(SmoothRoundRobin::new(weights)),
+        _ => Box::new(WeightedRandom::new(weights)),
     }
 }
 
@@ -58,5 +140,7 @@ fn lighter(a_load: u64, a_weight: u32, b_load: u64, b_weight: u32) -> std::cmp::
     (u128::from(a_load) * u128::from(b_weight)).cmp(&(u128::from(b_load) * u128::from(a_weight)))
 }
 
+#[cfg(test)]
+mod hashing_tests;
 #[cfg(test)]
 mod tests;

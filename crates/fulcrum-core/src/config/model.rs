@@ -67,7 +67,7 @@ pub struct HttpLimits {
     pub max_request_line_bytes: usize,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Pool {
     pub algorithm: Algorithm,
     pub backends: Vec<Backend>,
@@ -88,6 +88,55 @@ pub struct Pool {
     pub health: Option<Health>,
     /// Passive checks on live traffic; `None` without `[pools.NAME.outlier]`.
     pub outlier: Option<Outlier>,
+    /// What hashing algorithms hash; required for `ring_hash` and `maglev`.
+    pub hash_key: Option<HashKey>,
+    /// How requests without a hash key are balanced: `Random` or `RoundRobin`.
+    pub hash_fallback: Algorithm,
+    pub sticky_cookie: Option<StickyCookie>,
+    pub hash_balance_factor: Option<f64>,
+    pub ring_points: u32,
+    pub maglev_table_size: u32,
+    pub ewma_decay: Duration,
+    pub ewma_default_rtt: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    /// A cookie's value.
+    Cookie(String),
+    /// A header's value (name in lower case).
+    Header(String),
+    /// The client's IP address.
+    ClientIp,
+    /// The request path (without the query).
+    Path,
+    /// A query parameter's value.
+    Query(String),
+}
+
+impl HashKey {
+    pub fn parse(text: &str) -> Option<Self> {
+        let named = |prefix: &str| {
+            text.strip_prefix(prefix)
+                .filter(|name| !name.is_empty())
+                .map(str::to_string)
+        };
+        match text {
+            "client_ip" => Some(HashKey::ClientIp),
+            "path" => Some(HashKey::Path),
+            _ => named("cookie:")
+                .map(HashKey::Cookie)
+                .or_else(|| named("header:").map(|n| HashKey::Header(n.to_ascii_lowercase())))
+                .or_else(|| named("query:").map(HashKey::Query)),
+        }
+    }
+}
+
+/// A cookie fulcrum sets when a request has no hash cookie, so the next request sticks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StickyCookie {
+    pub name: String,
+    pub ttl: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,14 +221,20 @@ pub enum Algorithm {
     LeastConn,
     Random,
     P2c,
+    P2cEwma,
+    RingHash,
+    Maglev,
 }
 
 impl Algorithm {
-    pub const ALL: [Algorithm; 4] = [
+    pub const ALL: [Algorithm; 7] = [
         Algorithm::RoundRobin,
         Algorithm::LeastConn,
         Algorithm::Random,
         Algorithm::P2c,
+        Algorithm::P2cEwma,
+        Algorithm::RingHash,
+        Algorithm::Maglev,
     ];
 
     pub fn name(self) -> &'static str {
@@ -188,7 +243,15 @@ impl Algorithm {
             Algorithm::LeastConn => "least_conn",
             Algorithm::Random => "random",
             Algorithm::P2c => "p2c",
+            Algorithm::P2cEwma => "p2c_ewma",
+            Algorithm::RingHash => "ring_hash",
+            Algorithm::Maglev => "maglev",
         }
+    }
+
+    /// Ring hash and Maglev: the backend follows from the request's key.
+    pub fn is_hashing(self) -> bool {
+        matches!(self, Algorithm::RingHash | Algorithm::Maglev)
     }
 
     pub fn from_name(name: &str) -> Option<Self> {

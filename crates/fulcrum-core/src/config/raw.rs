@@ -63,6 +63,21 @@ pub struct RawPool {
     pub drain_timeout: Option<String>,
     pub health: Option<RawHealth>,
     pub outlier: Option<RawOutlier>,
+    pub hash_key: Option<String>,
+    pub hash_fallback: Option<String>,
+    pub sticky_cookie: Option<RawStickyCookie>,
+    pub hash_balance_factor: Option<f64>,
+    pub ring_points: Option<i64>,
+    pub maglev_table_size: Option<i64>,
+    pub ewma_decay: Option<String>,
+    pub ewma_default_rtt: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStickyCookie {
+    pub name: Option<String>,
+    pub ttl: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -138,8 +138,9 @@ impl Validator {
         }
     }
 
-    fn pool(&mut self, name: &str, raw: RawPool) -> Pool {
+    fn pool(&mut self, name: &str, mut raw: RawPool) -> Pool {
         let path = format!("pools.{name}");
+        let backend_count = raw.backends.len();
         if name.is_empty() {
             self.error(&path, "pool names must not be empty");
         }
@@ -162,7 +163,7 @@ impl Validator {
         }
         let mut seen: HashMap<SocketAddr, usize> = HashMap::new();
         let mut backends = Vec::with_capacity(raw.backends.len());
-        for (i, b) in raw.backends.into_iter().enumerate() {
+        for (i, b) in std::mem::take(&mut raw.backends).into_iter().enumerate() {
             let bpath = format!("{path}.backends[{i}]");
             let weight = self.integer(
                 &format!("{bpath}.weight"),
@@ -183,6 +184,48 @@ impl Validator {
             backends.push(Backend { addr, weight });
         }
         let ms = Duration::from_millis;
+        let hash_key = self.hash_key(&path, algorithm, raw.hash_key.as_deref());
+        let hash_fallback = match raw.hash_fallback.as_deref() {
+            None | Some("random") => Algorithm::Random,
+            Some("round_robin") => Algorithm::RoundRobin,
+            Some(other) => {
+                self.error(
+                    format!("{path}.hash_fallback"),
+                    format!("unknown fallback `{other}`; valid: random, round_robin"),
+                );
+                Algorithm::Random
+            }
+        };
+        let sticky_cookie = self.sticky_cookie(&path, hash_key.as_ref(), raw.sticky_cookie.take());
+        let hash_balance_factor = match raw.hash_balance_factor {
+            Some(c) if !(1.0..=100.0).contains(&c) => {
+                self.error(
+                    format!("{path}.hash_balance_factor"),
+                    "must be at least 1.0 (1.25 is typical)",
+                );
+                None
+            }
+            other => other,
+        };
+        let maglev_table_size = self.integer(
+            &format!("{path}.maglev_table_size"),
+            raw.maglev_table_size,
+            i64::from(defaults::MAGLEV_TABLE_SIZE),
+            (7, 10_000_019),
+        ) as u32;
+        if !is_prime(u64::from(maglev_table_size)) {
+            self.error(
+                format!("{path}.maglev_table_size"),
+                format!("{maglev_table_size} is not prime; Maglev needs a prime table size (e.g. 65537, 655373)"),
+            );
+        } else if algorithm == Algorithm::Maglev
+            && (maglev_table_size as usize) < backend_count.max(1) * 100
+        {
+            self.error(
+                format!("{path}.maglev_table_size"),
+                "should be at least 100 × the number of backends for an even spread",
+            );
+        }
         Pool {
             algorithm,
             backends,
@@ -243,7 +286,80 @@ impl Validator {
             outlier: raw
                 .outlier
                 .map(|o| self.outlier(&format!("{path}.outlier"), o)),
+            hash_key,
+            hash_fallback,
+            sticky_cookie,
+            hash_balance_factor,
+            ring_points: self.integer(
+                &format!("{path}.ring_points"),
+                raw.ring_points,
+                i64::from(defaults::RING_POINTS),
+                (1, 10_000),
+            ) as u32,
+            maglev_table_size,
+            ewma_decay: self.duration(
+                &format!("{path}.ewma_decay"),
+                raw.ewma_decay.as_deref(),
+                defaults::EWMA_DECAY,
+                Duration::from_millis(1),
+            ),
+            ewma_default_rtt: self.duration(
+                &format!("{path}.ewma_default_rtt"),
+                raw.ewma_default_rtt.as_deref(),
+                defaults::EWMA_DEFAULT_RTT,
+                Duration::from_micros(1),
+            ),
         }
+    }
+
+    fn hash_key(&mut self, path: &str, algorithm: Algorithm, raw: Option<&str>) -> Option<HashKey> {
+        let key = match raw {
+            None => None,
+            Some(text) => HashKey::parse(text).or_else(|| {
+                self.error(
+                    format!("{path}.hash_key"),
+                    format!("`{text}` is not a hash key; valid: \"cookie:NAME\", \"header:NAME\", \"client_ip\", \"path\", \"query:NAME\""),
+                );
+                None
+            }),
+        };
+        if algorithm.is_hashing() && raw.is_none() {
+            self.error(
+                format!("{path}.hash_key"),
+                format!("required with algorithm = \"{algorithm}\""),
+            );
+        }
+        key
+    }
+
+    fn sticky_cookie(
+        &mut self,
+        path: &str,
+        key: Option<&HashKey>,
+        raw: Option<RawStickyCookie>,
+    ) -> Option<StickyCookie> {
+        let raw = raw?;
+        let Some(HashKey::Cookie(cookie)) = key else {
+            self.error(
+                format!("{path}.sticky_cookie"),
+                "needs hash_key = \"cookie:NAME\"",
+            );
+            return None;
+        };
+        let name = raw.name.unwrap_or_else(|| cookie.clone());
+        if &name != cookie {
+            self.error(
+                format!("{path}.sticky_cookie.name"),
+                format!("must be the hashed cookie, `{cookie}`"),
+            );
+        }
+        let ttl = self.duration(
+            &format!("{path}.sticky_cookie.ttl"),
+            raw.ttl.as_deref(),
+            defaults::STICKY_COOKIE_TTL,
+            Duration::from_secs(1),
+        );
+        Some(StickyCookie { name, ttl })
     }
 
     fn health(&mut self, path: &str, raw: RawHealth) -> Health {
@@ -542,4 +658,18 @@ impl Validator {
             }
         }
     }
+}
+
+fn is_prime(n: u64) -> bool {
+    if n < 2 {
+        return false;
+    }
+    let mut d = 2;
+    while d * d <= n {
+        if n % d == 0 {
+            return false;
+        }
+        d += 1;
+    }
+    true
 }
