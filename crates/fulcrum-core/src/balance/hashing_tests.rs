@@ -293,8 +293,8 @@ fn p2c_ewma_prefers_the_faster_backend() {
     let slow = (0..10_000)
         .filter(|_| b.pick(&Slow, &mut rng) == Some(0))
         .count();
-    // Backend 0 wins only when both draws land on it: 1/16.
-    assert!((400..900).contains(&slow), "{slow}");
+    // Two different backends are compared, so the slow one (almost) never wins.
+    assert!(slow < 20, "{slow}");
 }
 
 /// Zipf-distributed ranks 0..n (s > 1), by inverse transform on the cumulative weights.

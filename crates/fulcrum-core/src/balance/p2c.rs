@@ -1,4 +1,4 @@
-//! Power of two choices: draw two backends at random (weighted), send to the one with fewer
+//! Power of two choices: draw two different backends at random (weighted), send to the one with fewer
 //! in-flight requests per unit of weight. Almost as good as least connections at avoiding a
 //! loaded backend, without scanning the pool and without herding every thread onto the same
 //! "least loaded" backend at once.
@@ -24,8 +24,8 @@ impl PowerOfTwoChoices {
 
 impl Balancer for PowerOfTwoChoices {
     fn pick(&self, candidates: &dyn Candidates, rng: &mut dyn RandomSource) -> Option<usize> {
-        let a = self.random.draw(candidates, rng)?;
-        let Some(b) = self.random.draw(candidates, rng) else {
+        let (a, b) = self.random.draw_pair(candidates, rng)?;
+        let Some(b) = b else {
             return Some(a);
         };
         // On a tie keep the first draw: it is itself a weighted random choice, so idle pools

@@ -27,8 +27,8 @@ impl PeakEwmaP2c {
 
 impl Balancer for PeakEwmaP2c {
     fn pick(&self, candidates: &dyn Candidates, rng: &mut dyn RandomSource) -> Option<usize> {
-        let a = self.random.draw(candidates, rng)?;
-        let Some(b) = self.random.draw(candidates, rng) else {
+        let (a, b) = self.random.draw_pair(candidates, rng)?;
+        let Some(b) = b else {
             return Some(a);
         };
         Some(if self.cost(candidates, b) < self.cost(candidates, a) {

@@ -63,6 +63,28 @@ impl WeightedRandom {
     }
 }
 
+impl WeightedRandom {
+    /// Two weighted draws for the power of two choices, distinct whenever the set allows:
+    /// a duplicate is redrawn a few times (Envoy and linkerd compare two different backends;
+    /// comparing a backend with itself would hand a slow one 1/N² of the traffic regardless).
+    pub(super) fn draw_pair(
+        &self,
+        candidates: &dyn Candidates,
+        rng: &mut dyn RandomSource,
+    ) -> Option<(usize, Option<usize>)> {
+        const REDRAWS: usize = 4;
+        let a = self.draw(candidates, rng)?;
+        for _ in 0..=REDRAWS {
+            match self.draw(candidates, rng) {
+                Some(b) if b != a => return Some((a, Some(b))),
+                Some(_) => continue,
+                None => break,
+            }
+        }
+        Some((a, None))
+    }
+}
+
 impl Balancer for WeightedRandom {
     fn pick(&self, candidates: &dyn Candidates, rng: &mut dyn RandomSource) -> Option<usize> {
         self.draw(candidates, rng)

@@ -142,6 +142,7 @@ fn p2c_avoids_the_loaded_backend() {
     let loaded = (0..10_000)
         .filter(|_| balancer.pick(&vec![10u64, 0], &mut rng) == Some(0))
         .count();
-    // Backend 0 wins only when both draws land on it: about a quarter of the time.
-    assert!((2_000..3_000).contains(&loaded), "{loaded}");
+    // The two draws differ (up to a few redraws), so the loaded backend almost never wins:
+    // only when every redraw repeats it, (1/2)^6 of the time.
+    assert!(loaded < 300, "{loaded}");
 }

@@ -182,6 +182,26 @@ fn bad_configs_report_every_error_with_its_path() {
             &["admin.token_file"],
         ),
         (
+            "hashing without a key, bad key, table size not prime, factor below 1",
+            format!(
+                "{ONE_LISTENER}[pools.app]\nalgorithm = \"maglev\"\nbackends = [{{ addr = \"127.0.0.1:1\" }}]\nmaglev_table_size = 65536\n\
+                 hash_balance_factor = 0.5\n[pools.b]\nalgorithm = \"ring_hash\"\nhash_key = \"body\"\nbackends = [{{ addr = \"127.0.0.1:2\" }}]\n\
+                 sticky_cookie = {{ name = \"sid\" }}\n"
+            ),
+            &[
+                "pools.app.hash_key",
+                "pools.app.hash_balance_factor",
+                "pools.app.maglev_table_size",
+                "pools.b.hash_key",
+                "pools.b.sticky_cookie",
+            ],
+        ),
+        (
+            "a TCP listener cannot hash on a cookie",
+            "[[listeners]]\nname = \"t\"\nbind = \"127.0.0.1:1\"\nprotocol = \"tcp\"\npool = \"app\"\n[pools.app]\nalgorithm = \"ring_hash\"\nhash_key = \"cookie:sid\"\nbackends = [{ addr = \"127.0.0.1:2\" }]\n".to_string(),
+            &["listeners[0].pool"],
+        ),
+        (
             "admin bind",
             format!("[admin]\nbind = \"nowhere\"\n{ONE_LISTENER}{app}"),
             &["admin.bind"],

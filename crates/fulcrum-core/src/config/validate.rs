@@ -580,6 +580,15 @@ impl Validator {
                 }
             }
             let protocol = self.protocol(&path, &l);
+            if let (ListenerProtocol::Tcp, Some(pool_name)) = (&protocol, &pool) {
+                let key = pools.get(pool_name).and_then(|p| p.hash_key.as_ref());
+                if key.is_some_and(|k| *k != HashKey::ClientIp) {
+                    self.error(
+                        format!("{path}.pool"),
+                        format!("pool `{pool_name}` hashes on a request detail; a TCP listener can only hash on \"client_ip\""),
+                    );
+                }
+            }
             let idle_default = match protocol {
                 ListenerProtocol::Http(_) => defaults::HTTP_IDLE_TIMEOUT,
                 ListenerProtocol::Tcp => defaults::TCP_IDLE_TIMEOUT,

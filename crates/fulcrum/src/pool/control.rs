@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use fulcrum_core::config::{self, defaults, DrainTimeout};
+use fulcrum_core::balance::{self, Balancer, HashParams};
+use fulcrum_core::config::{self, defaults, Algorithm, DrainTimeout};
 use fulcrum_core::health::{self, BackendState, Cause, PoolHealth, ProbeOutcome, Transition};
 use serde::Serialize;
 
@@ -39,12 +40,17 @@ struct Drain {
     deadline: Duration,
 }
 
+/// A hashing balancer and the membership (address, configured weight) it was built for.
+type HashedTable = (Vec<(SocketAddr, u32)>, Arc<dyn Balancer>);
+
 #[derive(Debug)]
 struct Control {
     health: PoolHealth,
     members: Vec<Member>,
-    /// What the current snapshot holds: (address, weight units) in member order.
-    published: Vec<(SocketAddr, u32)>,
+    /// What the current snapshot holds: (address, weight units, configured weight).
+    published: Vec<(SocketAddr, u32, u32)>,
+    /// The hashing table and the membership it was built for.
+    hashed: Option<HashedTable>,
     last_rotation: Duration,
 }
 
@@ -83,16 +89,21 @@ impl Pool {
         let members: Vec<Member> = settings
             .backends
             .iter()
-            .map(|b| new_member(b.addr, b.weight))
+            .map(|b| new_member(&settings, b.addr, b.weight))
             .collect();
         let health = PoolHealth::new(health::rules_for(&settings), members.len(), now);
         let pool = Self {
             name: name.to_string(),
-            snapshot: ArcSwap::from_pointee(PoolSnapshot::new(settings.algorithm, Vec::new())),
+            snapshot: ArcSwap::from_pointee(PoolSnapshot::new(
+                Vec::new(),
+                Arc::from(balance::build(settings.algorithm, &[])),
+                None,
+            )),
             control: Mutex::new(Control {
                 health,
                 members,
                 published: Vec::new(),
+                hashed: None,
                 last_rotation: now,
             }),
             settings,
@@ -233,7 +244,9 @@ impl Pool {
                 self.name
             )));
         }
-        control.members.push(new_member(addr, weight));
+        control
+            .members
+            .push(new_member(&self.settings, addr, weight));
         control.health.add(now, Cause::Admin);
         tracing::info!(pool = %self.name, backend = %addr, weight, "backend added");
         self.apply(&mut control, now);
@@ -346,37 +359,87 @@ impl Pool {
                 m.stats.set_closing(to.is_administrative());
             }
         }
-        let desired: Vec<(SocketAddr, u32)> = control
+        // (address, weight units, share) for every backend the snapshot should hold: all of
+        // them for hashing (so only an excluded backend's own keys move), else those in
+        // rotation.
+        let hashing = self.settings.algorithm.is_hashing();
+        let desired: Vec<(SocketAddr, u32, u32)> = control
             .members
             .iter()
             .enumerate()
             .filter_map(|(i, m)| {
                 let fraction = control.health.fraction(i, now);
-                (fraction > 0.0).then(|| {
-                    let units = (f64::from(m.weight) * WEIGHT_UNITS * fraction).round();
-                    (m.addr, units.max(1.0) as u32)
-                })
+                let units = (f64::from(m.weight) * WEIGHT_UNITS * fraction).round() as u32;
+                (hashing || fraction > 0.0).then_some((
+                    m.addr,
+                    units.max(u32::from(fraction > 0.0)),
+                    m.weight,
+                ))
             })
             .collect();
         if desired == control.published {
             return;
         }
-        let backends = desired
+        let backends: Vec<LiveBackend> = desired
             .iter()
-            .filter_map(|(addr, units)| {
+            .filter_map(|(addr, units, weight)| {
                 let m = control.members.iter().find(|m| m.addr == *addr)?;
                 Some(LiveBackend {
                     addr: *addr,
                     weight: *units,
+                    fraction: f64::from(*units) / (f64::from(*weight) * WEIGHT_UNITS),
                     stats: Arc::clone(&m.stats),
                 })
             })
             .collect();
+        let balancer = self.balancer_for(control, &backends);
+        let latency_clock = (self.settings.algorithm == Algorithm::P2cEwma).then_some(self.clock);
         self.snapshot.store(Arc::new(PoolSnapshot::new(
-            self.settings.algorithm,
             backends,
+            balancer,
+            latency_clock,
         )));
         control.published = desired;
+    }
+
+    /// Hashing tables depend only on who is in the pool with which configured weight, so
+    /// they are rebuilt only when that changes; other balancers follow effective weights.
+    fn balancer_for(&self, control: &mut Control, backends: &[LiveBackend]) -> Arc<dyn Balancer> {
+        let params = HashParams {
+            ring_points: self.settings.ring_points,
+            maglev_table_size: self.settings.maglev_table_size,
+            balance_factor: self.settings.hash_balance_factor,
+            fallback: self.settings.hash_fallback,
+        };
+        if !self.settings.algorithm.is_hashing() {
+            let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
+            let ids: Vec<String> = backends.iter().map(|b| b.addr.to_string()).collect();
+            let ids: Vec<&[u8]> = ids.iter().map(|s| s.as_bytes()).collect();
+            return Arc::from(balance::build_for(
+                self.settings.algorithm,
+                &ids,
+                &weights,
+                &params,
+            ));
+        }
+        let membership: Vec<(SocketAddr, u32)> =
+            control.members.iter().map(|m| (m.addr, m.weight)).collect();
+        if let Some((cached, balancer)) = &control.hashed {
+            if *cached == membership {
+                return Arc::clone(balancer);
+            }
+        }
+        let ids: Vec<String> = membership.iter().map(|(a, _)| a.to_string()).collect();
+        let ids: Vec<&[u8]> = ids.iter().map(|s| s.as_bytes()).collect();
+        let weights: Vec<u32> = membership.iter().map(|(_, w)| *w).collect();
+        let balancer: Arc<dyn Balancer> = Arc::from(balance::build_for(
+            self.settings.algorithm,
+            &ids,
+            &weights,
+            &params,
+        ));
+        control.hashed = Some((membership, Arc::clone(&balancer)));
+        balancer
     }
 
     fn log(&self, control: &Control, t: &Transition) {
@@ -461,11 +524,14 @@ impl Pool {
     }
 }
 
-fn new_member(addr: SocketAddr, weight: u32) -> Member {
+fn new_member(settings: &config::Pool, addr: SocketAddr, weight: u32) -> Member {
     Member {
         addr,
         weight,
-        stats: Arc::new(BackendStats::default()),
+        stats: Arc::new(BackendStats::new(
+            settings.ewma_decay,
+            settings.ewma_default_rtt,
+        )),
         drain: None,
         remove_after_drain: false,
         seen_successes: 0,

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use control::{AdminError, BackendStatus, Pool, PoolStatus};
-pub use snapshot::{LiveBackend, PoolSnapshot, Tried};
+pub use snapshot::{random_u64, LiveBackend, PoolSnapshot, Tried};
 pub use stats::{BackendStats, InFlight};
 
 use fulcrum_core::config;

@@ -4,12 +4,13 @@
 use std::cell::Cell;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use fulcrum_core::balance::{self, Balancer, Candidates};
-use fulcrum_core::config::Algorithm;
+use fulcrum_core::balance::{Balancer, Candidates};
 use fulcrum_core::rand::{RandomSource, SplitMix64};
 
 use super::stats::BackendStats;
+use super::Clock;
 
 /// A backend as the data path sees it in one snapshot.
 #[derive(Debug, Clone)]
@@ -17,32 +18,49 @@ pub struct LiveBackend {
     pub addr: SocketAddr,
     /// Effective weight in the balancer's units (configured weight × health × 1000).
     pub weight: u32,
+    /// Effective share of the configured weight, 0 … 1. Hashing snapshots hold every backend
+    /// and skip those at 0; the others hold only backends in rotation.
+    pub fraction: f64,
     pub stats: Arc<BackendStats>,
 }
 
 #[derive(Debug)]
 pub struct PoolSnapshot {
     pub backends: Vec<LiveBackend>,
-    balancer: Box<dyn Balancer>,
+    balancer: Arc<dyn Balancer>,
+    /// Set for `p2c_ewma`: picks read latency estimates, which need the time.
+    latency_clock: Option<Clock>,
 }
 
 impl PoolSnapshot {
-    pub fn new(algorithm: Algorithm, backends: Vec<LiveBackend>) -> Self {
-        let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
+    pub fn new(
+        backends: Vec<LiveBackend>,
+        balancer: Arc<dyn Balancer>,
+        latency_clock: Option<Clock>,
+    ) -> Self {
         Self {
-            balancer: balance::build(algorithm, &weights),
             backends,
+            balancer,
+            latency_clock,
         }
     }
 
-    /// The index of the backend to use next, skipping those already tried.
-    pub fn pick(&self, tried: &Tried) -> Option<usize> {
+    /// The index of the backend to use next for a request with this hash key (if any),
+    /// skipping those already tried.
+    pub fn pick(&self, tried: &Tried, key: Option<u64>) -> Option<usize> {
         let view = View {
             backends: &self.backends,
             tried,
+            key,
+            now: self.latency_clock.map(|c| c.now()),
         };
         with_thread_rng(|rng| self.balancer.pick(&view, rng))
     }
+}
+
+/// A random value from this worker's generator (sticky cookie values).
+pub fn random_u64() -> u64 {
+    with_thread_rng(|rng| rng.next_u64())
 }
 
 /// Backends already tried for one request; connect attempts are capped at 10 by config.
@@ -70,6 +88,8 @@ impl Tried {
 struct View<'a> {
     backends: &'a [LiveBackend],
     tried: &'a Tried,
+    key: Option<u64>,
+    now: Option<Duration>,
 }
 
 impl Candidates for View<'_> {
@@ -77,7 +97,17 @@ impl Candidates for View<'_> {
         self.backends[i].stats.in_flight()
     }
     fn is_excluded(&self, i: usize) -> bool {
-        self.tried.contains(i)
+        self.backends[i].fraction <= 0.0 || self.tried.contains(i)
+    }
+    fn hash(&self) -> Option<u64> {
+        self.key
+    }
+    fn fraction(&self, i: usize) -> f64 {
+        self.backends[i].fraction
+    }
+    fn latency(&self, i: usize) -> f64 {
+        self.now
+            .map_or(0.0, |now| self.backends[i].stats.ewma.estimate(now))
     }
 }
 

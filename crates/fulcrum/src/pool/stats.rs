@@ -4,10 +4,14 @@
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
+use std::time::Duration;
+
+use fulcrum_core::config::defaults;
+use fulcrum_core::ewma::PeakEwma;
 use fulcrum_core::latency::LatencyHistogram;
 use tokio::sync::Notify;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct BackendStats {
     in_flight: AtomicU64,
     requests: AtomicU64,
@@ -21,9 +25,31 @@ pub struct BackendStats {
     closing: AtomicBool,
     /// Fired when a drain times out: every connection to the backend is closed.
     abort: Arc<Notify>,
+    /// Peak-EWMA of time to response headers (L7) or connect time (L4), for `p2c_ewma`.
+    pub ewma: PeakEwma,
+}
+
+impl Default for BackendStats {
+    fn default() -> Self {
+        Self::new(defaults::EWMA_DECAY, defaults::EWMA_DEFAULT_RTT)
+    }
 }
 
 impl BackendStats {
+    pub fn new(ewma_decay: Duration, ewma_default_rtt: Duration) -> Self {
+        Self {
+            in_flight: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            successes: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            failure_streak: AtomicU32::new(0),
+            latency: LatencyHistogram::default(),
+            closing: AtomicBool::new(false),
+            abort: Arc::new(Notify::new()),
+            ewma: PeakEwma::new(ewma_decay, ewma_default_rtt),
+        }
+    }
+
     pub fn in_flight(&self) -> u64 {
         self.in_flight.load(Ordering::Relaxed)
     }

@@ -11,6 +11,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use fulcrum_core::config::Algorithm;
+
+use super::hash_key;
 use super::upstream::connect_tcp;
 use crate::pool::{InFlight, Pool, Tried};
 
@@ -24,8 +27,15 @@ pub struct TcpRoute {
     pub idle_timeout: Duration,
 }
 
-pub async fn serve(route: &TcpRoute, mut client: TcpStream) {
-    let Some((mut upstream, in_flight)) = connect_any(&route.pool).await else {
+pub async fn serve(route: &TcpRoute, mut client: TcpStream, peer: std::net::SocketAddr) {
+    // Over TCP only the client address can be a hash key (validated with the config).
+    let key = route
+        .pool
+        .settings
+        .hash_key
+        .as_ref()
+        .map(|_| hash_key::ip_key(peer.ip()));
+    let Some((mut upstream, in_flight)) = connect_any(&route.pool, key).await else {
         // Nothing to tell a TCP client: closing is the only answer.
         return;
     };
@@ -50,18 +60,25 @@ pub async fn serve(route: &TcpRoute, mut client: TcpStream) {
 }
 
 /// Connects to a picked backend, trying others (up to the pool's attempts) when it fails.
-async fn connect_any(pool: &Pool) -> Option<(TcpStream, InFlight)> {
+async fn connect_any(pool: &Pool, key: Option<u64>) -> Option<(TcpStream, InFlight)> {
     let snapshot = pool.snapshot_full();
     let mut tried = Tried::default();
     for _ in 0..pool.settings.connect_attempts {
-        let index = snapshot.pick(&tried)?;
+        let index = snapshot.pick(&tried, key)?;
         tried.push(index);
         let backend = &snapshot.backends[index];
         let in_flight = InFlight::start(&backend.stats);
+        let started = Instant::now();
         match connect_tcp(backend.addr, pool.settings.connect_timeout).await {
             Ok(stream) => {
                 backend.stats.record_request();
                 backend.stats.record_success();
+                if pool.settings.algorithm == Algorithm::P2cEwma {
+                    backend
+                        .stats
+                        .ewma
+                        .observe(pool.clock().now(), started.elapsed());
+                }
                 return Some((stream, in_flight));
             }
             Err(e) => {

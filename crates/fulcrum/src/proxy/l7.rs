@@ -10,7 +10,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fulcrum_core::config::StatusRange;
+use fulcrum_core::config::{Algorithm, StatusRange};
 use http::header::{self, HeaderValue};
 use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
@@ -18,10 +18,11 @@ use hyper::body::Incoming;
 use super::body::{ProxyBody, Release, UpstreamBody};
 use super::client_io::ConnPhase;
 use super::error::ProxyError;
+use super::hash_key;
 use super::headers;
 use super::request_body::{BodyProgress, RequestBody};
 use super::upstream::{self, Sender, UpstreamPool};
-use crate::pool::{InFlight, LiveBackend, Pool, Tried};
+use crate::pool::{random_u64, InFlight, LiveBackend, Pool, Tried};
 
 /// Everything a worker needs to proxy HTTP for one listener.
 #[derive(Debug)]
@@ -43,6 +44,7 @@ pub struct ClientConn {
     pub phase: Rc<ConnPhase>,
     /// The peer's IP, formatted once per connection for X-Forwarded-For.
     pub peer_ip: HeaderValue,
+    pub peer: SocketAddr,
 }
 
 impl ClientConn {
@@ -53,6 +55,7 @@ impl ClientConn {
             route,
             phase,
             peer_ip,
+            peer,
         }
     }
 }
@@ -78,11 +81,48 @@ async fn proxy(
     mut request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     check(&conn.route, &mut request)?;
+    let (key, new_cookie) = hash_key(conn, &request);
     rewrite(conn, &mut request);
     let (parts, body) = request.into_parts();
     let (body, progress) = RequestBody::new(body, conn.route.body_stall_timeout);
-    let response = forward(&conn.route, Request::from_parts(parts, body), &progress).await?;
-    Ok(respond(response))
+    let response = forward(
+        &conn.route,
+        Request::from_parts(parts, body),
+        &progress,
+        key,
+    )
+    .await?;
+    let mut response = respond(response);
+    if let Some(cookie) = new_cookie {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    Ok(response)
+}
+
+/// The request's hash key for hashing pools and, when the key is a missing cookie that
+/// fulcrum should set (`sticky_cookie`), the Set-Cookie header that makes the next request
+/// land on the same backend.
+fn hash_key(conn: &ClientConn, request: &Request<Incoming>) -> (Option<u64>, Option<HeaderValue>) {
+    let settings = &conn.route.pool.settings;
+    let Some(key) = &settings.hash_key else {
+        return (None, None);
+    };
+    let found = hash_key::request_key(key, request.headers(), request.uri(), conn.peer.ip());
+    match (found, &settings.sticky_cookie) {
+        (None, Some(sticky)) => {
+            let value = format!("{:016x}", random_u64());
+            let cookie = format!(
+                "{}={value}; Path=/; Max-Age={}; HttpOnly",
+                sticky.name,
+                sticky.ttl.as_secs()
+            );
+            (
+                Some(hash_key::cookie_value_key(&value)),
+                HeaderValue::from_str(&cookie).ok(),
+            )
+        }
+        (found, _) => (found, None),
+    }
 }
 
 /// Rejects what cannot be forwarded safely and brings the target into origin form.
@@ -137,6 +177,7 @@ async fn forward(
     route: &HttpRoute,
     mut request: Request<RequestBody>,
     progress: &BodyProgress,
+    key: Option<u64>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let pool = &route.pool;
     let snapshot = pool.snapshot_full();
@@ -148,7 +189,7 @@ async fn forward(
     };
     let mut broke = false;
     for _ in 0..pool.settings.connect_attempts {
-        let Some(index) = snapshot.pick(&tried) else {
+        let Some(index) = snapshot.pick(&tried, key) else {
             break;
         };
         tried.push(index);
@@ -158,6 +199,12 @@ async fn forward(
         match send(route, backend, request, progress).await {
             Ok((response, sender)) => {
                 backend.stats.record_request();
+                if pool.settings.algorithm == Algorithm::P2cEwma {
+                    backend
+                        .stats
+                        .ewma
+                        .observe(pool.clock().now(), started.elapsed());
+                }
                 if route.failure_statuses.contains(response.status().as_u16()) {
                     backend.stats.record_failure();
                 } else {

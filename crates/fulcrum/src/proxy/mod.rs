@@ -3,6 +3,7 @@
 pub mod body;
 pub mod client_io;
 pub mod error;
+pub mod hash_key;
 pub mod headers;
 pub mod l4;
 pub mod l7;

@@ -179,7 +179,7 @@ async fn accept_loop(
                     idle,
                 } => serve_http(route, &builder, &limits, idle, stream, peer, shutdown).await,
                 // TCP has no graceful close: connections run on until the grace period ends.
-                Service::Tcp(route) => l4::serve(&route, stream).await,
+                Service::Tcp(route) => l4::serve(&route, stream, peer).await,
             }
             drop(guard);
         });

@@ -147,10 +147,14 @@ pub async fn with_health(name: &'static str, health_status: u16, delay: Duration
     .await
 }
 
-/// An address nothing listens on (bound, then released).
+/// An address nothing listens on: a free port on a loopback address other than 127.0.0.1,
+/// where no test binds (a port released on 127.0.0.1 could be reused by a parallel test).
 pub async fn dead_addr() -> SocketAddr {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    l.local_addr().unwrap()
+    let port = l.local_addr().unwrap().port();
+    let host = 2 + (NEXT.fetch_add(1, Ordering::SeqCst) + std::process::id() as usize) % 250;
+    SocketAddr::from(([127, 0, 0, host as u8], port))
 }
 
 /// Starts fulcrum with one listener `front` of `protocol` over `backends`.
