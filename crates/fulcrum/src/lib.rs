@@ -6,6 +6,7 @@ pub mod admin;
 pub mod app;
 pub mod demo;
 pub mod health;
+pub mod lab;
 pub mod pool;
 pub mod proxy;
 pub mod telemetry;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use fulcrum::telemetry::{self, LogFormat};
-use fulcrum::{demo, RunningApp};
+use fulcrum::{demo, lab, RunningApp};
 use fulcrum_core::config::Config;
 
 #[derive(Parser, Debug)]
@@ -36,6 +36,9 @@ enum Command {
     },
     /// Balance traffic over three built-in demo backends of different speeds.
     Demo(demo::DemoArgs),
+    /// Deterministic experiments on the balancing algorithms (no network).
+    #[command(subcommand)]
+    Lab(lab::LabCommand),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +47,13 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run { config } => run(&config),
         Command::Check { config } => check(&config),
+        Command::Lab(command) => match lab::run(&command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Demo(args) => match demo::run(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -34,32 +34,28 @@ impl<'a> Acceptance<'a> {
         key: u64,
         n: usize,
         balance_factor: Option<f64>,
-    ) -> Option<Self> {
-        let mut available = 0u64;
-        let mut total = 0u64;
-        for i in 0..n {
-            if !candidates.is_excluded(i) {
+    ) -> Self {
+        // Bounded load needs the mean, which costs a pass over the pool; without it a pick
+        // touches only the candidates it walks past.
+        let bound = balance_factor.and_then(|c| {
+            let (mut available, mut total) = (0u64, 0u64);
+            for i in (0..n).filter(|&i| !candidates.is_excluded(i)) {
                 available += 1;
-                if balance_factor.is_some() {
-                    total += candidates.in_flight(i);
-                }
+                total += candidates.in_flight(i);
             }
-        }
-        if available == 0 {
-            return None;
-        }
-        // HAProxy's and Envoy's rule: no backend above ⌈c × (total + 1) / n⌉, counting the
-        // request being placed.
-        let bound = balance_factor.map(|c| {
-            ((c * (total + 1) as f64) / available as f64)
-                .ceil()
-                .max(1.0) as u64
+            // HAProxy's and Envoy's rule: no backend above ⌈c × (total + 1) / n⌉, counting
+            // the request being placed.
+            (available > 0).then(|| {
+                ((c * (total + 1) as f64) / available as f64)
+                    .ceil()
+                    .max(1.0) as u64
+            })
         });
-        Some(Self {
+        Self {
             candidates,
             key,
             bound,
-        })
+        }
     }
 
     pub fn usable(&self, i: usize) -> bool {

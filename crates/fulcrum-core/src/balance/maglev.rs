@@ -93,7 +93,7 @@ impl Balancer for Maglev {
         if self.table.is_empty() {
             return None;
         }
-        let acceptance = Acceptance::new(candidates, key, self.backends, self.balance_factor)?;
+        let acceptance = Acceptance::new(candidates, key, self.backends, self.balance_factor);
         let len = self.table.len();
         let start = (key % len as u64) as usize;
         walk(

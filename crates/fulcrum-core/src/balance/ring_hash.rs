@@ -49,6 +49,20 @@ impl RingHash {
     pub fn points(&self) -> usize {
         self.ring.len()
     }
+
+    /// Each backend's share of the hash space (the arcs that end at its points).
+    pub fn ownership(&self) -> Vec<f64> {
+        let mut share = vec![0.0; self.backends];
+        let Some(&(last, _)) = self.ring.last() else {
+            return share;
+        };
+        let mut previous = last;
+        for &(point, backend) in &self.ring {
+            share[backend as usize] += point.wrapping_sub(previous) as f64 / 2f64.powi(64);
+            previous = point;
+        }
+        share
+    }
 }
 
 impl Balancer for RingHash {
@@ -59,7 +73,7 @@ impl Balancer for RingHash {
         if self.ring.is_empty() {
             return None;
         }
-        let acceptance = Acceptance::new(candidates, key, self.backends, self.balance_factor)?;
+        let acceptance = Acceptance::new(candidates, key, self.backends, self.balance_factor);
         let start = self.ring.partition_point(|&(point, _)| point < key);
         let len = self.ring.len();
         walk(
