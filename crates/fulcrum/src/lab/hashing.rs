@@ -336,6 +336,7 @@ pub fn chart(rows: &[Row]) -> Chart {
     Chart {
         title: "Keys moved when one backend joins, ÷ ideal 1/(N+1)".into(),
         unit: "× ideal".into(),
+        log: false,
         groups: sizes
             .iter()
             .map(|&n| {
@@ -372,7 +373,11 @@ mod tests {
                 assert!(r.table_max_over_mean <= 1.01, "{r:?}");
             }
         }
-        let chart = super::super::svg::render(&chart(&rows));
-        assert!(chart.starts_with("<svg") && chart.trim_end().ends_with("</svg>"));
+        let svg = super::super::svg::render(&chart(&rows)).unwrap_or_default();
+        assert!(
+            svg.contains("<svg") && svg.trim_end().ends_with("</svg>"),
+            "{svg}"
+        );
+        assert!(svg.contains("ring_hash (160 points)"), "legend missing");
     }
 }

@@ -210,8 +210,9 @@ pub fn table(setup: &Setup, rows: &[Row]) -> String {
 pub fn chart(rows: &[Row]) -> Chart {
     Chart {
         title: "Latency while one backend is slow".into(),
-        unit: "milliseconds".into(),
+        unit: "milliseconds (log scale)".into(),
         series: vec!["p50".into(), "p99".into(), "p99.9".into()],
+        log: true,
         groups: rows
             .iter()
             .map(|r| {

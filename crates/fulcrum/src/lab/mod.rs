@@ -1,7 +1,8 @@
 //! `fulcrum lab`: deterministic, seeded experiments on the balancing algorithms themselves,
 //! no network involved. `hashing` measures balance, key movement and speed of the consistent
 //! hashing algorithms; `latency` simulates a fleet with one backend turning slow and compares
-//! the tail latency each algorithm delivers. Both print Markdown tables and can draw an SVG.
+//! the tail latency each algorithm delivers. Both print Markdown tables and can draw an SVG
+//! chart (plotters).
 
 mod hashing;
 mod latency;

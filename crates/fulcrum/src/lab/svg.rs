@@ -1,8 +1,9 @@
-//! A small grouped bar chart written as SVG by hand: no plotting library, no fonts to load,
-//! nothing outside the standard library.
+//! Grouped bar charts as SVG, drawn with plotters' SVG backend (pure Rust: no system
+//! libraries, no font files; the SVG names a font family and the viewer renders the text).
 
-use std::fmt::Write as _;
 use std::path::Path;
+
+use plotters::prelude::*;
 
 pub struct Chart {
     pub title: String,
@@ -11,118 +12,127 @@ pub struct Chart {
     pub series: Vec<String>,
     /// (group label, one value per series).
     pub groups: Vec<(String, Vec<f64>)>,
+    /// A logarithmic value axis (for values spanning orders of magnitude).
+    pub log: bool,
 }
 
-const COLOURS: [&str; 8] = [
-    "#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#9c755f",
+const COLOURS: [RGBColor; 6] = [
+    RGBColor(0x4e, 0x79, 0xa7),
+    RGBColor(0xf2, 0x8e, 0x2b),
+    RGBColor(0xe1, 0x57, 0x59),
+    RGBColor(0x76, 0xb7, 0xb2),
+    RGBColor(0x59, 0xa1, 0x4f),
+    RGBColor(0xb0, 0x7a, 0xa1),
 ];
 
-pub fn render(chart: &Chart) -> String {
-    let (width, height, left, top, bottom) = (900.0, 420.0, 70.0, 50.0, 70.0);
-    let plot_h = height - top - bottom;
-    let max = chart
-        .groups
-        .iter()
-        .flat_map(|(_, v)| v.iter().copied())
-        .filter(|v| v.is_finite())
-        .fold(0.0f64, f64::max)
-        .max(1e-9);
-    let group_w = (width - left - 20.0) / chart.groups.len().max(1) as f64;
-    let bar_w = (group_w * 0.8) / chart.series.len().max(1) as f64;
+pub fn render(chart: &Chart) -> Result<String, String> {
     let mut svg = String::new();
-    let _ = write!(
-        svg,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = write!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = write!(
-        svg,
-        r#"<text x="{}" y="24" font-size="16" text-anchor="middle">{}</text>"#,
-        width / 2.0,
-        escape(&chart.title)
-    );
-    for tick in 0..=4 {
-        let value = max * f64::from(tick) / 4.0;
-        let y = top + plot_h * (1.0 - f64::from(tick) / 4.0);
-        let _ = write!(
-            svg,
-            r##"<line x1="{left}" x2="{}" y1="{y}" y2="{y}" stroke="#ddd"/><text x="{}" y="{}" text-anchor="end">{}</text>"##,
-            width - 20.0,
-            left - 6.0,
-            y + 4.0,
-            format_value(value)
-        );
+    {
+        let root = SVGBackend::with_string(&mut svg, (900, 460)).into_drawing_area();
+        draw(&root, chart).map_err(|e| format!("cannot draw the chart: {e}"))?;
+        root.present()
+            .map_err(|e| format!("cannot draw the chart: {e}"))?;
     }
-    let _ = write!(
-        svg,
-        r#"<text x="16" y="{}" transform="rotate(-90 16 {})" text-anchor="middle">{}</text>"#,
-        top + plot_h / 2.0,
-        top + plot_h / 2.0,
-        escape(&chart.unit)
-    );
-    for (g, (label, values)) in chart.groups.iter().enumerate() {
-        let x0 = left + group_w * g as f64 + group_w * 0.1;
-        for (s, value) in values.iter().enumerate() {
-            let h = if value.is_finite() {
-                plot_h * value / max
-            } else {
-                0.0
-            };
-            let _ = write!(
-                svg,
-                r#"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="{}"><title>{}: {}</title></rect>"#,
-                x0 + bar_w * s as f64,
-                top + plot_h - h,
-                bar_w * 0.9,
-                h,
-                COLOURS[s % COLOURS.len()],
-                escape(&chart.series[s]),
-                format_value(*value)
-            );
-        }
-        let _ = write!(
-            svg,
-            r#"<text x="{:.1}" y="{}" text-anchor="middle">{}</text>"#,
-            x0 + group_w * 0.4,
-            top + plot_h + 18.0,
-            escape(label)
-        );
-    }
-    for (s, name) in chart.series.iter().enumerate() {
-        let x = left + 150.0 * s as f64;
-        let y = height - 20.0;
-        let _ = write!(
-            svg,
-            r#"<rect x="{x}" y="{}" width="12" height="12" fill="{}"/><text x="{}" y="{y}">{}</text>"#,
-            y - 10.0,
-            COLOURS[s % COLOURS.len()],
-            x + 16.0,
-            escape(name)
-        );
-    }
-    svg.push_str("</svg>\n");
-    svg
+    Ok(svg)
 }
 
-pub fn write(path: &Path, chart: &Chart) -> Result<(), String> {
-    std::fs::write(path, render(chart))
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    println!("\nchart written to {}", path.display());
+fn draw(
+    root: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
+    chart: &Chart,
+) -> Result<(), Box<dyn std::error::Error>> {
+    root.fill(&WHITE)?;
+    let values = || {
+        chart
+            .groups
+            .iter()
+            .flat_map(|(_, v)| v.iter().copied())
+            .filter(|v| v.is_finite() && *v > 0.0)
+    };
+    let max = values().fold(0.0f64, f64::max).max(1e-9);
+    let min = values().fold(f64::INFINITY, f64::min).min(max);
+    let groups = chart.groups.len().max(1);
+    let labels: Vec<String> = chart.groups.iter().map(|(l, _)| l.clone()).collect();
+    let label = |x: &f64| {
+        let i = x.floor() as usize;
+        let centred = (x - i as f64 - 0.5).abs() < 1e-6;
+        if centred {
+            labels.get(i).cloned().unwrap_or_default()
+        } else {
+            String::new()
+        }
+    };
+    let mut builder = ChartBuilder::on(root);
+    builder
+        .caption(&chart.title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(32)
+        .y_label_area_size(64);
+    if chart.log {
+        let floor = min / 2.0;
+        let mut plot =
+            builder.build_cartesian_2d(0f64..groups as f64, (floor..max * 2.0).log_scale())?;
+        plot.configure_mesh()
+            .disable_x_mesh()
+            .x_labels(groups * 2 + 1)
+            .x_label_formatter(&label)
+            .y_desc(chart.unit.as_str())
+            .draw()?;
+        bars(&mut plot, chart, floor).map_err(|e| -> Box<dyn std::error::Error> { e.into() })?;
+    } else {
+        let mut plot = builder.build_cartesian_2d(0f64..groups as f64, 0f64..max * 1.1)?;
+        plot.configure_mesh()
+            .disable_x_mesh()
+            .x_labels(groups * 2 + 1)
+            .x_label_formatter(&label)
+            .y_desc(chart.unit.as_str())
+            .draw()?;
+        bars(&mut plot, chart, 0.0).map_err(|e| -> Box<dyn std::error::Error> { e.into() })?;
+    }
     Ok(())
 }
 
-fn format_value(v: f64) -> String {
-    if v >= 100.0 {
-        format!("{v:.0}")
-    } else if v >= 1.0 {
-        format!("{v:.1}")
-    } else {
-        format!("{v:.3}")
+fn bars<'a, Y>(
+    plot: &mut ChartContext<
+        'a,
+        SVGBackend<'a>,
+        Cartesian2d<plotters::coord::types::RangedCoordf64, Y>,
+    >,
+    chart: &Chart,
+    floor: f64,
+) -> Result<(), String>
+where
+    Y: Ranged<ValueType = f64>,
+{
+    let width = 0.8 / chart.series.len().max(1) as f64;
+    for (s, name) in chart.series.iter().enumerate() {
+        let colour = COLOURS[s % COLOURS.len()];
+        let rectangles = chart.groups.iter().enumerate().map(|(g, (_, values))| {
+            let x0 = g as f64 + 0.1 + width * s as f64;
+            let v = values
+                .get(s)
+                .copied()
+                .filter(|v| v.is_finite())
+                .unwrap_or(floor)
+                .max(floor);
+            Rectangle::new([(x0, floor), (x0 + width * 0.9, v)], colour.filled())
+        });
+        plot.draw_series(rectangles)
+            .map_err(|e| e.to_string())?
+            .label(name.as_str())
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], colour.filled()));
     }
+    plot.configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| e.to_string())?;
+    Ok(())
 }
 
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+pub fn write(path: &Path, chart: &Chart) -> Result<(), String> {
+    std::fs::write(path, render(chart)?)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    println!("\nchart written to {}", path.display());
+    Ok(())
 }
