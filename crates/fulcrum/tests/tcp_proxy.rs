@@ -14,22 +14,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use xxhash_rust::xxh3::Xxh3;
 
-/// Echoes everything; when the client half-closes, finishes echoing and half-closes back.
-async fn echo_backend() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let (mut r, mut w) = s.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-                let _ = w.shutdown().await;
-            });
-        }
-    });
-    addr
-}
-
 fn proxy_over(backends: &[SocketAddr], listener_extra: &str) -> Proxy {
     let weighted: Vec<_> = backends.iter().map(|a| (*a, 1)).collect();
     start_proxy("tcp", "round_robin", &weighted, listener_extra, "")

@@ -71,27 +71,16 @@ fn draw(
         let floor = min / 2.0;
         let mut plot =
             builder.build_cartesian_2d(0f64..groups as f64, (floor..max * 2.0).log_scale())?;
-        plot.configure_mesh()
-            .disable_x_mesh()
-            .x_labels(groups * 2 + 1)
-            .x_label_formatter(&label)
-            .y_desc(chart.unit.as_str())
-            .draw()?;
-        bars(&mut plot, chart, floor).map_err(|e| -> Box<dyn std::error::Error> { e.into() })?;
+        fill(&mut plot, chart, floor, &label)?;
     } else {
         let mut plot = builder.build_cartesian_2d(0f64..groups as f64, 0f64..max * 1.1)?;
-        plot.configure_mesh()
-            .disable_x_mesh()
-            .x_labels(groups * 2 + 1)
-            .x_label_formatter(&label)
-            .y_desc(chart.unit.as_str())
-            .draw()?;
-        bars(&mut plot, chart, 0.0).map_err(|e| -> Box<dyn std::error::Error> { e.into() })?;
+        fill(&mut plot, chart, 0.0, &label)?;
     }
     Ok(())
 }
 
-fn bars<'a, Y>(
+/// Draws the mesh, one bar per (group, series) from `floor` up, and the legend.
+fn fill<'a, Y>(
     plot: &mut ChartContext<
         'a,
         SVGBackend<'a>,
@@ -99,10 +88,18 @@ fn bars<'a, Y>(
     >,
     chart: &Chart,
     floor: f64,
+    label: &dyn Fn(&f64) -> String,
 ) -> Result<(), String>
 where
-    Y: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64> + plotters::coord::ranged1d::ValueFormatter<f64>,
 {
+    plot.configure_mesh()
+        .disable_x_mesh()
+        .x_labels(chart.groups.len().max(1) * 2 + 1)
+        .x_label_formatter(label)
+        .y_desc(chart.unit.as_str())
+        .draw()
+        .map_err(|e| e.to_string())?;
     let width = 0.8 / chart.series.len().max(1) as f64;
     for (s, name) in chart.series.iter().enumerate() {
         let colour = COLOURS[s % COLOURS.len()];

@@ -129,6 +129,23 @@ impl Backend {
     }
 }
 
+/// A TCP backend that echoes everything; when the client half-closes, it finishes echoing
+/// and half-closes back.
+pub async fn echo_backend() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = w.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
 /// A backend answering `name` on every path except `/health`, which answers `health_status`.
 pub async fn with_health(name: &'static str, health_status: u16, delay: Duration) -> Backend {
     Backend::with_handler(Arc::new(move |req: Request<Incoming>| {
