@@ -5,10 +5,12 @@
 pub mod admin;
 pub mod app;
 pub mod demo;
+pub mod discovery;
 pub mod health;
 pub mod lab;
 pub mod pool;
 pub mod proxy;
+pub mod register;
 pub mod telemetry;
 
 pub use app::RunningApp;

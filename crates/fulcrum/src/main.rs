@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use fulcrum::telemetry::{self, LogFormat};
-use fulcrum::{demo, lab, RunningApp};
+use fulcrum::{demo, lab, register, RunningApp};
 use fulcrum_core::config::Config;
 
 #[derive(Parser, Debug)]
@@ -36,6 +36,8 @@ enum Command {
     },
     /// Balance traffic over three built-in demo backends of different speeds.
     Demo(demo::DemoArgs),
+    /// Keep one backend registered in etcd while it is healthy (sidecar).
+    Register(register::RegisterArgs),
     /// Deterministic experiments on the balancing algorithms (no network).
     #[command(subcommand)]
     Lab(lab::LabCommand),
@@ -47,6 +49,13 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run { config } => run(&config),
         Command::Check { config } => check(&config),
+        Command::Register(args) => match register::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Lab(command) => match lab::run(&command) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -98,6 +98,17 @@ pub struct Pool {
     pub maglev_table_size: u32,
     pub ewma_decay: Duration,
     pub ewma_default_rtt: Duration,
+    /// Backends learnt from a store, added to the static `backends`.
+    pub discovery: Option<Discovery>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Discovery {
+    /// One key per backend under `prefix`, JSON `{"addr": "...", "weight": N}`, on a lease.
+    Etcd {
+        endpoints: Vec<String>,
+        prefix: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

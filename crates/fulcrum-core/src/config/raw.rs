@@ -71,6 +71,18 @@ pub struct RawPool {
     pub maglev_table_size: Option<i64>,
     pub ewma_decay: Option<String>,
     pub ewma_default_rtt: Option<String>,
+    pub discovery: Option<RawDiscovery>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDiscovery {
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub endpoints: Option<Vec<String>>,
+    pub prefix: Option<String>,
+    pub servers: Option<String>,
+    pub path: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

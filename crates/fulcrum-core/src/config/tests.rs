@@ -202,6 +202,18 @@ fn bad_configs_report_every_error_with_its_path() {
             &["listeners[0].pool"],
         ),
         (
+            "discovery without endpoints or prefix, and an unknown type",
+            format!(
+                "{ONE_LISTENER}[pools.app]\nbackends = []\n[pools.app.discovery]\ntype = \"etcd\"\nendpoints = [\"nowhere\"]\n\
+                 [pools.b]\nbackends = []\n[pools.b.discovery]\ntype = \"consul\"\n"
+            ),
+            &[
+                "pools.app.discovery.endpoints[0]",
+                "pools.app.discovery.prefix",
+                "pools.b.discovery.type",
+            ],
+        ),
+        (
             "admin bind",
             format!("[admin]\nbind = \"nowhere\"\n{ONE_LISTENER}{app}"),
             &["admin.bind"],

@@ -155,10 +155,10 @@ impl Validator {
                 Algorithm::RoundRobin
             }),
         };
-        if raw.backends.is_empty() {
+        if raw.backends.is_empty() && raw.discovery.is_none() {
             self.error(
                 format!("{path}.backends"),
-                "a pool needs at least one backend",
+                "a pool needs at least one backend (or a discovery section)",
             );
         }
         let mut seen: HashMap<SocketAddr, usize> = HashMap::new();
@@ -286,6 +286,10 @@ impl Validator {
             outlier: raw
                 .outlier
                 .map(|o| self.outlier(&format!("{path}.outlier"), o)),
+            discovery: raw
+                .discovery
+                .take()
+                .and_then(|d| self.discovery(&format!("{path}.discovery"), d)),
             hash_key,
             hash_fallback,
             sticky_cookie,
@@ -309,6 +313,70 @@ impl Validator {
                 defaults::EWMA_DEFAULT_RTT,
                 Duration::from_micros(1),
             ),
+        }
+    }
+
+    fn discovery(&mut self, path: &str, raw: RawDiscovery) -> Option<Discovery> {
+        match raw.kind.as_deref() {
+            Some("etcd") => {
+                for key in [
+                    ("servers", raw.servers.is_some()),
+                    ("path", raw.path.is_some()),
+                ] {
+                    if key.1 {
+                        self.error(
+                            format!("{path}.{}", key.0),
+                            "applies to zookeeper, not etcd",
+                        );
+                    }
+                }
+                let endpoints = raw.endpoints.unwrap_or_default();
+                if endpoints.is_empty() {
+                    self.error(
+                        format!("{path}.endpoints"),
+                        "at least one etcd endpoint (\"HOST:PORT\") is required",
+                    );
+                }
+                for (i, e) in endpoints.iter().enumerate() {
+                    let host_port = e.trim_start_matches("http://");
+                    if host_port
+                        .rsplit_once(':')
+                        .and_then(|(_, p)| p.parse::<u16>().ok())
+                        .is_none()
+                    {
+                        self.error(
+                            format!("{path}.endpoints[{i}]"),
+                            format!("`{e}` is not HOST:PORT"),
+                        );
+                    }
+                }
+                let prefix = raw.prefix.unwrap_or_default();
+                if prefix.is_empty() {
+                    self.error(
+                        format!("{path}.prefix"),
+                        "is required, e.g. \"/fulcrum/pools/app/\"",
+                    );
+                }
+                Some(Discovery::Etcd { endpoints, prefix })
+            }
+            Some("zookeeper") => {
+                self.error(
+                    format!("{path}.type"),
+                    "zookeeper discovery is not implemented yet; use \"etcd\"",
+                );
+                None
+            }
+            Some(other) => {
+                self.error(
+                    format!("{path}.type"),
+                    format!("unknown discovery type `{other}`; valid: etcd"),
+                );
+                None
+            }
+            None => {
+                self.error(format!("{path}.type"), "is required (\"etcd\")");
+                None
+            }
         }
     }
 

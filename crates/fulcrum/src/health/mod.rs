@@ -1,9 +1,9 @@
 //! The control plane's tasks: every pool's control loop (live-traffic outcomes, drains,
-//! timers, snapshot publishing) and its active health probes. They run on one dedicated
+//! timers, snapshot publishing), its active health probes and its discovery source. They run on one dedicated
 //! thread, so a saturated worker never delays a health decision, and they never touch the
 //! data path except through the snapshots they publish.
 
-mod probe;
+pub(crate) mod probe;
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -32,6 +32,7 @@ pub fn spawn(
             runtime.block_on(async move {
                 for pool in pools.iter() {
                     tokio::spawn(control_loop(Arc::clone(pool), shutdown.clone()));
+                    tokio::spawn(crate::discovery::run(Arc::clone(pool), shutdown.clone()));
                     if let Some(health) = pool.settings.health.clone() {
                         tokio::spawn(probe_loop(Arc::clone(pool), health, shutdown.clone()));
                     }

@@ -63,6 +63,17 @@ pub struct Pool {
     control: Mutex<Control>,
     clock: Clock,
     drain_failures: AtomicU64,
+    discovery: Mutex<DiscoveryState>,
+}
+
+#[derive(Debug, Default)]
+struct DiscoveryState {
+    connected: bool,
+    revision: i64,
+    disconnected_since: Option<std::time::Instant>,
+    discovered: usize,
+    malformed: u64,
+    last_error: Option<String>,
 }
 
 /// Why an admin action on a pool was refused.
@@ -109,6 +120,7 @@ impl Pool {
             settings,
             clock,
             drain_failures: AtomicU64::new(0),
+            discovery: Mutex::new(DiscoveryState::default()),
         };
         let mut control = pool.lock();
         pool.apply(&mut control, now);
@@ -295,19 +307,75 @@ impl Pool {
     }
 
     /// Replaces the whole backend set (as a discovery source does): new backends warm up,
-    /// missing ones are drained and then removed.
+    /// missing ones are drained and then removed, returning ones stop draining, and changed
+    /// weights apply.
     pub fn set_backends(&self, backends: &[config::Backend], cause: Cause) {
-        let existing: Vec<SocketAddr> = self.lock().members.iter().map(|m| m.addr).collect();
-        for addr in &existing {
-            if !backends.iter().any(|b| b.addr == *addr) {
+        let existing: Vec<(SocketAddr, u32, bool)> = self
+            .lock()
+            .members
+            .iter()
+            .map(|m| (m.addr, m.weight, m.remove_after_drain))
+            .collect();
+        for (addr, _, leaving) in &existing {
+            if !leaving && !backends.iter().any(|b| b.addr == *addr) {
                 let _ = self.remove_backend(*addr, cause);
             }
         }
         for b in backends {
-            if !existing.contains(&b.addr) {
-                let _ = self.add_backend(b.addr, b.weight);
+            match existing.iter().find(|(addr, _, _)| *addr == b.addr) {
+                None => {
+                    let _ = self.add_backend(b.addr, b.weight);
+                }
+                Some((_, _, true)) => {
+                    let _ = self.enable(b.addr);
+                }
+                Some((_, weight, false)) if *weight != b.weight => {
+                    let _ = self.admin(b.addr, |_, c, i, _| c.members[i].weight = b.weight);
+                }
+                Some(_) => {}
             }
         }
+    }
+
+    /// A discovery source listed (or followed) its store: the pool becomes the static
+    /// backends plus the discovered ones (a static entry wins for its address).
+    pub fn discovery_synced(&self, found: &[config::Backend], revision: i64) {
+        {
+            let mut state = self.discovery_state();
+            state.connected = true;
+            state.revision = revision;
+            state.disconnected_since = None;
+            state.discovered = found.len();
+            state.last_error = None;
+        }
+        let mut all = self.settings.backends.clone();
+        for b in found {
+            if !all.iter().any(|s| s.addr == b.addr) {
+                all.push(*b);
+            }
+        }
+        self.set_backends(&all, Cause::Discovery);
+    }
+
+    /// The store cannot be reached: the last known backends stay.
+    pub fn discovery_lost(&self, error: &str) {
+        let mut state = self.discovery_state();
+        if state.connected || state.disconnected_since.is_none() {
+            tracing::warn!(pool = %self.name, %error, "discovery store unreachable; keeping the last known backends");
+        }
+        state.connected = false;
+        state
+            .disconnected_since
+            .get_or_insert_with(std::time::Instant::now);
+        state.last_error = Some(error.to_string());
+    }
+
+    pub fn discovery_malformed(&self) {
+        self.discovery_state().malformed += 1;
+    }
+
+    fn discovery_state(&self) -> MutexGuard<'_, DiscoveryState> {
+        self.discovery.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn admin<T>(
@@ -491,7 +559,24 @@ impl Pool {
     pub fn status(&self) -> PoolStatus {
         let now = self.clock.now();
         let control = self.lock();
+        let discovery = self.settings.discovery.as_ref().map(|d| {
+            let state = self.discovery_state();
+            DiscoveryStatus {
+                source: match d {
+                    config::Discovery::Etcd { .. } => "etcd",
+                },
+                connected: state.connected,
+                revision: state.revision,
+                stale_seconds: state
+                    .disconnected_since
+                    .map_or(0.0, |t| t.elapsed().as_secs_f64()),
+                discovered: state.discovered,
+                malformed: state.malformed,
+                last_error: state.last_error.clone(),
+            }
+        });
         PoolStatus {
+            discovery,
             name: self.name.clone(),
             algorithm: self.settings.algorithm.name(),
             panic: control.health.panic(),
@@ -546,7 +631,26 @@ pub struct PoolStatus {
     pub panic: bool,
     pub suppressed_ejections: u64,
     pub drain_failures: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discovery: Option<DiscoveryStatus>,
     pub backends: Vec<BackendStatus>,
+}
+
+/// The state of a pool's discovery source.
+#[derive(Debug, Clone, Serialize)]
+pub struct DiscoveryStatus {
+    pub source: &'static str,
+    pub connected: bool,
+    /// The store revision the pool reflects.
+    pub revision: i64,
+    /// How long the store has been unreachable (0 while connected).
+    pub stale_seconds: f64,
+    /// Backends currently registered in the store.
+    pub discovered: usize,
+    /// Registrations skipped because their value could not be read.
+    pub malformed: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -1,0 +1,161 @@
+//! `fulcrum register`: a sidecar that keeps one backend registered in etcd while it is
+//! healthy. It holds a lease (`--ttl`), renews it at a third of the TTL, withdraws the key
+//! while the optional `--check` URL fails, and deregisters (deletes the key, revokes the lease)
+//! on SIGTERM or Ctrl-C, so a deploy that stops the sidecar first drops nothing. If the
+//! process dies, the lease expires after the TTL and fulcrum drains the backend.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use etcd_client::{Client, PutOptions};
+use fulcrum_core::config::{HttpCheck, StatusRange};
+use fulcrum_core::health::ProbeOutcome;
+
+use crate::discovery::{etcd::connect_options, registration, BACKOFF};
+use crate::health::probe;
+use crate::telemetry;
+
+#[derive(clap::Args, Debug)]
+pub struct RegisterArgs {
+    /// etcd endpoints, comma-separated (HOST:PORT).
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub etcd: Vec<String>,
+    /// The pool's prefix, as in its `discovery.prefix`.
+    #[arg(long)]
+    pub prefix: String,
+    /// The backend's address as clients of fulcrum should reach it.
+    #[arg(long)]
+    pub addr: SocketAddr,
+    #[arg(long, default_value_t = 1)]
+    pub weight: u32,
+    /// Lease time to live: how long a dead sidecar's registration survives it.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
+    pub ttl: Duration,
+    /// Withdraw the registration while this URL does not answer 2xx or 3xx
+    /// (http://HOST:PORT/PATH).
+    #[arg(long)]
+    pub check: Option<String>,
+}
+
+pub fn run(args: &RegisterArgs) -> Result<(), String> {
+    if args.ttl < Duration::from_secs(1) {
+        return Err("--ttl must be at least 1s (etcd leases count whole seconds)".into());
+    }
+    let check = args.check.as_deref().map(parse_check).transpose()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start: {e}"))?;
+    runtime.block_on(async {
+        let stop = telemetry::shutdown_signal();
+        tokio::pin!(stop);
+        let mut backoff = BACKOFF.0;
+        loop {
+            match session(args, check.as_ref(), &mut stop).await {
+                Ok(()) => return Ok(()),
+                Err(e) => tracing::warn!(error = %e, "registration lost; retrying"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                () = &mut stop => return Ok(()),
+            }
+            backoff = (backoff * 2).min(BACKOFF.1);
+        }
+    })
+}
+
+/// One lease's life. Returns `Ok` after a clean deregistration on a stop signal.
+async fn session(
+    args: &RegisterArgs,
+    check: Option<&(SocketAddr, HttpCheck)>,
+    stop: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+) -> Result<(), String> {
+    let key = format!("{}{}", args.prefix, args.addr);
+    let value = registration::encode(args.addr, args.weight);
+    let mut client = Client::connect(&args.etcd, Some(connect_options()))
+        .await
+        .map_err(|e| format!("cannot connect to etcd: {e}"))?;
+    let lease = client
+        .lease_grant(args.ttl.as_secs() as i64, None)
+        .await
+        .map_err(|e| format!("cannot get a lease: {e}"))?
+        .id();
+    let (mut keeper, mut renewals) = client
+        .lease_keep_alive(lease)
+        .await
+        .map_err(|e| format!("cannot keep the lease alive: {e}"))?;
+    let mut registered = false;
+    let mut tick = tokio::time::interval(args.ttl / 3);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = &mut *stop => {
+                if registered {
+                    let _ = client.delete(key.as_str(), None).await;
+                }
+                let _ = client.lease_revoke(lease).await;
+                tracing::info!(%key, "deregistered");
+                return Ok(());
+            }
+        }
+        keeper
+            .keep_alive()
+            .await
+            .map_err(|e| format!("lease renewal failed: {e}"))?;
+        match renewals.message().await {
+            Ok(Some(r)) if r.ttl() > 0 => {}
+            Ok(_) => return Err("the lease expired".into()),
+            Err(e) => return Err(format!("lease renewal failed: {e}")),
+        }
+        let healthy = match check {
+            None => true,
+            Some((addr, check)) => {
+                probe::http(*addr, check, args.ttl / 3).await == ProbeOutcome::Pass
+            }
+        };
+        if healthy && !registered {
+            client
+                .put(
+                    key.as_str(),
+                    value.as_str(),
+                    Some(PutOptions::new().with_lease(lease)),
+                )
+                .await
+                .map_err(|e| format!("cannot register: {e}"))?;
+            registered = true;
+            tracing::info!(%key, ttl = ?args.ttl, "registered");
+        } else if !healthy && registered {
+            client
+                .delete(key.as_str(), None)
+                .await
+                .map_err(|e| format!("cannot withdraw: {e}"))?;
+            registered = false;
+            tracing::warn!(%key, "check failing; registration withdrawn");
+        }
+    }
+}
+
+/// `http://HOST:PORT/PATH` → the address to probe and the check to run.
+fn parse_check(url: &str) -> Result<(SocketAddr, HttpCheck), String> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("--check {url}: only http:// URLs are supported"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let addr = authority
+        .parse()
+        .map_err(|_| format!("--check {url}: the host must be IP:PORT"))?;
+    Ok((
+        addr,
+        HttpCheck {
+            path: path.to_string(),
+            expect: StatusRange {
+                low: 200,
+                high: 399,
+            },
+            host: None,
+        },
+    ))
+}

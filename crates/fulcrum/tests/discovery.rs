@@ -1,0 +1,286 @@
+//! Discovery through a real etcd (Debian's etcd-server, started here on free loopback ports
+//! with a temporary data directory): registered backends get traffic, a dead registrar's
+//! lease expires and its backend drains away, a graceful one deregisters at once, malformed
+//! values are skipped, and a lost store leaves the fleet serving.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+struct Etcd {
+    child: Child,
+    dir: PathBuf,
+    endpoint: String,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Etcd {
+    async fn start() -> Etcd {
+        let binary = ["/usr/bin/etcd", "/usr/local/bin/etcd"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .unwrap_or_else(|| {
+                panic!("etcd is not installed: install Debian's etcd-server (scripts/test does)")
+            });
+        let (client, peer) = (free_port(), free_port());
+        let dir =
+            std::env::temp_dir().join(format!("fulcrum-etcd-{}-{client}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = std::fs::File::create(dir.join("etcd.log")).unwrap();
+        let child = Command::new(binary)
+            .args(["--name", "test", "--data-dir"])
+            .arg(dir.join("data"))
+            .args([
+                "--listen-client-urls",
+                &format!("http://127.0.0.1:{client}"),
+            ])
+            .args([
+                "--advertise-client-urls",
+                &format!("http://127.0.0.1:{client}"),
+            ])
+            .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
+            .args([
+                "--initial-advertise-peer-urls",
+                &format!("http://127.0.0.1:{peer}"),
+            ])
+            .args([
+                "--initial-cluster",
+                &format!("test=http://127.0.0.1:{peer}"),
+            ])
+            .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start etcd: {e}"));
+        let etcd = Etcd {
+            child,
+            dir,
+            endpoint: format!("127.0.0.1:{client}"),
+        };
+        for _ in 0..100 {
+            if let Ok(mut c) = etcd_client::Client::connect([etcd.endpoint.as_str()], None).await {
+                if c.status().await.is_ok() {
+                    return etcd;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let log = std::fs::read_to_string(etcd.dir.join("etcd.log")).unwrap_or_default();
+        panic!("etcd did not start within 10 s:\n{log}");
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+const PREFIX: &str = "/fulcrum/pools/app/";
+
+fn discovery(etcd: &Etcd) -> String {
+    format!(
+        "[pools.app.discovery]\ntype = \"etcd\"\nendpoints = [\"{}\"]\nprefix = \"{PREFIX}\"\n",
+        etcd.endpoint
+    )
+}
+
+fn register(etcd: &Etcd, addr: SocketAddr) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+        .args([
+            "register",
+            "--etcd",
+            &etcd.endpoint,
+            "--prefix",
+            PREFIX,
+            "--ttl",
+            "2s",
+            "--addr",
+        ])
+        .arg(addr.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn states(status: &serde_json::Value) -> Vec<(String, String)> {
+    status["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["addr"].as_str().unwrap().to_string(),
+                b["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registered_backends_get_traffic_and_leave_when_their_registrar_goes() {
+    let etcd = Etcd::start().await;
+    let backends = [
+        Backend::named("r0", Duration::ZERO).await,
+        Backend::named("r1", Duration::ZERO).await,
+        Backend::named("r2", Duration::ZERO).await,
+    ];
+    let proxy = start_proxy(
+        "http",
+        "round_robin",
+        &[],
+        "",
+        &format!("slow_start = \"0s\"\n{}", discovery(&etcd)),
+    );
+    let mut registrars: Vec<Child> = backends.iter().map(|b| register(&etcd, b.addr)).collect();
+    proxy
+        .wait_for(Duration::from_secs(10), "three registered backends", |s| {
+            s["discovery"]["discovered"] == 3
+                && states(s).iter().filter(|(_, st)| st == "active").count() == 3
+        })
+        .await;
+    let mut client = Client::connect(proxy.addr).await;
+    let mut seen = Vec::new();
+    for _ in 0..30 {
+        seen.push(client.get("/").await.1);
+    }
+    let counts = tally(seen);
+    assert_eq!(counts.len(), 3, "{counts:?}");
+
+    // SIGKILL: the lease (2 s) expires, the backend drains and leaves.
+    registrars[0].kill().unwrap();
+    let _ = registrars[0].wait();
+    let gone = backends[0].addr.to_string();
+    proxy
+        .wait_for(
+            Duration::from_secs(10),
+            "killed registrar's backend gone",
+            |s| !states(s).iter().any(|(a, _)| *a == gone),
+        )
+        .await;
+
+    // SIGTERM: deregisters at once, exits 0.
+    let pid = registrars[1].id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let exit = registrars[1].wait().unwrap();
+    assert!(exit.success(), "{exit:?}");
+    let leaving = backends[1].addr.to_string();
+    proxy
+        .wait_for(Duration::from_secs(2), "deregistered backend gone", |s| {
+            !states(s).iter().any(|(a, _)| *a == leaving)
+        })
+        .await;
+    for _ in 0..10 {
+        assert_eq!(client.get("/").await, (200, "r2".to_string()));
+    }
+    let _ = registrars[2].kill();
+    let _ = registrars[2].wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_registrations_are_skipped_and_counted() {
+    let etcd = Etcd::start().await;
+    let good = Backend::named("good", Duration::ZERO).await;
+    let mut store = etcd_client::Client::connect([etcd.endpoint.as_str()], None)
+        .await
+        .unwrap();
+    store
+        .put(
+            format!("{PREFIX}{}", good.addr),
+            format!("{{\"addr\": \"{}\", \"weight\": 2}}", good.addr),
+            None,
+        )
+        .await
+        .unwrap();
+    store
+        .put(format!("{PREFIX}broken"), "{not json", None)
+        .await
+        .unwrap();
+    let proxy = start_proxy("http", "round_robin", &[], "", &discovery(&etcd));
+    let status = proxy
+        .wait_for(Duration::from_secs(10), "listing applied", |s| {
+            s["discovery"]["discovered"] == 1
+        })
+        .await;
+    assert_eq!(status["discovery"]["malformed"], 1);
+    assert_eq!(status["backends"][0]["weight"], 2);
+    // A malformed update later is skipped too, and the pool stays intact.
+    store
+        .put(
+            format!("{PREFIX}also-broken"),
+            "{\"addr\": \"nowhere\"}",
+            None,
+        )
+        .await
+        .unwrap();
+    proxy
+        .wait_for(
+            Duration::from_secs(5),
+            "second malformed value counted",
+            |s| s["discovery"]["malformed"] == 2,
+        )
+        .await;
+    assert_eq!(
+        Client::connect(proxy.addr).await.get("/").await,
+        (200, "good".to_string())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_the_store_keeps_the_fleet_serving_and_says_so() {
+    let mut etcd = Etcd::start().await;
+    let backend = Backend::named("kept", Duration::ZERO).await;
+    let mut store = etcd_client::Client::connect([etcd.endpoint.as_str()], None)
+        .await
+        .unwrap();
+    store
+        .put(
+            format!("{PREFIX}{}", backend.addr),
+            format!("{{\"addr\": \"{}\"}}", backend.addr),
+            None,
+        )
+        .await
+        .unwrap();
+    let proxy = start_proxy("http", "round_robin", &[], "", &discovery(&etcd));
+    proxy
+        .wait_for(Duration::from_secs(10), "backend discovered", |s| {
+            s["discovery"]["discovered"] == 1
+        })
+        .await;
+    etcd.stop();
+    proxy
+        .wait_for(Duration::from_secs(10), "store reported unreachable", |s| {
+            s["discovery"]["connected"] == false
+                && s["discovery"]["stale_seconds"].as_f64().unwrap_or(0.0) > 0.0
+        })
+        .await;
+    let mut client = Client::connect(proxy.addr).await;
+    for _ in 0..20 {
+        assert_eq!(client.get("/").await, (200, "kept".to_string()));
+    }
+}
