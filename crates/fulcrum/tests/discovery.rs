@@ -146,12 +146,13 @@ async fn registered_backends_get_traffic_and_leave_when_their_registrar_goes() {
         Backend::named("r1", Duration::ZERO).await,
         Backend::named("r2", Duration::ZERO).await,
     ];
+    let health = "[pools.app.health]\ninterval = \"100ms\"\ntimeout = \"100ms\"\nfall = 2\n";
     let proxy = start_proxy(
         "http",
         "round_robin",
         &[],
         "",
-        &format!("slow_start = \"0s\"\n{}", discovery(&etcd)),
+        &format!("slow_start = \"0s\"\n{}{health}", discovery(&etcd)),
     );
     let mut registrars: Vec<Child> = backends.iter().map(|b| register(&etcd, b.addr)).collect();
     proxy
@@ -168,19 +169,7 @@ async fn registered_backends_get_traffic_and_leave_when_their_registrar_goes() {
     let counts = tally(seen);
     assert_eq!(counts.len(), 3, "{counts:?}");
 
-    // SIGKILL: the lease (2 s) expires, the backend drains and leaves.
-    registrars[0].kill().unwrap();
-    let _ = registrars[0].wait();
-    let gone = backends[0].addr.to_string();
-    proxy
-        .wait_for(
-            Duration::from_secs(10),
-            "killed registrar's backend gone",
-            |s| !states(s).iter().any(|(a, _)| *a == gone),
-        )
-        .await;
-
-    // SIGTERM: deregisters at once, exits 0.
+    // SIGTERM: deregisters at once, exits 0; the backend drains and leaves.
     let pid = registrars[1].id().to_string();
     assert!(Command::new("kill")
         .args(["-TERM", &pid])
@@ -191,8 +180,27 @@ async fn registered_backends_get_traffic_and_leave_when_their_registrar_goes() {
     assert!(exit.success(), "{exit:?}");
     let leaving = backends[1].addr.to_string();
     proxy
-        .wait_for(Duration::from_secs(2), "deregistered backend gone", |s| {
+        .wait_for(Duration::from_secs(3), "deregistered backend gone", |s| {
             !states(s).iter().any(|(a, _)| *a == leaving)
+        })
+        .await;
+
+    // SIGKILL of a backend and its registrar: the lease (2 s) expires. A second removal so
+    // soon is beyond the cap for 3 backends, so it is held until the checks confirm death.
+    backends[0].kill();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        tokio::net::TcpStream::connect(backends[0].addr)
+            .await
+            .is_err(),
+        "killed backend still accepts"
+    );
+    registrars[0].kill().unwrap();
+    let _ = registrars[0].wait();
+    let gone = backends[0].addr.to_string();
+    proxy
+        .wait_for(Duration::from_secs(10), "killed backend gone", |s| {
+            !states(s).iter().any(|(a, _)| *a == gone)
         })
         .await;
     for _ in 0..10 {
@@ -282,5 +290,85 @@ async fn losing_the_store_keeps_the_fleet_serving_and_says_so() {
     let mut client = Client::connect(proxy.addr).await;
     for _ in 0..20 {
         assert_eq!(client.get("/").await, (200, "kept".to_string()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mass_expiry_removes_only_the_capped_share_until_checks_confirm() {
+    let etcd = Etcd::start().await;
+    let mut backends = Vec::new();
+    for name in ["m0", "m1", "m2", "m3", "m4"] {
+        backends.push(Backend::named(name, Duration::ZERO).await);
+    }
+    let mut store = etcd_client::Client::connect([etcd.endpoint.as_str()], None)
+        .await
+        .unwrap();
+    let lease = store.lease_grant(60, None).await.unwrap().id();
+    for b in &backends {
+        let options = etcd_client::PutOptions::new().with_lease(lease);
+        store
+            .put(
+                format!("{PREFIX}{}", b.addr),
+                format!("{{\"addr\": \"{}\"}}", b.addr),
+                Some(options),
+            )
+            .await
+            .unwrap();
+    }
+    let health =
+        "[pools.app.health]\ninterval = \"100ms\"\ntimeout = \"100ms\"\nfall = 2\nrise = 2\n";
+    let proxy = start_proxy(
+        "http",
+        "round_robin",
+        &[],
+        "",
+        &format!("slow_start = \"0s\"\n{}{health}", discovery(&etcd)),
+    );
+    proxy
+        .wait_for(Duration::from_secs(10), "five discovered", |s| {
+            s["discovery"]["discovered"] == 5
+        })
+        .await;
+    // Every registration vanishes at once (one lease).
+    store.lease_revoke(lease).await.unwrap();
+    let status = proxy
+        .wait_for(Duration::from_secs(5), "four held", |s| {
+            s["discovery"]["held"] == 4
+        })
+        .await;
+    let remaining: Vec<_> = states(&status)
+        .into_iter()
+        .filter(|(_, st)| st == "active")
+        .collect();
+    assert_eq!(remaining.len(), 4, "cap for 5 backends is 1: {status:#}");
+    let mut client = Client::connect(proxy.addr).await;
+    for _ in 0..20 {
+        assert_eq!(client.get("/").await.0, 200);
+    }
+    // Two of the held backends really die: checks confirm it and they leave.
+    let held: Vec<String> = remaining.iter().map(|(a, _)| a.clone()).collect();
+    let dying: Vec<&Backend> = backends
+        .iter()
+        .filter(|b| held.contains(&b.addr.to_string()))
+        .take(2)
+        .collect();
+    for b in &dying {
+        b.kill();
+    }
+    let dead: Vec<String> = dying.iter().map(|b| b.addr.to_string()).collect();
+    let status = proxy
+        .wait_for(
+            Duration::from_secs(10),
+            "dead held backends released",
+            |s| !states(s).iter().any(|(a, _)| dead.contains(a)),
+        )
+        .await;
+    assert_eq!(
+        states(&status).len(),
+        2,
+        "the two live held backends stay: {status:#}"
+    );
+    for _ in 0..20 {
+        assert_eq!(client.get("/").await.0, 200);
     }
 }

@@ -19,6 +19,13 @@ use super::Clock;
 
 /// How often latency windows rotate: "observed p99" means the last one to two minutes.
 const LATENCY_WINDOW: Duration = Duration::from_secs(60);
+/// Discovery removals within this window count together against the ejection cap: a mass
+/// lease expiry looks exactly like the store or the network failing.
+pub const DISCOVERY_WINDOW: Duration = Duration::from_secs(10);
+/// A backend held in rotation by that cap leaves after this long even if nothing confirms it
+/// dead (health checks confirming it release it sooner).
+pub const DISCOVERY_HOLD: Duration = Duration::from_secs(60);
+
 /// Effective weights are published in thousandths of the configured weight.
 const WEIGHT_UNITS: f64 = 1000.0;
 
@@ -30,6 +37,8 @@ struct Member {
     drain: Option<Drain>,
     /// Remove from the pool once drained (admin DELETE, discovery removal).
     remove_after_drain: bool,
+    /// Gone from the store, but kept in rotation by the discovery blast-radius cap since then.
+    held_since: Option<Duration>,
     /// `stats.successes()` at the last tick, to tell whether live traffic succeeded since.
     seen_successes: u64,
 }
@@ -52,6 +61,8 @@ struct Control {
     /// The hashing table and the membership it was built for.
     hashed: Option<HashedTable>,
     last_rotation: Duration,
+    /// When discovery removed backends recently (for the blast-radius window).
+    discovery_removals: Vec<Duration>,
 }
 
 /// A pool: its settings, its current snapshot, and its control state.
@@ -73,6 +84,8 @@ struct DiscoveryState {
     disconnected_since: Option<std::time::Instant>,
     discovered: usize,
     malformed: u64,
+    /// Removals the blast-radius cap held back.
+    held: u64,
     last_error: Option<String>,
 }
 
@@ -116,6 +129,7 @@ impl Pool {
                 published: Vec::new(),
                 hashed: None,
                 last_rotation: now,
+                discovery_removals: Vec::new(),
             }),
             settings,
             clock,
@@ -201,6 +215,10 @@ impl Pool {
             }
         }
         self.apply(&mut control, now);
+        drop(control);
+        if self.settings.discovery.is_some() {
+            self.release_held();
+        }
     }
 
     /// Addresses that active checks should probe (every backend not drained or disabled).
@@ -316,9 +334,25 @@ impl Pool {
             .iter()
             .map(|m| (m.addr, m.weight, m.remove_after_drain))
             .collect();
-        for (addr, _, leaving) in &existing {
-            if !leaving && !backends.iter().any(|b| b.addr == *addr) {
+        let vanished: Vec<SocketAddr> = existing
+            .iter()
+            .filter(|(addr, _, leaving)| !leaving && !backends.iter().any(|b| b.addr == *addr))
+            .map(|(addr, _, _)| *addr)
+            .collect();
+        let allowed = if cause == Cause::Discovery {
+            self.discovery_removal_room()
+        } else {
+            usize::MAX
+        };
+        for (n, addr) in vanished.iter().enumerate() {
+            if n < allowed {
+                if cause == Cause::Discovery {
+                    let now = self.clock.now();
+                    self.lock().discovery_removals.push(now);
+                }
                 let _ = self.remove_backend(*addr, cause);
+            } else {
+                self.hold(*addr);
             }
         }
         for b in backends {
@@ -333,6 +367,71 @@ impl Pool {
                     let _ = self.admin(b.addr, |_, c, i, _| c.members[i].weight = b.weight);
                 }
                 Some(_) => {}
+            }
+            let _ = self.admin(b.addr, |_, c, i, _| c.members[i].held_since = None);
+        }
+    }
+
+    /// How many more backends discovery may remove now: the ejection cap, less what it
+    /// removed within the window.
+    fn discovery_removal_room(&self) -> usize {
+        let now = self.clock.now();
+        let mut control = self.lock();
+        control
+            .discovery_removals
+            .retain(|t| now.saturating_sub(*t) < DISCOVERY_WINDOW);
+        control
+            .health
+            .cap()
+            .saturating_sub(control.discovery_removals.len())
+    }
+
+    /// Keeps a backend the store no longer lists in rotation (blast-radius cap).
+    fn hold(&self, addr: SocketAddr) {
+        let now = self.clock.now();
+        let newly = self
+            .admin(addr, |_, c, i, _| {
+                c.members[i].held_since.get_or_insert(now) == &now
+            })
+            .unwrap_or(false);
+        if newly {
+            self.discovery_state().held += 1;
+            tracing::warn!(
+                pool = %self.name,
+                backend = %addr,
+                "discovery removal held back: more of the pool vanished from the store at once than the ejection cap allows; it stays until checks confirm it dead or the hold times out"
+            );
+        }
+    }
+
+    /// Releases held backends that checks now confirm dead or that waited out the hold.
+    fn release_held(&self) {
+        let now = self.clock.now();
+        let held: Vec<(SocketAddr, bool)> = {
+            let control = self.lock();
+            control
+                .members
+                .iter()
+                .enumerate()
+                .filter_map(|(i, m)| {
+                    let since = m.held_since?;
+                    let confirmed = control
+                        .health
+                        .view(i, now)
+                        .is_some_and(|v| v.state.is_ejected() || v.suppressed);
+                    Some((
+                        m.addr,
+                        confirmed || now.saturating_sub(since) >= DISCOVERY_HOLD,
+                    ))
+                })
+                .collect()
+        };
+        for (addr, due) in held {
+            if due {
+                let _ = self.admin(addr, |_, c, i, _| c.members[i].held_since = None);
+                self.lock().discovery_removals.push(now);
+                tracing::info!(pool = %self.name, backend = %addr, "releasing a held discovery removal");
+                let _ = self.remove_backend(addr, Cause::Discovery);
             }
         }
     }
@@ -572,6 +671,7 @@ impl Pool {
                     .map_or(0.0, |t| t.elapsed().as_secs_f64()),
                 discovered: state.discovered,
                 malformed: state.malformed,
+                held: state.held,
                 last_error: state.last_error.clone(),
             }
         });
@@ -601,6 +701,7 @@ impl Pool {
                         ejection_suppressed: view.suppressed,
                         slow_checks: view.slow_checks,
                         state_since: self.clock.unix_seconds(view.since),
+                        discovery_held: m.held_since.is_some(),
                         drain_timeout_ms: m.drain.map(|d| d.timeout.as_millis() as u64),
                     })
                 })
@@ -619,6 +720,7 @@ fn new_member(settings: &config::Pool, addr: SocketAddr, weight: u32) -> Member 
         )),
         drain: None,
         remove_after_drain: false,
+        held_since: None,
         seen_successes: 0,
     }
 }
@@ -649,6 +751,8 @@ pub struct DiscoveryStatus {
     pub discovered: usize,
     /// Registrations skipped because their value could not be read.
     pub malformed: u64,
+    /// Removals held back by the blast-radius cap (counted once per backend and episode).
+    pub held: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
 }
@@ -668,6 +772,8 @@ pub struct BackendStatus {
     pub slow_checks: u64,
     /// When the backend entered its state (Unix seconds).
     pub state_since: f64,
+    /// Gone from the discovery store but kept by the blast-radius cap.
+    pub discovery_held: bool,
     /// The drain timeout chosen when it started draining.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drain_timeout_ms: Option<u64>,
