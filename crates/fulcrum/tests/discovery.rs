@@ -18,6 +18,7 @@ struct Etcd {
     child: Child,
     dir: PathBuf,
     endpoint: String,
+    peer: u16,
 }
 
 fn free_port() -> u16 {
@@ -30,56 +31,38 @@ fn free_port() -> u16 {
 
 impl Etcd {
     async fn start() -> Etcd {
-        let binary = ["/usr/bin/etcd", "/usr/local/bin/etcd"]
-            .into_iter()
-            .find(|p| std::path::Path::new(p).exists())
-            .unwrap_or_else(|| {
-                panic!("etcd is not installed: install Debian's etcd-server (scripts/test does)")
-            });
         let (client, peer) = (free_port(), free_port());
         let dir =
             std::env::temp_dir().join(format!("fulcrum-etcd-{}-{client}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let log = std::fs::File::create(dir.join("etcd.log")).unwrap();
-        let child = Command::new(binary)
-            .args(["--name", "test", "--data-dir"])
-            .arg(dir.join("data"))
-            .args([
-                "--listen-client-urls",
-                &format!("http://127.0.0.1:{client}"),
-            ])
-            .args([
-                "--advertise-client-urls",
-                &format!("http://127.0.0.1:{client}"),
-            ])
-            .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
-            .args([
-                "--initial-advertise-peer-urls",
-                &format!("http://127.0.0.1:{peer}"),
-            ])
-            .args([
-                "--initial-cluster",
-                &format!("test=http://127.0.0.1:{peer}"),
-            ])
-            .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start etcd: {e}"));
+        let endpoint = format!("127.0.0.1:{client}");
+        let child = spawn_etcd(&dir, &endpoint, peer);
         let etcd = Etcd {
             child,
             dir,
-            endpoint: format!("127.0.0.1:{client}"),
+            endpoint,
+            peer,
         };
+        etcd.wait_ready().await;
+        etcd
+    }
+
+    /// Starts the same member again on its data directory and ports.
+    async fn restart(&mut self) {
+        self.child = spawn_etcd(&self.dir, &self.endpoint, self.peer);
+        self.wait_ready().await;
+    }
+
+    async fn wait_ready(&self) {
         for _ in 0..100 {
-            if let Ok(mut c) = etcd_client::Client::connect([etcd.endpoint.as_str()], None).await {
+            if let Ok(mut c) = etcd_client::Client::connect([self.endpoint.as_str()], None).await {
                 if c.status().await.is_ok() {
-                    return etcd;
+                    return;
                 }
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let log = std::fs::read_to_string(etcd.dir.join("etcd.log")).unwrap_or_default();
+        let log = std::fs::read_to_string(self.dir.join("etcd.log")).unwrap_or_default();
         panic!("etcd did not start within 10 s:\n{log}");
     }
 
@@ -94,6 +77,39 @@ impl Drop for Etcd {
         self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+fn spawn_etcd(dir: &std::path::Path, endpoint: &str, peer: u16) -> Child {
+    let binary = ["/usr/bin/etcd", "/usr/local/bin/etcd"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .unwrap_or_else(|| {
+            panic!("etcd is not installed: install Debian's etcd-server (scripts/test does)")
+        });
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("etcd.log"))
+        .unwrap();
+    Command::new(binary)
+        .args(["--name", "test", "--data-dir"])
+        .arg(dir.join("data"))
+        .args(["--listen-client-urls", &format!("http://{endpoint}")])
+        .args(["--advertise-client-urls", &format!("http://{endpoint}")])
+        .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
+        .args([
+            "--initial-advertise-peer-urls",
+            &format!("http://127.0.0.1:{peer}"),
+        ])
+        .args([
+            "--initial-cluster",
+            &format!("test=http://127.0.0.1:{peer}"),
+        ])
+        .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start etcd: {e}"))
 }
 
 const PREFIX: &str = "/fulcrum/pools/app/";
@@ -169,7 +185,25 @@ async fn registered_backends_get_traffic_and_leave_when_their_registrar_goes() {
     let counts = tally(seen);
     assert_eq!(counts.len(), 3, "{counts:?}");
 
-    // SIGTERM: deregisters at once, exits 0; the backend drains and leaves.
+    // SIGTERM under load: deregisters at once, exits 0; the backend drains and leaves, and
+    // no client request fails.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let (addr, stop) = (proxy.addr, std::sync::Arc::clone(&stop));
+        load.push(tokio::spawn(async move {
+            let mut client = Client::connect(addr).await;
+            let mut failed = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let (status, body) = client.get("/").await;
+                if status != 200 {
+                    failed.push(format!("{status} {body}"));
+                }
+            }
+            failed
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let pid = registrars[1].id().to_string();
     assert!(Command::new("kill")
         .args(["-TERM", &pid])
@@ -184,6 +218,12 @@ async fn registered_backends_get_traffic_and_leave_when_their_registrar_goes() {
             !states(s).iter().any(|(a, _)| *a == leaving)
         })
         .await;
+
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for task in load {
+        let failed = task.await.unwrap();
+        assert!(failed.is_empty(), "{failed:?}");
+    }
 
     // SIGKILL of a backend and its registrar: the lease (2 s) expires. A second removal so
     // soon is beyond the cap for 3 backends, so it is held until the checks confirm death.
@@ -280,6 +320,16 @@ async fn losing_the_store_keeps_the_fleet_serving_and_says_so() {
             s["discovery"]["discovered"] == 1
         })
         .await;
+    let second = start_proxy("http", "round_robin", &[], "", &discovery(&etcd));
+    second
+        .wait_for(Duration::from_secs(10), "second instance in step", |s| {
+            s["discovery"]["discovered"] == 1
+        })
+        .await;
+    assert_eq!(
+        states(&proxy.status().await),
+        states(&second.status().await)
+    );
     etcd.stop();
     proxy
         .wait_for(Duration::from_secs(10), "store reported unreachable", |s| {
@@ -291,6 +341,32 @@ async fn losing_the_store_keeps_the_fleet_serving_and_says_so() {
     for _ in 0..20 {
         assert_eq!(client.get("/").await, (200, "kept".to_string()));
     }
+    // The store returns with a changed membership (written while fulcrum could not see it).
+    etcd.restart().await;
+    let added = Backend::named("added", Duration::ZERO).await;
+    let mut store = etcd_client::Client::connect([etcd.endpoint.as_str()], None)
+        .await
+        .unwrap();
+    store
+        .put(
+            format!("{PREFIX}{}", added.addr),
+            format!("{{\"addr\": \"{}\"}}", added.addr),
+            None,
+        )
+        .await
+        .unwrap();
+    for p in [&proxy, &second] {
+        p.wait_for(
+            Duration::from_secs(15),
+            "resynchronised after the store came back",
+            |s| s["discovery"]["connected"] == true && s["discovery"]["discovered"] == 2,
+        )
+        .await;
+    }
+    assert_eq!(
+        states(&proxy.status().await),
+        states(&second.status().await)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
