@@ -1,8 +1,8 @@
-//! `fulcrum register`: a sidecar that keeps one backend registered in etcd while it is
-//! healthy. It holds a lease (`--ttl`), renews it at a third of the TTL, withdraws the key
-//! while the optional `--check` URL fails, and deregisters (deletes the key, revokes the lease)
-//! on SIGTERM or Ctrl-C, so a deploy that stops the sidecar first drops nothing. If the
-//! process dies, the lease expires after the TTL and fulcrum drains the backend.
+//! `fulcrum register`: a sidecar that keeps one backend registered in etcd or ZooKeeper while
+//! it is healthy. It holds a lease (etcd) or a session (ZooKeeper) of `--ttl`, renews it,
+//! withdraws the registration while the optional `--check` URL fails, and deregisters on
+//! SIGTERM or Ctrl-C, so a deploy that stops the sidecar first drops nothing. If the process
+//! dies, the lease or session expires after the TTL and fulcrum drains the backend.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -18,11 +18,23 @@ use crate::telemetry;
 #[derive(clap::Args, Debug)]
 pub struct RegisterArgs {
     /// etcd endpoints, comma-separated (HOST:PORT).
-    #[arg(long, value_delimiter = ',', required = true)]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        conflicts_with = "zookeeper",
+        required_unless_present = "zookeeper",
+        requires = "prefix"
+    )]
     pub etcd: Vec<String>,
-    /// The pool's prefix, as in its `discovery.prefix`.
+    /// The pool's etcd prefix, as in its `discovery.prefix`.
     #[arg(long)]
-    pub prefix: String,
+    pub prefix: Option<String>,
+    /// ZooKeeper servers (HOST:PORT[,HOST:PORT…]).
+    #[arg(long, requires = "path")]
+    pub zookeeper: Option<String>,
+    /// The pool's znode, as in its `discovery.path`.
+    #[arg(long)]
+    pub path: Option<String>,
     /// The backend's address as clients of fulcrum should reach it.
     #[arg(long)]
     pub addr: SocketAddr,
@@ -51,7 +63,14 @@ pub fn run(args: &RegisterArgs) -> Result<(), String> {
         tokio::pin!(stop);
         let mut backoff = BACKOFF.0;
         loop {
-            match session(args, check.as_ref(), &mut stop).await {
+            let result = match (&args.zookeeper, &args.path, &args.prefix) {
+                (Some(servers), Some(path), _) => {
+                    zookeeper_session(args, servers, path, check.as_ref(), &mut stop).await
+                }
+                (_, _, Some(prefix)) => session(args, prefix, check.as_ref(), &mut stop).await,
+                _ => return Err("give --etcd with --prefix, or --zookeeper with --path".into()),
+            };
+            match result {
                 Ok(()) => return Ok(()),
                 Err(e) => tracing::warn!(error = %e, "registration lost; retrying"),
             }
@@ -67,10 +86,11 @@ pub fn run(args: &RegisterArgs) -> Result<(), String> {
 /// One lease's life. Returns `Ok` after a clean deregistration on a stop signal.
 async fn session(
     args: &RegisterArgs,
+    prefix: &str,
     check: Option<&(SocketAddr, HttpCheck)>,
     stop: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
 ) -> Result<(), String> {
-    let key = format!("{}{}", args.prefix, args.addr);
+    let key = format!("{prefix}{}", args.addr);
     let value = registration::encode(args.addr, args.weight);
     let mut client = Client::connect(&args.etcd, Some(connect_options()))
         .await
@@ -131,6 +151,80 @@ async fn session(
                 .map_err(|e| format!("cannot withdraw: {e}"))?;
             registered = false;
             tracing::warn!(%key, "check failing; registration withdrawn");
+        }
+    }
+}
+
+async fn passes(check: Option<&(SocketAddr, HttpCheck)>, ttl: Duration) -> bool {
+    match check {
+        None => true,
+        Some((addr, check)) => probe::http(*addr, check, ttl / 3).await == ProbeOutcome::Pass,
+    }
+}
+
+/// One ZooKeeper session's life: an ephemeral node `<path>/<addr>` that lives as long as the
+/// session (timeout `--ttl`). Returns `Ok` after a clean deregistration on a stop signal.
+async fn zookeeper_session(
+    args: &RegisterArgs,
+    servers: &str,
+    path: &str,
+    check: Option<&(SocketAddr, HttpCheck)>,
+    stop: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+) -> Result<(), String> {
+    use zookeeper_client::{Acls, CreateMode};
+    let client = crate::discovery::zookeeper::connect(servers, args.ttl).await?;
+    let parent = path.trim_end_matches('/');
+    if !parent.is_empty() {
+        client
+            .mkdir(
+                parent,
+                &CreateMode::Persistent.with_acls(Acls::anyone_all()),
+            )
+            .await
+            .map_err(|e| format!("cannot create {parent}: {e}"))?;
+    }
+    let node = format!("{parent}/{}", args.addr);
+    let value = registration::encode(args.addr, args.weight);
+    let ephemeral = CreateMode::Ephemeral.with_acls(Acls::anyone_all());
+    let mut registered = false;
+    let mut tick = tokio::time::interval(args.ttl / 3);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = &mut *stop => {
+                if registered {
+                    let _ = client.delete(&node, None).await;
+                }
+                tracing::info!(%node, "deregistered");
+                return Ok(());
+            }
+        }
+        if client.state().is_terminated() {
+            return Err(format!("zookeeper session {:?}", client.state()));
+        }
+        let healthy = passes(check, args.ttl).await;
+        if healthy && !registered {
+            match client.create(&node, value.as_bytes(), &ephemeral).await {
+                Ok(_) => {}
+                // Left by an earlier session that has not expired yet: replace it.
+                Err(zookeeper_client::Error::NodeExists) => {
+                    let _ = client.delete(&node, None).await;
+                    client
+                        .create(&node, value.as_bytes(), &ephemeral)
+                        .await
+                        .map_err(|e| format!("cannot register: {e}"))?;
+                }
+                Err(e) => return Err(format!("cannot register: {e}")),
+            }
+            registered = true;
+            tracing::info!(%node, ttl = ?args.ttl, "registered");
+        } else if !healthy && registered {
+            client
+                .delete(&node, None)
+                .await
+                .map_err(|e| format!("cannot withdraw: {e}"))?;
+            registered = false;
+            tracing::warn!(%node, "check failing; registration withdrawn");
         }
     }
 }

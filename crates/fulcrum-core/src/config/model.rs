@@ -109,6 +109,8 @@ pub enum Discovery {
         endpoints: Vec<String>,
         prefix: String,
     },
+    /// One ephemeral znode per backend under `path`, named by its address, same JSON.
+    ZooKeeper { servers: String, path: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

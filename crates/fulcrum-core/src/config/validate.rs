@@ -360,21 +360,54 @@ impl Validator {
                 Some(Discovery::Etcd { endpoints, prefix })
             }
             Some("zookeeper") => {
-                self.error(
-                    format!("{path}.type"),
-                    "zookeeper discovery is not implemented yet; use \"etcd\"",
-                );
-                None
+                for key in [
+                    ("endpoints", raw.endpoints.is_some()),
+                    ("prefix", raw.prefix.is_some()),
+                ] {
+                    if key.1 {
+                        self.error(
+                            format!("{path}.{}", key.0),
+                            "applies to etcd, not zookeeper",
+                        );
+                    }
+                }
+                let servers = raw.servers.unwrap_or_default();
+                let valid = |s: &str| {
+                    s.trim()
+                        .rsplit_once(':')
+                        .and_then(|(_, p)| p.parse::<u16>().ok())
+                        .is_some()
+                };
+                if servers.is_empty() || !servers.split(',').all(valid) {
+                    self.error(
+                        format!("{path}.servers"),
+                        format!("`{servers}` is not HOST:PORT[,HOST:PORT…]"),
+                    );
+                }
+                let znode = raw.path.unwrap_or_default();
+                if !znode.starts_with('/') || (znode.len() > 1 && znode.ends_with('/')) {
+                    self.error(
+                        format!("{path}.path"),
+                        "must be an absolute znode path without a trailing /, e.g. \"/fulcrum/pools/app\"",
+                    );
+                }
+                Some(Discovery::ZooKeeper {
+                    servers,
+                    path: znode,
+                })
             }
             Some(other) => {
                 self.error(
                     format!("{path}.type"),
-                    format!("unknown discovery type `{other}`; valid: etcd"),
+                    format!("unknown discovery type `{other}`; valid: etcd, zookeeper"),
                 );
                 None
             }
             None => {
-                self.error(format!("{path}.type"), "is required (\"etcd\")");
+                self.error(
+                    format!("{path}.type"),
+                    "is required (\"etcd\" or \"zookeeper\")",
+                );
                 None
             }
         }

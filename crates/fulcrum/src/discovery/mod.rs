@@ -4,6 +4,7 @@
 
 pub mod etcd;
 pub mod registration;
+pub mod zookeeper;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +22,9 @@ pub async fn run(pool: Arc<Pool>, shutdown: watch::Receiver<bool>) {
     match pool.settings.discovery.clone() {
         Some(Discovery::Etcd { endpoints, prefix }) => {
             etcd::follow(pool, endpoints, prefix, shutdown).await;
+        }
+        Some(Discovery::ZooKeeper { servers, path }) => {
+            zookeeper::follow(pool, servers, path, shutdown).await;
         }
         None => {}
     }

@@ -663,6 +663,7 @@ impl Pool {
             DiscoveryStatus {
                 source: match d {
                     config::Discovery::Etcd { .. } => "etcd",
+                    config::Discovery::ZooKeeper { .. } => "zookeeper",
                 },
                 connected: state.connected,
                 revision: state.revision,

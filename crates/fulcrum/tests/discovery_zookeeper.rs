@@ -1,0 +1,171 @@
+//! Discovery through a real ZooKeeper (Debian's zookeeper, started here on a free loopback
+//! port with a temporary data directory and a 200 ms tick so sessions expire fast).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+struct ZooKeeper {
+    child: Child,
+    dir: PathBuf,
+    servers: String,
+}
+
+impl ZooKeeper {
+    async fn start() -> ZooKeeper {
+        let script = [
+            "/usr/share/zookeeper/bin/zkServer.sh",
+            "/usr/bin/zkServer.sh",
+        ]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .unwrap_or_else(|| {
+            panic!("ZooKeeper is not installed: install Debian's zookeeper (scripts/test does)")
+        });
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = std::env::temp_dir().join(format!("fulcrum-zk-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(dir.join("data")).unwrap();
+        let config = dir.join("zoo.cfg");
+        std::fs::write(
+            &config,
+            format!(
+                "tickTime=200\ndataDir={}\nclientPort={port}\nclientPortAddress=127.0.0.1\nadmin.enableServer=false\nmaxSessionTimeout=10000\n",
+                dir.join("data").display()
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.join("zk.log")).unwrap();
+        let child = Command::new(script)
+            .args(["start-foreground"])
+            .arg(&config)
+            .env("ZOO_LOG_DIR", &dir)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start ZooKeeper: {e}"));
+        let zk = ZooKeeper {
+            child,
+            dir,
+            servers: format!("127.0.0.1:{port}"),
+        };
+        for _ in 0..150 {
+            if zookeeper_client::Client::connect(&zk.servers).await.is_ok() {
+                return zk;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let log = std::fs::read_to_string(zk.dir.join("zk.log")).unwrap_or_default();
+        panic!("ZooKeeper did not start within 15 s:\n{log}");
+    }
+}
+
+impl Drop for ZooKeeper {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+const ZNODE: &str = "/fulcrum/pools/app";
+
+fn register(zk: &ZooKeeper, addr: SocketAddr) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+        .args([
+            "register",
+            "--zookeeper",
+            &zk.servers,
+            "--path",
+            ZNODE,
+            "--ttl",
+            "2s",
+            "--addr",
+        ])
+        .arg(addr.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn addrs(status: &serde_json::Value) -> Vec<String> {
+    status["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["addr"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zookeeper_registrations_come_and_go_with_their_sessions() {
+    let zk = ZooKeeper::start().await;
+    let backends = [
+        Backend::named("z0", Duration::ZERO).await,
+        Backend::named("z1", Duration::ZERO).await,
+        Backend::named("z2", Duration::ZERO).await,
+    ];
+    let config = format!(
+        "slow_start = \"0s\"\n[pools.app.discovery]\ntype = \"zookeeper\"\nservers = \"{}\"\npath = \"{ZNODE}\"\n\
+         [pools.app.health]\ninterval = \"100ms\"\ntimeout = \"100ms\"\nfall = 2\n",
+        zk.servers
+    );
+    let proxy = start_proxy("http", "round_robin", &[], "", &config);
+    let mut registrars: Vec<Child> = backends.iter().map(|b| register(&zk, b.addr)).collect();
+    proxy
+        .wait_for(Duration::from_secs(10), "three registered", |s| {
+            s["discovery"]["discovered"] == 3
+        })
+        .await;
+    let mut client = Client::connect(proxy.addr).await;
+    let mut seen = Vec::new();
+    for _ in 0..30 {
+        seen.push(client.get("/").await.1);
+    }
+    assert_eq!(tally(seen).len(), 3);
+
+    // Graceful stop: the node is deleted at once.
+    let pid = registrars[1].id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    assert!(registrars[1].wait().unwrap().success());
+    let leaving = backends[1].addr.to_string();
+    proxy
+        .wait_for(Duration::from_secs(3), "deregistered backend gone", |s| {
+            !addrs(s).contains(&leaving)
+        })
+        .await;
+
+    // SIGKILL of a backend and its registrar: the session expires, the node goes, and the
+    // checks confirm the death the cap would otherwise hold back.
+    backends[0].kill();
+    registrars[0].kill().unwrap();
+    let _ = registrars[0].wait();
+    let gone = backends[0].addr.to_string();
+    proxy
+        .wait_for(
+            Duration::from_secs(12),
+            "expired session's backend gone",
+            |s| !addrs(s).contains(&gone),
+        )
+        .await;
+    for _ in 0..10 {
+        assert_eq!(client.get("/").await, (200, "z2".to_string()));
+    }
+    let _ = registrars[2].kill();
+    let _ = registrars[2].wait();
+}
