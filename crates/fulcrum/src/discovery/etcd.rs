@@ -11,7 +11,7 @@ use etcd_client::{Client, ConnectOptions, EventType, GetOptions, WatchOptions};
 use fulcrum_core::config::Backend;
 use tokio::sync::watch;
 
-use super::{registration, BACKOFF};
+use super::{keep_following, registration, Lost};
 use crate::pool::Pool;
 
 pub fn connect_options() -> ConnectOptions {
@@ -25,25 +25,20 @@ pub async fn follow(
     pool: Arc<Pool>,
     endpoints: Vec<String>,
     prefix: String,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let mut backoff = BACKOFF.0;
-    loop {
-        let session = session(&pool, &endpoints, &prefix, &mut backoff);
-        tokio::select! {
-            result = session => {
-                if let Err(error) = result {
-                    pool.discovery_lost(&error);
-                }
-            }
-            _ = shutdown.wait_for(|stop| *stop) => return,
+    keep_following(&pool, shutdown, || async {
+        let mut synced = false;
+        let error = match session(&pool, &endpoints, &prefix, &mut synced).await {
+            Ok(()) => "watch ended".to_string(),
+            Err(e) => e,
+        };
+        Lost {
+            error,
+            had_synced: synced,
         }
-        tokio::select! {
-            () = tokio::time::sleep(backoff) => {}
-            _ = shutdown.wait_for(|stop| *stop) => return,
-        }
-        backoff = (backoff * 2).min(BACKOFF.1);
-    }
+    })
+    .await;
 }
 
 /// One connection's life: list, apply, watch. Returns why it ended.
@@ -51,7 +46,7 @@ async fn session(
     pool: &Pool,
     endpoints: &[String],
     prefix: &str,
-    backoff: &mut Duration,
+    synced: &mut bool,
 ) -> Result<(), String> {
     let mut client = Client::connect(endpoints, Some(connect_options()))
         .await
@@ -66,7 +61,7 @@ async fn session(
         read(pool, kv.key(), kv.value(), &mut known);
     }
     apply(pool, &known, revision);
-    *backoff = BACKOFF.0;
+    *synced = true;
     tracing::info!(pool = %pool.name, prefix, revision, backends = known.len(), "following etcd");
 
     let mut stream = client

@@ -17,6 +17,43 @@ use crate::pool::Pool;
 /// Reconnection backoff: doubles from the first to the last.
 pub const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
 
+/// How a session with the store ended.
+#[derive(Debug)]
+pub struct Lost {
+    pub error: String,
+    /// The session had listed and applied the store: start the backoff over.
+    pub had_synced: bool,
+}
+
+/// Runs sessions one after another until shutdown, with capped exponential backoff between
+/// them; a lost session leaves the pool's backends as they are and marks them stale.
+pub async fn keep_following<F, Fut>(
+    pool: &Pool,
+    mut shutdown: watch::Receiver<bool>,
+    mut session: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Lost>,
+{
+    let mut backoff = BACKOFF.0;
+    loop {
+        tokio::select! {
+            lost = session() => {
+                pool.discovery_lost(&lost.error);
+                if lost.had_synced {
+                    backoff = BACKOFF.0;
+                }
+            }
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        backoff = (backoff * 2).min(BACKOFF.1);
+    }
+}
+
 /// Runs the pool's discovery source until shutdown.
 pub async fn run(pool: Arc<Pool>, shutdown: watch::Receiver<bool>) {
     match pool.settings.discovery.clone() {

@@ -11,7 +11,7 @@ use fulcrum_core::config::Backend;
 use tokio::sync::watch;
 use zookeeper_client::{AddWatchMode, Client, EventType, SessionState};
 
-use super::{registration, BACKOFF};
+use super::{keep_following, registration, Lost};
 use crate::pool::Pool;
 
 pub const SESSION_TIMEOUT: Duration = Duration::from_secs(4);
@@ -29,31 +29,27 @@ pub async fn follow(
     pool: Arc<Pool>,
     servers: String,
     path: String,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let mut backoff = BACKOFF.0;
-    loop {
-        tokio::select! {
-            result = session(&pool, &servers, &path, &mut backoff) => {
-                if let Err(error) = result {
-                    pool.discovery_lost(&error);
-                }
-            }
-            _ = shutdown.wait_for(|stop| *stop) => return,
+    keep_following(&pool, shutdown, || async {
+        let mut synced = false;
+        let error = match session(&pool, &servers, &path, &mut synced).await {
+            Ok(()) => "watch ended".to_string(),
+            Err(e) => e,
+        };
+        Lost {
+            error,
+            had_synced: synced,
         }
-        tokio::select! {
-            () = tokio::time::sleep(backoff) => {}
-            _ = shutdown.wait_for(|stop| *stop) => return,
-        }
-        backoff = (backoff * 2).min(BACKOFF.1);
-    }
+    })
+    .await;
 }
 
 async fn session(
     pool: &Pool,
     servers: &str,
     path: &str,
-    backoff: &mut Duration,
+    synced: &mut bool,
 ) -> Result<(), String> {
     let client = connect(servers, SESSION_TIMEOUT).await?;
     // Watch first, then list: nothing that changes in between is missed.
@@ -62,7 +58,7 @@ async fn session(
         .await
         .map_err(|e| format!("cannot watch {path}: {e}"))?;
     let zxid = list(pool, &client, path).await?;
-    *backoff = BACKOFF.0;
+    *synced = true;
     tracing::info!(pool = %pool.name, path, zxid, "following zookeeper");
     loop {
         let event = watcher.changed().await;
