@@ -169,3 +169,57 @@ async fn zookeeper_registrations_come_and_go_with_their_sessions() {
     let _ = registrars[2].kill();
     let _ = registrars[2].wait();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zookeeper_malformed_values_store_loss_and_two_instances() {
+    use zookeeper_client::{Acls, CreateMode};
+    let mut zk = ZooKeeper::start().await;
+    let good = Backend::named("good", Duration::ZERO).await;
+    let store = zookeeper_client::Client::connect(&zk.servers)
+        .await
+        .unwrap();
+    let persistent = CreateMode::Persistent.with_acls(Acls::anyone_all());
+    store.mkdir(ZNODE, &persistent).await.unwrap();
+    let value = format!("{{\"addr\": \"{}\", \"weight\": 3}}", good.addr);
+    store
+        .create(
+            &format!("{ZNODE}/{}", good.addr),
+            value.as_bytes(),
+            &persistent,
+        )
+        .await
+        .unwrap();
+    store
+        .create(&format!("{ZNODE}/broken"), b"{not json", &persistent)
+        .await
+        .unwrap();
+    let config = format!(
+        "[pools.app.discovery]\ntype = \"zookeeper\"\nservers = \"{}\"\npath = \"{ZNODE}\"\n",
+        zk.servers
+    );
+    let first = start_proxy("http", "round_robin", &[], "", &config);
+    let second = start_proxy("http", "round_robin", &[], "", &config);
+    for proxy in [&first, &second] {
+        let status = proxy
+            .wait_for(Duration::from_secs(10), "listing applied", |s| {
+                s["discovery"]["discovered"] == 1
+            })
+            .await;
+        assert_eq!(status["discovery"]["malformed"], 1);
+        assert_eq!(status["backends"][0]["weight"], 3);
+    }
+    assert_eq!(addrs(&first.status().await), addrs(&second.status().await));
+    drop(store);
+    // The store goes away: the fleet keeps serving and the pool says it is stale.
+    let _ = zk.child.kill();
+    let _ = zk.child.wait();
+    first
+        .wait_for(Duration::from_secs(15), "store reported unreachable", |s| {
+            s["discovery"]["connected"] == false
+        })
+        .await;
+    let mut client = Client::connect(first.addr).await;
+    for _ in 0..20 {
+        assert_eq!(client.get("/").await, (200, "good".to_string()));
+    }
+}

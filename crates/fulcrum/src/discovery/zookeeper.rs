@@ -45,12 +45,7 @@ pub async fn follow(
     .await;
 }
 
-async fn session(
-    pool: &Pool,
-    servers: &str,
-    path: &str,
-    synced: &mut bool,
-) -> Result<(), String> {
+async fn session(pool: &Pool, servers: &str, path: &str, synced: &mut bool) -> Result<(), String> {
     let client = connect(servers, SESSION_TIMEOUT).await?;
     // Watch first, then list: nothing that changes in between is missed.
     let mut watcher = client
