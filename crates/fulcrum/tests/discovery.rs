@@ -172,10 +172,14 @@ async fn registered_backends_get_traffic_and_leave_when_their_registrar_goes() {
     );
     let mut registrars: Vec<Child> = backends.iter().map(|b| register(&etcd, b.addr)).collect();
     proxy
-        .wait_for(Duration::from_secs(10), "three registered backends", |s| {
-            s["discovery"]["discovered"] == 3
-                && states(s).iter().filter(|(_, st)| st == "active").count() == 3
-        })
+        .wait_for(
+            Duration::from_secs(3),
+            "three registered backends within 3 s of their sidecars starting",
+            |s| {
+                s["discovery"]["discovered"] == 3
+                    && states(s).iter().filter(|(_, st)| st == "active").count() == 3
+            },
+        )
         .await;
     let mut client = Client::connect(proxy.addr).await;
     let mut seen = Vec::new();

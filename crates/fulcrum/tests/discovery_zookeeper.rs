@@ -124,9 +124,11 @@ async fn zookeeper_registrations_come_and_go_with_their_sessions() {
     let proxy = start_proxy("http", "round_robin", &[], "", &config);
     let mut registrars: Vec<Child> = backends.iter().map(|b| register(&zk, b.addr)).collect();
     proxy
-        .wait_for(Duration::from_secs(10), "three registered", |s| {
-            s["discovery"]["discovered"] == 3
-        })
+        .wait_for(
+            Duration::from_secs(3),
+            "three registered within 3 s of their sidecars starting",
+            |s| s["discovery"]["discovered"] == 3,
+        )
         .await;
     let mut client = Client::connect(proxy.addr).await;
     let mut seen = Vec::new();
