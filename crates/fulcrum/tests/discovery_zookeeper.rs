@@ -20,15 +20,6 @@ struct ZooKeeper {
 
 impl ZooKeeper {
     async fn start() -> ZooKeeper {
-        let script = [
-            "/usr/share/zookeeper/bin/zkServer.sh",
-            "/usr/bin/zkServer.sh",
-        ]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .unwrap_or_else(|| {
-            panic!("ZooKeeper is not installed: install Debian's zookeeper (scripts/test does)")
-        });
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -36,44 +27,77 @@ impl ZooKeeper {
             .port();
         let dir = std::env::temp_dir().join(format!("fulcrum-zk-{}-{port}", std::process::id()));
         std::fs::create_dir_all(dir.join("data")).unwrap();
-        let config = dir.join("zoo.cfg");
         std::fs::write(
-            &config,
+            dir.join("zoo.cfg"),
             format!(
                 "tickTime=200\ndataDir={}\nclientPort={port}\nclientPortAddress=127.0.0.1\nadmin.enableServer=false\nmaxSessionTimeout=10000\n",
                 dir.join("data").display()
             ),
         )
         .unwrap();
-        let log = std::fs::File::create(dir.join("zk.log")).unwrap();
-        let child = Command::new(script)
-            .args(["start-foreground"])
-            .arg(&config)
-            .env("ZOO_LOG_DIR", &dir)
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start ZooKeeper: {e}"));
         let zk = ZooKeeper {
-            child,
+            child: spawn_zookeeper(&dir),
             dir,
             servers: format!("127.0.0.1:{port}"),
         };
+        zk.wait_ready().await;
+        zk
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the same server again on its data directory and port.
+    async fn restart(&mut self) {
+        self.child = spawn_zookeeper(&self.dir);
+        self.wait_ready().await;
+    }
+
+    async fn wait_ready(&self) {
         for _ in 0..150 {
-            if zookeeper_client::Client::connect(&zk.servers).await.is_ok() {
-                return zk;
+            if zookeeper_client::Client::connect(&self.servers)
+                .await
+                .is_ok()
+            {
+                return;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let log = std::fs::read_to_string(zk.dir.join("zk.log")).unwrap_or_default();
+        let log = std::fs::read_to_string(self.dir.join("zk.log")).unwrap_or_default();
         panic!("ZooKeeper did not start within 15 s:\n{log}");
     }
 }
 
+fn spawn_zookeeper(dir: &std::path::Path) -> Child {
+    let script = [
+        "/usr/share/zookeeper/bin/zkServer.sh",
+        "/usr/bin/zkServer.sh",
+    ]
+    .into_iter()
+    .find(|p| std::path::Path::new(p).exists())
+    .unwrap_or_else(|| {
+        panic!("ZooKeeper is not installed: install Debian's zookeeper (scripts/test does)")
+    });
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("zk.log"))
+        .unwrap();
+    Command::new(script)
+        .args(["start-foreground"])
+        .arg(dir.join("zoo.cfg"))
+        .env("ZOO_LOG_DIR", dir)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start ZooKeeper: {e}"))
+}
+
 impl Drop for ZooKeeper {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -137,7 +161,10 @@ async fn zookeeper_registrations_come_and_go_with_their_sessions() {
     }
     assert_eq!(tally(seen).len(), 3);
 
-    // Graceful stop: the node is deleted at once.
+    // Graceful stop under load: the node is deleted at once and no request fails.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let running = load(proxy.addr, 4, std::sync::Arc::clone(&stop));
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let pid = registrars[1].id().to_string();
     assert!(Command::new("kill")
         .args(["-TERM", &pid])
@@ -151,6 +178,9 @@ async fn zookeeper_registrations_come_and_go_with_their_sessions() {
             !addrs(s).contains(&leaving)
         })
         .await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (ok, failed) = running.await.unwrap();
+    assert!(failed.is_empty() && ok > 0, "{ok} ok, failed: {failed:?}");
 
     // SIGKILL of a backend and its registrar: the session expires, the node goes, and the
     // checks confirm the death the cap would otherwise hold back.
@@ -213,8 +243,7 @@ async fn zookeeper_malformed_values_store_loss_and_two_instances() {
     assert_eq!(addrs(&first.status().await), addrs(&second.status().await));
     drop(store);
     // The store goes away: the fleet keeps serving and the pool says it is stale.
-    let _ = zk.child.kill();
-    let _ = zk.child.wait();
+    zk.stop();
     first
         .wait_for(Duration::from_secs(15), "store reported unreachable", |s| {
             s["discovery"]["connected"] == false
@@ -223,5 +252,83 @@ async fn zookeeper_malformed_values_store_loss_and_two_instances() {
     let mut client = Client::connect(first.addr).await;
     for _ in 0..20 {
         assert_eq!(client.get("/").await, (200, "good".to_string()));
+    }
+    // It comes back with a changed membership: both instances apply it.
+    zk.restart().await;
+    let added = Backend::named("added", Duration::ZERO).await;
+    let store = zookeeper_client::Client::connect(&zk.servers)
+        .await
+        .unwrap();
+    let value = format!("{{\"addr\": \"{}\"}}", added.addr);
+    store
+        .create(
+            &format!("{ZNODE}/{}", added.addr),
+            value.as_bytes(),
+            &persistent,
+        )
+        .await
+        .unwrap();
+    for proxy in [&first, &second] {
+        proxy
+            .wait_for(Duration::from_secs(15), "resynchronised", |s| {
+                s["discovery"]["connected"] == true && s["discovery"]["discovered"] == 2
+            })
+            .await;
+    }
+    assert_eq!(addrs(&first.status().await), addrs(&second.status().await));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zookeeper_mass_expiry_removes_only_the_capped_share() {
+    use zookeeper_client::{Acls, CreateMode};
+    let zk = ZooKeeper::start().await;
+    let mut backends = Vec::new();
+    for name in ["m0", "m1", "m2", "m3", "m4"] {
+        backends.push(Backend::named(name, Duration::ZERO).await);
+    }
+    // One session holds all five ephemeral registrations.
+    let holder = zookeeper_client::Client::connector()
+        .with_session_timeout(Duration::from_secs(1))
+        .connect(&zk.servers)
+        .await
+        .unwrap();
+    holder
+        .mkdir(ZNODE, &CreateMode::Persistent.with_acls(Acls::anyone_all()))
+        .await
+        .unwrap();
+    for b in &backends {
+        let value = format!("{{\"addr\": \"{}\"}}", b.addr);
+        let ephemeral = CreateMode::Ephemeral.with_acls(Acls::anyone_all());
+        holder
+            .create(&format!("{ZNODE}/{}", b.addr), value.as_bytes(), &ephemeral)
+            .await
+            .unwrap();
+    }
+    let config = format!(
+        "slow_start = \"0s\"\n[pools.app.discovery]\ntype = \"zookeeper\"\nservers = \"{}\"\npath = \"{ZNODE}\"\n",
+        zk.servers
+    );
+    let proxy = start_proxy("http", "round_robin", &[], "", &config);
+    proxy
+        .wait_for(Duration::from_secs(10), "five discovered", |s| {
+            s["discovery"]["discovered"] == 5
+        })
+        .await;
+    drop(holder); // the session ends: all five nodes vanish together
+    let status = proxy
+        .wait_for(Duration::from_secs(10), "four held", |s| {
+            s["discovery"]["held"] == 4
+        })
+        .await;
+    let active = status["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["state"] == "active")
+        .count();
+    assert_eq!(active, 4, "the cap for 5 backends is 1: {status:#}");
+    let mut client = Client::connect(proxy.addr).await;
+    for _ in 0..20 {
+        assert_eq!(client.get("/").await.0, 200);
     }
 }

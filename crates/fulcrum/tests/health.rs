@@ -6,8 +6,7 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,40 +14,6 @@ use common::*;
 
 const FAST_HEALTH: &str =
     "[pools.app.health]\ninterval = \"100ms\"\ntimeout = \"100ms\"\nfall = 3\nrise = 2\n";
-
-/// Runs `clients` keep-alive clients sending GETs until `stop`; returns (ok, failed) counts.
-fn load(
-    addr: SocketAddr,
-    clients: usize,
-    stop: Arc<AtomicBool>,
-) -> tokio::task::JoinHandle<(usize, Vec<String>)> {
-    tokio::spawn(async move {
-        let ok = Arc::new(AtomicUsize::new(0));
-        let mut tasks = Vec::new();
-        for _ in 0..clients {
-            let stop = Arc::clone(&stop);
-            let ok = Arc::clone(&ok);
-            tasks.push(tokio::spawn(async move {
-                let mut failures = Vec::new();
-                let mut client = Client::connect(addr).await;
-                while !stop.load(Ordering::SeqCst) {
-                    let (status, body) = client.get("/").await;
-                    if status == 200 {
-                        ok.fetch_add(1, Ordering::SeqCst);
-                    } else {
-                        failures.push(format!("{status} {body}"));
-                    }
-                }
-                failures
-            }));
-        }
-        let mut failures = Vec::new();
-        for t in tasks {
-            failures.extend(t.await.unwrap());
-        }
-        (ok.load(Ordering::SeqCst), failures)
-    })
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_backend_leaves_rotation_quickly_and_no_request_fails() {

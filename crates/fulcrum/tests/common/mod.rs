@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -320,6 +320,40 @@ pub async fn read_to_close(stream: &mut TcpStream) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Runs `clients` keep-alive clients sending GETs until `stop`; returns (ok, failed) counts.
+pub fn load(
+    addr: SocketAddr,
+    clients: usize,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<(usize, Vec<String>)> {
+    tokio::spawn(async move {
+        let ok = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..clients {
+            let stop = Arc::clone(&stop);
+            let ok = Arc::clone(&ok);
+            tasks.push(tokio::spawn(async move {
+                let mut failures = Vec::new();
+                let mut client = Client::connect(addr).await;
+                while !stop.load(Ordering::SeqCst) {
+                    let (status, body) = client.get("/").await;
+                    if status == 200 {
+                        ok.fetch_add(1, Ordering::SeqCst);
+                    } else {
+                        failures.push(format!("{status} {body}"));
+                    }
+                }
+                failures
+            }));
+        }
+        let mut failures = Vec::new();
+        for t in tasks {
+            failures.extend(t.await.unwrap());
+        }
+        (ok.load(Ordering::SeqCst), failures)
+    })
 }
 
 /// Counts how often each body text came back.
