@@ -440,3 +440,70 @@ async fn a_mass_expiry_removes_only_the_capped_share_until_checks_confirm() {
         assert_eq!(client.get("/").await.0, 200);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sidecar_withdraws_while_its_check_fails() {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    use std::sync::Arc;
+    let etcd = Etcd::start().await;
+    let health = Arc::new(AtomicU16::new(500));
+    let status_code = Arc::clone(&health);
+    let backend = Backend::with_handler(Arc::new(
+        move |req: hyper::Request<hyper::body::Incoming>| {
+            let code = if req.uri().path() == "/health" {
+                status_code.load(Ordering::SeqCst)
+            } else {
+                200
+            };
+            Box::pin(async move {
+                let mut response = hyper::Response::new(http_body_util::Full::new(
+                    bytes::Bytes::from_static(b"checked"),
+                ));
+                *response.status_mut() = hyper::StatusCode::from_u16(code).unwrap();
+                response
+            })
+        },
+    ))
+    .await;
+    let proxy = start_proxy("http", "round_robin", &[], "", &discovery(&etcd));
+    let mut sidecar = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+        .args([
+            "register",
+            "--etcd",
+            &etcd.endpoint,
+            "--prefix",
+            PREFIX,
+            "--ttl",
+            "1s",
+            "--addr",
+        ])
+        .arg(backend.addr.to_string())
+        .arg("--check")
+        .arg(format!("http://{}/health", backend.addr))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Failing check: never registered.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(proxy.status().await["discovery"]["discovered"], 0);
+    // Passing: registered; failing again: withdrawn.
+    health.store(200, Ordering::SeqCst);
+    proxy
+        .wait_for(
+            Duration::from_secs(5),
+            "registered once the check passes",
+            |s| s["discovery"]["discovered"] == 1,
+        )
+        .await;
+    health.store(503, Ordering::SeqCst);
+    proxy
+        .wait_for(
+            Duration::from_secs(5),
+            "withdrawn while the check fails",
+            |s| s["discovery"]["discovered"] == 0,
+        )
+        .await;
+    let _ = sidecar.kill();
+    let _ = sidecar.wait();
+}
