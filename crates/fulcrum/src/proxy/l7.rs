@@ -182,7 +182,9 @@ async fn forward(
     let pool = &route.pool;
     let snapshot = pool.snapshot_full();
     let mut tried = Tried::default();
-    let replay = if pool.settings.connect_attempts > 1 {
+    // A copy for a replay costs a header map per request: take it only when there is
+    // another backend to replay on.
+    let replay = if pool.settings.connect_attempts > 1 && snapshot.backends.len() > 1 {
         Replay::of(&request)
     } else {
         None
