@@ -80,17 +80,8 @@ impl Drop for Etcd {
 }
 
 fn spawn_etcd(dir: &std::path::Path, endpoint: &str, peer: u16) -> Child {
-    let binary = ["/usr/bin/etcd", "/usr/local/bin/etcd"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .unwrap_or_else(|| {
-            panic!("etcd is not installed: install Debian's etcd-server (scripts/test does)")
-        });
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("etcd.log"))
-        .unwrap();
+    let binary = installed(&["/usr/bin/etcd", "/usr/local/bin/etcd"], "etcd-server");
+    let log = append_log(&dir.join("etcd.log"));
     Command::new(binary)
         .args(["--name", "test", "--data-dir"])
         .arg(dir.join("data"))

@@ -71,20 +71,14 @@ impl ZooKeeper {
 }
 
 fn spawn_zookeeper(dir: &std::path::Path) -> Child {
-    let script = [
-        "/usr/share/zookeeper/bin/zkServer.sh",
-        "/usr/bin/zkServer.sh",
-    ]
-    .into_iter()
-    .find(|p| std::path::Path::new(p).exists())
-    .unwrap_or_else(|| {
-        panic!("ZooKeeper is not installed: install Debian's zookeeper (scripts/test does)")
-    });
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("zk.log"))
-        .unwrap();
+    let script = installed(
+        &[
+            "/usr/share/zookeeper/bin/zkServer.sh",
+            "/usr/bin/zkServer.sh",
+        ],
+        "zookeeper",
+    );
+    let log = append_log(&dir.join("zk.log"));
     Command::new(script)
         .args(["start-foreground"])
         .arg(dir.join("zoo.cfg"))

@@ -29,14 +29,8 @@ pub async fn follow(
 ) {
     keep_following(&pool, shutdown, || async {
         let mut synced = false;
-        let error = match session(&pool, &endpoints, &prefix, &mut synced).await {
-            Ok(()) => "watch ended".to_string(),
-            Err(e) => e,
-        };
-        Lost {
-            error,
-            had_synced: synced,
-        }
+        let result = session(&pool, &endpoints, &prefix, &mut synced).await;
+        Lost::after(result, synced)
     })
     .await;
 }

@@ -25,6 +25,17 @@ pub struct Lost {
     pub had_synced: bool,
 }
 
+impl Lost {
+    /// How a session that returned `result` ended; `synced` tells whether it got as far as
+    /// applying the store's state.
+    pub fn after(result: Result<(), String>, synced: bool) -> Self {
+        Self {
+            error: result.err().unwrap_or_else(|| "watch ended".to_string()),
+            had_synced: synced,
+        }
+    }
+}
+
 /// Runs sessions one after another until shutdown, with capped exponential backoff between
 /// them; a lost session leaves the pool's backends as they are and marks them stale.
 pub async fn keep_following<F, Fut>(

@@ -33,14 +33,8 @@ pub async fn follow(
 ) {
     keep_following(&pool, shutdown, || async {
         let mut synced = false;
-        let error = match session(&pool, &servers, &path, &mut synced).await {
-            Ok(()) => "watch ended".to_string(),
-            Err(e) => e,
-        };
-        Lost {
-            error,
-            had_synced: synced,
-        }
+        let result = session(&pool, &servers, &path, &mut synced).await;
+        Lost::after(result, synced)
     })
     .await;
 }

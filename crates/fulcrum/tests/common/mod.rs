@@ -356,6 +356,26 @@ pub fn load(
     })
 }
 
+/// The first of `candidates` that exists; a missing server fails the test with a clear message.
+pub fn installed(candidates: &[&'static str], package: &str) -> &'static str {
+    candidates
+        .iter()
+        .copied()
+        .find(|p| std::path::Path::new(p).exists())
+        .unwrap_or_else(|| {
+            panic!("{candidates:?} not found: install Debian's {package} (scripts/test does)")
+        })
+}
+
+/// A log file a test server appends to (kept across restarts).
+pub fn append_log(path: &std::path::Path) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap()
+}
+
 /// Counts how often each body text came back.
 pub fn tally(bodies: impl IntoIterator<Item = String>) -> HashMap<String, usize> {
     let mut counts = HashMap::new();
