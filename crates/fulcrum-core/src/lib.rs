@@ -7,6 +7,7 @@
 pub mod balance;
 pub mod config;
 pub mod ewma;
+pub mod ha;
 pub mod health;
 pub mod latency;
 pub mod rand;

@@ -38,3 +38,11 @@ pub const MAGLEV_TABLE_SIZE: u32 = 65_537;
 pub const EWMA_DECAY: Duration = Duration::from_secs(10);
 pub const EWMA_DEFAULT_RTT: Duration = Duration::from_millis(30);
 pub const STICKY_COOKIE_TTL: Duration = Duration::from_secs(3600);
+pub const HA_ETCD_TTL: Duration = Duration::from_secs(2);
+pub const HA_ZOOKEEPER_SESSION: Duration = Duration::from_secs(2);
+pub const HA_HEARTBEAT: Duration = Duration::from_millis(100);
+pub const HA_HEARTBEAT_PORT: u16 = 7946;
+/// keepalived sends 5 gratuitous ARPs on promotion; spaced so one survives ARP rate limits
+/// (a neighbour entry updated less than `locktime`, 1 s, ago may ignore the next one).
+pub const GARP_COUNT: u32 = 5;
+pub const GARP_INTERVAL: Duration = Duration::from_millis(300);

@@ -13,6 +13,63 @@ pub struct Config {
     pub runtime: Runtime,
     pub listeners: Vec<Listener>,
     pub pools: BTreeMap<String, Pool>,
+    /// High availability between several fulcrum instances; `None` without `[ha]`.
+    pub ha: Option<Ha>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ha {
+    /// This instance's name, unique among the instances of one pair or group.
+    pub node: String,
+    pub mode: HaMode,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HaMode {
+    /// Every instance serves (behind ECMP or DNS); hashing makes their picks identical.
+    ActiveActive,
+    /// One instance is elected active through a store and holds the virtual IP.
+    ActivePassive(Box<ActivePassive>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActivePassive {
+    pub election: Election,
+    pub vip: Option<Vip>,
+    /// Other instances' heartbeat addresses (this instance's own address may be listed too:
+    /// the same file can then serve every instance).
+    pub peers: Vec<SocketAddr>,
+    pub heartbeat: Duration,
+    pub heartbeat_bind: SocketAddr,
+    /// Commands run on promotion and demotion (program then arguments); the epoch is in the
+    /// environment.
+    pub on_promote: Vec<String>,
+    pub on_demote: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Election {
+    pub store: ElectionStore,
+    /// How long the store keeps a silent leader's claim (etcd lease TTL, ZooKeeper session).
+    pub ttl: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ElectionStore {
+    /// A lease and a create-if-absent transaction on `key`.
+    Etcd { endpoints: Vec<String>, key: String },
+    /// Ephemeral sequential nodes under `path`; the lowest sequence leads.
+    ZooKeeper { servers: String, path: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vip {
+    pub address: std::net::Ipv4Addr,
+    pub prefix_len: u8,
+    pub interface: String,
+    /// Gratuitous ARP announcements sent on promotion, spaced by `garp_interval`.
+    pub garp_count: u32,
+    pub garp_interval: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

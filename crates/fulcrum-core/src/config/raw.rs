@@ -18,6 +18,43 @@ pub struct RawConfig {
     pub listeners: Vec<RawListener>,
     #[serde(default)]
     pub pools: BTreeMap<String, RawPool>,
+    pub ha: Option<RawHa>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHa {
+    pub mode: Option<String>,
+    pub node: Option<String>,
+    pub election: Option<RawElection>,
+    pub vip: Option<RawVip>,
+    pub peers: Option<Vec<String>>,
+    pub heartbeat: Option<String>,
+    pub heartbeat_bind: Option<String>,
+    pub on_promote: Option<Vec<String>>,
+    pub on_demote: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawElection {
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub endpoints: Option<Vec<String>>,
+    pub key: Option<String>,
+    pub ttl: Option<String>,
+    pub servers: Option<String>,
+    pub path: Option<String>,
+    pub session_timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawVip {
+    pub address: Option<String>,
+    pub interface: Option<String>,
+    pub garp_count: Option<i64>,
+    pub garp_interval: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -218,6 +218,26 @@ fn bad_configs_report_every_error_with_its_path() {
             format!("[admin]\nbind = \"nowhere\"\n{ONE_LISTENER}{app}"),
             &["admin.bind"],
         ),
+        (
+            "ha without node or election; bad vip and peer",
+            format!("{ONE_LISTENER}{app}[ha]\nvip = {{ address = \"10.0.0.100\" }}\npeers = [\"nowhere\"]\n"),
+            &["ha.node", "ha.election", "ha.peers[0]", "ha.vip.interface", "ha.vip.address"],
+        ),
+        (
+            "ha etcd election: fractional ttl, slow heartbeat, zookeeper keys",
+            format!("{ONE_LISTENER}{app}[ha]\nnode = \"lb1\"\nheartbeat = \"500ms\"\nelection = {{ type = \"etcd\", endpoints = [\"10.0.0.2:2379\"], key = \"/k\", ttl = \"1500ms\", path = \"/x\" }}\n"),
+            &["ha.election.path", "ha.election.ttl", "ha.heartbeat"],
+        ),
+        (
+            "ha active_active with election keys",
+            format!("{ONE_LISTENER}{app}[ha]\nnode = \"lb1\"\nmode = \"active_active\"\npeers = [\"10.0.0.1:7946\"]\n"),
+            &["ha.peers"],
+        ),
+        (
+            "ha zookeeper election with a relative path and etcd's ttl",
+            format!("{ONE_LISTENER}{app}[ha]\nnode = \"lb1\"\nelection = {{ type = \"zookeeper\", servers = \"10.0.0.2:2181\", path = \"ha\", ttl = \"2s\" }}\n"),
+            &["ha.election.ttl", "ha.election.path"],
+        ),
     ];
     for (what, text, want) in cases {
         let got = error_paths(text);
@@ -289,4 +309,37 @@ fn health_sections_parse_with_defaults() {
     assert_eq!(outlier.max_ejection, Duration::from_secs(300));
     assert!(outlier.failure_statuses.contains(503) && !outlier.failure_statuses.contains(404));
     assert_eq!(config.pools["app"].slow_start_min_percent, 10);
+}
+
+#[test]
+fn the_ha_section_from_the_manual_parses_with_defaults() {
+    let text = format!(
+        "{ONE_LISTENER}[pools.app]\nbackends = [{{ addr = \"127.0.0.1:9001\" }}]\n{}",
+        r#"
+[ha]
+node = "lb1"
+election = { type = "etcd", endpoints = ["10.0.0.2:2379"], key = "/fulcrum/ha/edge", ttl = "1s" }
+vip = { address = "10.0.0.100/24", interface = "eth0" }
+peers = ["10.0.0.11:7946", "10.0.0.12:7946"]
+on_promote = ["/usr/local/bin/announce", "up"]
+"#
+    );
+    let config = Config::from_toml(&text).unwrap_or_else(|e| panic!("{e}"));
+    let ha = config.ha.unwrap_or_else(|| panic!("ha"));
+    assert_eq!(ha.node, "lb1");
+    let HaMode::ActivePassive(pair) = ha.mode else {
+        panic!("active_passive is the default mode")
+    };
+    assert_eq!(pair.election.ttl, Duration::from_secs(1));
+    assert_eq!(pair.heartbeat, Duration::from_millis(100));
+    assert_eq!(pair.heartbeat_bind.port(), 7946);
+    assert_eq!(pair.peers.len(), 2);
+    let vip = pair.vip.unwrap_or_else(|| panic!("vip"));
+    assert_eq!(
+        (vip.address.to_string(), vip.prefix_len),
+        ("10.0.0.100".into(), 24)
+    );
+    assert_eq!(vip.garp_count, defaults::GARP_COUNT);
+    assert_eq!(pair.on_promote, ["/usr/local/bin/announce", "up"]);
+    assert!(pair.on_demote.is_empty());
 }

@@ -10,6 +10,8 @@ use super::error::{ConfigError, ConfigErrors};
 use super::model::*;
 use super::raw::*;
 
+mod ha;
+
 pub fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
     let mut v = Validator::default();
     let admin = raw.admin.map(|a| {
@@ -40,6 +42,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         })
         .collect();
     let listeners = v.listeners(raw.listeners, &pools);
+    let ha = raw.ha.map(|h| v.ha(h));
     if listeners.is_empty() && v.errors.is_empty() {
         v.error("listeners", "at least one listener is required");
     }
@@ -49,6 +52,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             runtime,
             listeners,
             pools,
+            ha,
         })
     } else {
         Err(ConfigErrors(v.errors))
@@ -316,40 +320,71 @@ impl Validator {
         }
     }
 
+    /// etcd endpoints: at least one, each HOST:PORT (an `http://` prefix is allowed).
+    fn etcd_endpoints(&mut self, path: &str, raw: Option<Vec<String>>) -> Vec<String> {
+        let endpoints = raw.unwrap_or_default();
+        if endpoints.is_empty() {
+            self.error(
+                format!("{path}.endpoints"),
+                "at least one etcd endpoint (\"HOST:PORT\") is required",
+            );
+        }
+        for (i, e) in endpoints.iter().enumerate() {
+            if !is_host_port(e.trim_start_matches("http://")) {
+                self.error(
+                    format!("{path}.endpoints[{i}]"),
+                    format!("`{e}` is not HOST:PORT"),
+                );
+            }
+        }
+        endpoints
+    }
+
+    /// A ZooKeeper connect string: HOST:PORT[,HOST:PORT…].
+    fn zookeeper_servers(&mut self, path: &str, raw: Option<String>) -> String {
+        let servers = raw.unwrap_or_default();
+        if servers.is_empty() || !servers.split(',').all(|s| is_host_port(s.trim())) {
+            self.error(
+                format!("{path}.servers"),
+                format!("`{servers}` is not HOST:PORT[,HOST:PORT…]"),
+            );
+        }
+        servers
+    }
+
+    fn znode_path(&mut self, path: &str, raw: Option<String>, example: &str) -> String {
+        let znode = raw.unwrap_or_default();
+        if !znode.starts_with('/') || (znode.len() > 1 && znode.ends_with('/')) {
+            self.error(
+                format!("{path}.path"),
+                format!("must be an absolute znode path without a trailing /, e.g. \"{example}\""),
+            );
+        }
+        znode
+    }
+
+    /// Keys of another variant that were set anyway: each is an error naming the variant
+    /// it belongs to.
+    fn foreign_keys(&mut self, path: &str, keys: &[(&str, bool)], belongs_to: &str) {
+        for (key, present) in keys {
+            if *present {
+                self.error(format!("{path}.{key}"), format!("applies to {belongs_to}"));
+            }
+        }
+    }
+
     fn discovery(&mut self, path: &str, raw: RawDiscovery) -> Option<Discovery> {
         match raw.kind.as_deref() {
             Some("etcd") => {
-                for key in [
-                    ("servers", raw.servers.is_some()),
-                    ("path", raw.path.is_some()),
-                ] {
-                    if key.1 {
-                        self.error(
-                            format!("{path}.{}", key.0),
-                            "applies to zookeeper, not etcd",
-                        );
-                    }
-                }
-                let endpoints = raw.endpoints.unwrap_or_default();
-                if endpoints.is_empty() {
-                    self.error(
-                        format!("{path}.endpoints"),
-                        "at least one etcd endpoint (\"HOST:PORT\") is required",
-                    );
-                }
-                for (i, e) in endpoints.iter().enumerate() {
-                    let host_port = e.trim_start_matches("http://");
-                    if host_port
-                        .rsplit_once(':')
-                        .and_then(|(_, p)| p.parse::<u16>().ok())
-                        .is_none()
-                    {
-                        self.error(
-                            format!("{path}.endpoints[{i}]"),
-                            format!("`{e}` is not HOST:PORT"),
-                        );
-                    }
-                }
+                self.foreign_keys(
+                    path,
+                    &[
+                        ("servers", raw.servers.is_some()),
+                        ("path", raw.path.is_some()),
+                    ],
+                    "zookeeper, not etcd",
+                );
+                let endpoints = self.etcd_endpoints(path, raw.endpoints);
                 let prefix = raw.prefix.unwrap_or_default();
                 if prefix.is_empty() {
                     self.error(
@@ -360,37 +395,16 @@ impl Validator {
                 Some(Discovery::Etcd { endpoints, prefix })
             }
             Some("zookeeper") => {
-                for key in [
-                    ("endpoints", raw.endpoints.is_some()),
-                    ("prefix", raw.prefix.is_some()),
-                ] {
-                    if key.1 {
-                        self.error(
-                            format!("{path}.{}", key.0),
-                            "applies to etcd, not zookeeper",
-                        );
-                    }
-                }
-                let servers = raw.servers.unwrap_or_default();
-                let valid = |s: &str| {
-                    s.trim()
-                        .rsplit_once(':')
-                        .and_then(|(_, p)| p.parse::<u16>().ok())
-                        .is_some()
-                };
-                if servers.is_empty() || !servers.split(',').all(valid) {
-                    self.error(
-                        format!("{path}.servers"),
-                        format!("`{servers}` is not HOST:PORT[,HOST:PORT…]"),
-                    );
-                }
-                let znode = raw.path.unwrap_or_default();
-                if !znode.starts_with('/') || (znode.len() > 1 && znode.ends_with('/')) {
-                    self.error(
-                        format!("{path}.path"),
-                        "must be an absolute znode path without a trailing /, e.g. \"/fulcrum/pools/app\"",
-                    );
-                }
+                self.foreign_keys(
+                    path,
+                    &[
+                        ("endpoints", raw.endpoints.is_some()),
+                        ("prefix", raw.prefix.is_some()),
+                    ],
+                    "etcd, not zookeeper",
+                );
+                let servers = self.zookeeper_servers(path, raw.servers);
+                let znode = self.znode_path(path, raw.path, "/fulcrum/pools/app");
                 Some(Discovery::ZooKeeper {
                     servers,
                     path: znode,
@@ -768,6 +782,12 @@ impl Validator {
             }
         }
     }
+}
+
+fn is_host_port(text: &str) -> bool {
+    text.rsplit_once(':')
+        .and_then(|(_, p)| p.parse::<u16>().ok())
+        .is_some()
 }
 
 fn is_prime(n: u64) -> bool {

@@ -1,0 +1,12 @@
+//! High availability between fulcrum instances: which one is active, decided from the
+//! election store's answers and the peers' heartbeats, with time as an argument. The daemon
+//! (`fulcrum::ha`) does the I/O: store calls, UDP heartbeats, the virtual IP.
+
+mod node;
+mod timing;
+
+pub use node::{Change, Hold, Node, Peer, Report, Role, Transition};
+pub use timing::Timing;
+
+#[cfg(test)]
+mod tests;

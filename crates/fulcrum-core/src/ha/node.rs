@@ -1,0 +1,425 @@
+//! One instance's role in an active-passive group, decided from what the store and the peers
+//! said and when. Time is an argument, so every rule is tested exactly; `LIFECYCLE.md` beside
+//! this file draws the states and says why each rule keeps two actives from ever coexisting.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+use std::time::Duration;
+
+use super::Timing;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Not serving; campaigns whenever the store has no leader.
+    Standby,
+    /// Holds the claim in the store but waits until no peer still claims to be active.
+    Elected,
+    /// Holds the claim and serves (owns the virtual IP).
+    Active,
+    /// Shutting down: gave up the claim, serves nothing new.
+    Resigning,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Standby => "standby",
+            Role::Elected => "elected",
+            Role::Active => "active",
+            Role::Resigning => "resigning",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Role> {
+        [Role::Standby, Role::Elected, Role::Active, Role::Resigning]
+            .into_iter()
+            .find(|r| r.name() == text)
+    }
+
+    fn claims(self) -> bool {
+        matches!(self, Role::Elected | Role::Active)
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What one instance tells the others in every heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub node: String,
+    pub role: Role,
+    /// The epoch of the sender's claim (0 without one).
+    pub epoch: u64,
+    /// Since the sender's last successful store round trip started; `None`: never.
+    pub store_ok_ago: Option<Duration>,
+}
+
+/// A peer as last heard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub role: Role,
+    pub epoch: u64,
+    pub heard_at: Duration,
+    /// When the peer's last successful store round trip started, on our clock.
+    pub store_ok_at: Option<Duration>,
+}
+
+/// A role change for the caller to act on (move the VIP, run hooks, log).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Promoted {
+        epoch: u64,
+        /// Since an active peer was last heard, when one was (the failover as seen here).
+        failover: Option<Duration>,
+    },
+    Demoted {
+        epoch: u64,
+        reason: String,
+    },
+}
+
+/// One entry of the failover history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    pub at: Duration,
+    pub from: Role,
+    pub to: Role,
+    pub epoch: u64,
+    pub reason: String,
+    pub failover: Option<Duration>,
+}
+
+/// Set while the active keeps serving although it cannot confirm its claim, because no peer
+/// reaches the store either.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hold {
+    pub since: Duration,
+    /// Set once a peer reaches the store again: renew by then or step down.
+    pub rejoin_by: Option<Duration>,
+}
+
+const HISTORY: usize = 32;
+
+#[derive(Debug, Clone)]
+pub struct Node {
+    name: String,
+    timing: Timing,
+    role: Role,
+    epoch: u64,
+    since: Duration,
+    confirmed_at: Option<Duration>,
+    store_ok_at: Option<Duration>,
+    store_failed_at: Option<Duration>,
+    hold: Option<Hold>,
+    peers: BTreeMap<String, Peer>,
+    active_peer_heard_at: Option<Duration>,
+    history: VecDeque<Transition>,
+}
+
+impl Node {
+    pub fn new(name: impl Into<String>, timing: Timing, now: Duration) -> Self {
+        Self {
+            name: name.into(),
+            timing,
+            role: Role::Standby,
+            epoch: 0,
+            since: now,
+            confirmed_at: None,
+            store_ok_at: None,
+            store_failed_at: None,
+            hold: None,
+            peers: BTreeMap::new(),
+            active_peer_heard_at: None,
+            history: VecDeque::new(),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    pub fn since(&self) -> Duration {
+        self.since
+    }
+
+    pub fn timing(&self) -> Timing {
+        self.timing
+    }
+
+    /// Whether this instance should serve (own the VIP, answer `/healthz` with 200).
+    pub fn serving(&self) -> bool {
+        self.role == Role::Active
+    }
+
+    pub fn hold(&self) -> Option<Hold> {
+        self.hold
+    }
+
+    pub fn confirmed_at(&self) -> Option<Duration> {
+        self.confirmed_at
+    }
+
+    pub fn store_ok_at(&self) -> Option<Duration> {
+        self.store_ok_at
+    }
+
+    /// Whether the last store round trip failed (and none succeeded since it started).
+    pub fn store_failing(&self) -> bool {
+        match (self.store_failed_at, self.store_ok_at) {
+            (Some(failed), Some(ok)) => failed > ok,
+            (Some(_), None) => true,
+            (None, _) => false,
+        }
+    }
+
+    pub fn peers(&self) -> &BTreeMap<String, Peer> {
+        &self.peers
+    }
+
+    pub fn history(&self) -> impl Iterator<Item = &Transition> {
+        self.history.iter()
+    }
+
+    /// What to tell the peers now.
+    pub fn report(&self, now: Duration) -> Report {
+        Report {
+            node: self.name.clone(),
+            role: self.role,
+            epoch: if self.role.claims() { self.epoch } else { 0 },
+            store_ok_ago: self.store_ok_at.map(|t| now.saturating_sub(t)),
+        }
+    }
+
+    /// A store round trip that started at `started` succeeded.
+    pub fn store_ok(&mut self, started: Duration) {
+        self.store_ok_at = Some(self.store_ok_at.map_or(started, |t| t.max(started)));
+    }
+
+    pub fn store_failed(&mut self, now: Duration) {
+        self.store_failed_at = Some(now);
+    }
+
+    /// The store accepted our claim with this epoch (the round trip started at `started`).
+    pub fn won(&mut self, epoch: u64, started: Duration, now: Duration) {
+        self.store_ok(started);
+        if self.role != Role::Standby {
+            return;
+        }
+        self.epoch = epoch;
+        self.confirmed_at = Some(started);
+        self.transition(now, Role::Elected, "won the election in the store", None);
+    }
+
+    /// The store confirmed our claim in a round trip that started at `started`.
+    pub fn renewed(&mut self, started: Duration) {
+        self.store_ok(started);
+        if self.role.claims() {
+            self.confirmed_at = Some(self.confirmed_at.map_or(started, |t| t.max(started)));
+        }
+    }
+
+    /// The store says our claim is gone (lease expired, node deleted).
+    pub fn lost(&mut self, now: Duration, why: &str) -> Option<Change> {
+        self.store_ok(now);
+        self.demote(now, format!("the store no longer holds our claim: {why}"))
+    }
+
+    /// A heartbeat arrived. Reports from ourselves (our own address in `peers`) are ignored.
+    pub fn heard(&mut self, report: Report, now: Duration) {
+        if report.node == self.name {
+            return;
+        }
+        if report.role == Role::Active {
+            self.active_peer_heard_at = Some(now);
+        }
+        self.peers.insert(
+            report.node,
+            Peer {
+                role: report.role,
+                epoch: report.epoch,
+                heard_at: now,
+                store_ok_at: report.store_ok_ago.map(|ago| now.saturating_sub(ago)),
+            },
+        );
+    }
+
+    /// Graceful stop: give up the role before anything else, so a standby takes over at once.
+    pub fn resign(&mut self, now: Duration) -> Option<Change> {
+        let change = self.role.claims().then(|| Change::Demoted {
+            epoch: self.epoch,
+            reason: "resigned for shutdown".into(),
+        });
+        self.transition(now, Role::Resigning, "resigned for shutdown", None);
+        change
+    }
+
+    /// Applies the rules at `now`; returns the role change to act on, if any.
+    pub fn tick(&mut self, now: Duration) -> Option<Change> {
+        match self.role {
+            Role::Standby | Role::Resigning => None,
+            Role::Elected => self.tick_elected(now),
+            Role::Active => self.tick_active(now),
+        }
+    }
+
+    fn tick_elected(&mut self, now: Duration) -> Option<Change> {
+        if let Some(reason) = self.newer_claim(now) {
+            return self.demote(now, reason);
+        }
+        if !self.confirmed(now) {
+            return self.demote(now, "could not confirm the claim after winning it".into());
+        }
+        let still_active = self
+            .fresh_peers(now)
+            .find(|(_, p)| p.role == Role::Active)
+            .map(|(name, _)| name.clone());
+        if still_active.is_some() {
+            // Wait: the old active steps down when it hears our newer epoch, or falls silent.
+            return None;
+        }
+        let failover = self.active_peer_heard_at.map(|t| now.saturating_sub(t));
+        self.transition(
+            now,
+            Role::Active,
+            "elected and no other active heard",
+            failover,
+        );
+        Some(Change::Promoted {
+            epoch: self.epoch,
+            failover,
+        })
+    }
+
+    fn tick_active(&mut self, now: Duration) -> Option<Change> {
+        if let Some(reason) = self.newer_claim(now) {
+            return self.demote(now, reason);
+        }
+        if self.confirmed(now) {
+            self.hold = None;
+            return None;
+        }
+        let unconfirmed = self
+            .confirmed_at
+            .map_or(Duration::ZERO, |t| now.saturating_sub(t));
+        let fresh = self.fresh_peers(now).count();
+        if fresh == 0 {
+            return self.demote(
+                now,
+                format!(
+                    "isolated: no store confirmation for {} and no peer heard",
+                    millis(unconfirmed)
+                ),
+            );
+        }
+        let reacher = self
+            .fresh_peers(now)
+            .find(|(_, p)| {
+                p.store_ok_at
+                    .is_some_and(|t| now.saturating_sub(t) <= self.timing.store_fresh())
+            })
+            .map(|(name, _)| name.clone());
+        match (self.hold, reacher) {
+            (None, Some(peer)) => self.demote(
+                now,
+                format!(
+                    "cut off from the store (no confirmation for {}) while peer {peer} reaches it",
+                    millis(unconfirmed)
+                ),
+            ),
+            (None, None) => {
+                self.hold = Some(Hold {
+                    since: now,
+                    rejoin_by: None,
+                });
+                None
+            }
+            (Some(mut hold), Some(peer)) => {
+                let rejoin_by = *hold
+                    .rejoin_by
+                    .get_or_insert(now + self.timing.rejoin_grace());
+                self.hold = Some(hold);
+                if now >= rejoin_by {
+                    return self.demote(
+                        now,
+                        format!("the store is back for peer {peer} but not for us"),
+                    );
+                }
+                None
+            }
+            (Some(mut hold), None) => {
+                hold.rejoin_by = None;
+                self.hold = Some(hold);
+                None
+            }
+        }
+    }
+
+    fn confirmed(&self, now: Duration) -> bool {
+        self.confirmed_at
+            .is_some_and(|t| now.saturating_sub(t) < self.timing.fence_after())
+    }
+
+    fn fresh_peers(&self, now: Duration) -> impl Iterator<Item = (&String, &Peer)> {
+        let timeout = self.timing.peer_timeout();
+        self.peers
+            .iter()
+            .filter(move |(_, p)| now.saturating_sub(p.heard_at) <= timeout)
+    }
+
+    /// A fresh peer claiming a newer epoch than ours means our claim is history.
+    fn newer_claim(&self, now: Duration) -> Option<String> {
+        self.fresh_peers(now)
+            .find(|(_, p)| p.role.claims() && p.epoch > self.epoch)
+            .map(|(name, p)| {
+                format!(
+                    "peer {name} claims newer epoch {} (ours {})",
+                    p.epoch, self.epoch
+                )
+            })
+    }
+
+    fn demote(&mut self, now: Duration, reason: String) -> Option<Change> {
+        if !self.role.claims() {
+            return None;
+        }
+        let epoch = self.epoch;
+        self.transition(now, Role::Standby, &reason, None);
+        Some(Change::Demoted { epoch, reason })
+    }
+
+    fn transition(&mut self, now: Duration, to: Role, reason: &str, failover: Option<Duration>) {
+        if to == Role::Standby {
+            self.confirmed_at = None;
+        }
+        self.hold = None;
+        if self.history.len() == HISTORY {
+            self.history.pop_front();
+        }
+        self.history.push_back(Transition {
+            at: now,
+            from: self.role,
+            to,
+            epoch: self.epoch,
+            reason: reason.to_string(),
+            failover,
+        });
+        self.role = to;
+        self.since = now;
+    }
+}
+
+fn millis(d: Duration) -> String {
+    format!("{} ms", d.as_millis())
+}

@@ -1,0 +1,220 @@
+//! The election rules on virtual time: each test is one situation from the failure matrix.
+
+use std::time::Duration;
+
+use super::*;
+
+const TTL: Duration = Duration::from_secs(1);
+const HEARTBEAT: Duration = Duration::from_millis(100);
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn timing() -> Timing {
+    Timing {
+        ttl: TTL,
+        heartbeat: HEARTBEAT,
+    }
+}
+
+fn report(node: &str, role: Role, epoch: u64, store_ok_ago: Option<u64>) -> Report {
+    Report {
+        node: node.into(),
+        role,
+        epoch,
+        store_ok_ago: store_ok_ago.map(ms),
+    }
+}
+
+/// lb1 active with epoch 7 at t = 0, confirmed at t = 0.
+fn active() -> Node {
+    let mut node = Node::new("lb1", timing(), ms(0));
+    node.won(7, ms(0), ms(0));
+    assert_eq!(
+        node.tick(ms(0)),
+        Some(Change::Promoted {
+            epoch: 7,
+            failover: None
+        })
+    );
+    node
+}
+
+#[test]
+fn a_lone_winner_becomes_active_at_once() {
+    let node = active();
+    assert!(node.serving());
+    assert_eq!(node.report(ms(0)).epoch, 7);
+}
+
+#[test]
+fn renewals_keep_the_active_serving_indefinitely() {
+    let mut node = active();
+    for t in (0..60_000).step_by(10) {
+        if t % 330 == 0 {
+            node.renewed(ms(t));
+        }
+        assert_eq!(node.tick(ms(t)), None, "at {t} ms");
+    }
+    assert!(node.serving());
+}
+
+#[test]
+fn an_isolated_active_fences_before_the_store_can_expire_its_lease() {
+    let mut node = active();
+    // Last confirmed renewal started at 0; the store expires the lease at ≥ 1000 ms.
+    for t in (10..800).step_by(10) {
+        assert_eq!(node.tick(ms(t)), None, "at {t} ms");
+    }
+    let change = node.tick(ms(800));
+    assert!(
+        matches!(&change, Some(Change::Demoted { epoch: 7, reason }) if reason.starts_with("isolated")),
+        "{change:?}"
+    );
+    assert!(!node.serving());
+}
+
+#[test]
+fn an_active_cut_off_from_the_store_fences_when_a_peer_still_reaches_it() {
+    let mut node = active();
+    for t in (10..1000).step_by(10) {
+        node.heard(report("lb2", Role::Standby, 0, Some(40)), ms(t));
+        let change = node.tick(ms(t));
+        if t < 800 {
+            assert_eq!(change, None, "at {t} ms");
+        } else {
+            assert!(
+                matches!(&change, Some(Change::Demoted { reason, .. }) if reason.contains("peer lb2 reaches it")),
+                "at {t} ms: {change:?}"
+            );
+            return;
+        }
+    }
+    unreachable!("never fenced");
+}
+
+#[test]
+fn a_store_down_for_everybody_keeps_the_active_and_failover_waits() {
+    let mut node = active();
+    // The store dies at 0 for both; lb2's last success was then.
+    for t in (10..30_000).step_by(10) {
+        node.heard(report("lb2", Role::Standby, 0, Some(t)), ms(t));
+        assert_eq!(node.tick(ms(t)), None, "at {t} ms");
+    }
+    assert!(node.serving());
+    assert!(node.hold().is_some(), "the hold is visible");
+    // The store returns; lb2 reaches it first, we renew 300 ms later.
+    for t in (30_000..30_300).step_by(10) {
+        node.heard(report("lb2", Role::Standby, 0, Some(5)), ms(t));
+        assert_eq!(node.tick(ms(t)), None, "at {t} ms");
+    }
+    node.renewed(ms(30_290));
+    assert_eq!(node.tick(ms(30_300)), None);
+    assert_eq!(node.hold(), None, "confirmed again: the hold ends");
+    assert!(node.serving());
+}
+
+#[test]
+fn a_held_active_steps_down_if_it_cannot_rejoin_the_store_that_peers_reach() {
+    let mut node = active();
+    for t in (10..2000).step_by(10) {
+        node.heard(report("lb2", Role::Standby, 0, Some(t)), ms(t));
+        assert_eq!(node.tick(ms(t)), None);
+    }
+    let mut fenced_at = None;
+    for t in (2000..4000).step_by(10) {
+        node.heard(report("lb2", Role::Standby, 0, Some(5)), ms(t));
+        if node.tick(ms(t)).is_some() {
+            fenced_at = Some(t);
+            break;
+        }
+    }
+    assert_eq!(fenced_at, Some(3000), "rejoin grace is one TTL");
+}
+
+#[test]
+fn a_peer_with_a_newer_epoch_demotes_the_active_immediately() {
+    let mut node = active();
+    node.renewed(ms(100));
+    node.heard(report("lb2", Role::Elected, 9, Some(0)), ms(150));
+    let change = node.tick(ms(150));
+    assert!(
+        matches!(&change, Some(Change::Demoted { reason, .. }) if reason.contains("newer epoch 9")),
+        "{change:?}"
+    );
+}
+
+#[test]
+fn an_elected_standby_waits_until_the_old_active_is_silent_or_stepped_down() {
+    let mut node = Node::new("lb2", timing(), ms(0));
+    node.heard(report("lb1", Role::Active, 7, Some(0)), ms(0));
+    node.won(9, ms(10), ms(20));
+    assert_eq!(node.role(), Role::Elected);
+    assert_eq!(node.tick(ms(20)), None, "lb1 still claims active");
+    assert!(!node.serving());
+    // lb1 heard at 0 is stale after 300 ms (three heartbeats).
+    assert_eq!(node.tick(ms(300)), None);
+    node.renewed(ms(290));
+    assert_eq!(
+        node.tick(ms(301)),
+        Some(Change::Promoted {
+            epoch: 9,
+            failover: Some(ms(301))
+        })
+    );
+
+    let mut node = Node::new("lb2", timing(), ms(0));
+    node.heard(report("lb1", Role::Active, 7, Some(0)), ms(0));
+    node.won(9, ms(10), ms(20));
+    node.heard(report("lb1", Role::Standby, 0, Some(0)), ms(50));
+    assert!(matches!(
+        node.tick(ms(50)),
+        Some(Change::Promoted { epoch: 9, .. })
+    ));
+}
+
+#[test]
+fn losing_the_claim_in_the_store_demotes_at_once() {
+    let mut node = active();
+    let change = node.lost(ms(200), "lease expired");
+    assert!(matches!(change, Some(Change::Demoted { epoch: 7, .. })));
+    assert_eq!(node.role(), Role::Standby);
+    assert_eq!(
+        node.lost(ms(210), "again"),
+        None,
+        "a standby has nothing to lose"
+    );
+}
+
+#[test]
+fn resigning_gives_up_the_role_and_never_campaigns_again() {
+    let mut node = active();
+    assert!(matches!(node.resign(ms(50)), Some(Change::Demoted { .. })));
+    assert_eq!(node.role(), Role::Resigning);
+    node.won(8, ms(60), ms(60));
+    assert_eq!(node.role(), Role::Resigning);
+    assert_eq!(node.tick(ms(70)), None);
+}
+
+#[test]
+fn our_own_heartbeats_are_not_a_peer() {
+    let mut node = active();
+    node.heard(report("lb1", Role::Active, 7, Some(0)), ms(10));
+    assert!(node.peers().is_empty());
+}
+
+#[test]
+fn history_records_each_transition_with_its_reason() {
+    let mut node = active();
+    let _ = node.tick(ms(800));
+    let roles: Vec<_> = node.history().map(|t| (t.from, t.to)).collect();
+    assert_eq!(
+        roles,
+        [
+            (Role::Standby, Role::Elected),
+            (Role::Elected, Role::Active),
+            (Role::Active, Role::Standby)
+        ]
+    );
+}
