@@ -12,6 +12,7 @@ use fulcrum_core::config::Config;
 use tokio::sync::watch;
 
 use crate::admin;
+use crate::ha::{self, HaShared};
 use crate::health;
 use crate::pool::{Clock, Pools};
 use crate::proxy::worker::{self, WorkerListener};
@@ -34,13 +35,16 @@ pub struct RunningApp {
     listeners: HashMap<String, SocketAddr>,
     admin: Option<SocketAddr>,
     pools: Arc<Pools>,
+    ha: Option<Arc<HaShared>>,
     shutdown: watch::Sender<bool>,
     threads: Vec<JoinHandle<()>>,
 }
 
 impl RunningApp {
     pub fn start(config: &Config) -> Result<Self, StartError> {
-        let pools = Arc::new(Pools::from_config(config, Clock::new()));
+        let clock = Clock::new();
+        let pools = Arc::new(Pools::from_config(config, clock));
+        let freebind = ha::freebind_addresses(config.ha.as_ref());
         let workers = match config.runtime.workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
@@ -54,12 +58,13 @@ impl RunningApp {
             })?;
             let mut addr = l.bind;
             for sockets in per_worker.iter_mut() {
-                let socket = worker::bind_reuseport(addr).map_err(|e| {
-                    StartError(format!(
-                        "listeners[{i}] ({}): cannot listen on {}: {e}",
-                        l.name, l.bind
-                    ))
-                })?;
+                let socket =
+                    worker::bind_reuseport(addr, freebind.contains(&addr.ip())).map_err(|e| {
+                        StartError(format!(
+                            "listeners[{i}] ({}): cannot listen on {}: {e}",
+                            l.name, l.bind
+                        ))
+                    })?;
                 // With port 0 the first bind picks the port; the other workers share it.
                 addr = socket.local_addr().map_err(|e| StartError(e.to_string()))?;
                 sockets.push(WorkerListener {
@@ -98,8 +103,16 @@ impl RunningApp {
             None => None,
         };
 
-        let (shutdown, shutdown_rx) = watch::channel(false);
         let mut threads = Vec::new();
+        let ha = match &config.ha {
+            Some(settings) => {
+                let (shared, thread) = ha::start(settings, clock).map_err(StartError)?;
+                threads.extend(thread);
+                Some(shared)
+            }
+            None => None,
+        };
+        let (shutdown, shutdown_rx) = watch::channel(false);
         let spawn_error = |e: std::io::Error| StartError(format!("cannot start a thread: {e}"));
         for (id, sockets) in per_worker.into_iter().enumerate() {
             threads.push(
@@ -115,8 +128,14 @@ impl RunningApp {
         threads.push(health::spawn(Arc::clone(&pools), shutdown_rx.clone()).map_err(spawn_error)?);
         if let Some(socket) = admin_socket {
             threads.push(
-                admin::spawn(socket, Arc::clone(&pools), admin_token, shutdown_rx)
-                    .map_err(spawn_error)?,
+                admin::spawn(
+                    socket,
+                    Arc::clone(&pools),
+                    ha.clone(),
+                    admin_token,
+                    shutdown_rx,
+                )
+                .map_err(spawn_error)?,
             );
         }
         for l in &config.listeners {
@@ -135,6 +154,7 @@ impl RunningApp {
             listeners,
             admin,
             pools,
+            ha,
             shutdown,
             threads,
         })
@@ -155,7 +175,13 @@ impl RunningApp {
 
     /// Stops accepting, lets open connections finish within the grace period, and returns
     /// when every thread has ended.
+    ///
+    /// An active HA instance first gives up its role (a standby takes over at once), then
+    /// drains.
     pub fn shutdown(self) {
+        if let Some(ha) = &self.ha {
+            ha.resign(std::time::Duration::from_secs(3));
+        }
         let _ = self.shutdown.send(true);
         for thread in self.threads {
             let _ = thread.join();

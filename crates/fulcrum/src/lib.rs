@@ -6,6 +6,7 @@ pub mod admin;
 pub mod app;
 pub mod demo;
 pub mod discovery;
+pub mod ha;
 pub mod health;
 pub mod lab;
 pub mod pool;

@@ -212,8 +212,17 @@ impl Node {
     }
 
     /// The store accepted our claim with this epoch (the round trip started at `started`).
+    ///
+    /// A claiming instance that wins again (its lease expired while the store was paused, and
+    /// it re-claimed the free key before anybody else) keeps its role under the new epoch:
+    /// nobody else held the claim in between, or this transaction would have failed.
     pub fn won(&mut self, epoch: u64, started: Duration, now: Duration) {
         self.store_ok(started);
+        if self.role.claims() && epoch > self.epoch {
+            self.epoch = epoch;
+            self.confirmed_at = Some(started);
+            return;
+        }
         if self.role != Role::Standby {
             return;
         }
@@ -253,6 +262,18 @@ impl Node {
                 store_ok_at: report.store_ok_ago.map(|ago| now.saturating_sub(ago)),
             },
         );
+    }
+
+    /// Gives up the role because this instance cannot serve (its VIP could not be added).
+    pub fn abdicate(&mut self, now: Duration, why: &str) -> Option<Change> {
+        self.demote(now, format!("cannot serve: {why}"))
+    }
+
+    /// Whether a standby may campaign: not while a peer is heard claiming the active role.
+    /// The store's key decides who leads; this keeps a standby from grabbing a key that a live
+    /// active lost only because the store itself paused (its leases ran out meanwhile).
+    pub fn may_campaign(&self, now: Duration) -> bool {
+        self.role == Role::Standby && !self.fresh_peers(now).any(|(_, p)| p.role == Role::Active)
     }
 
     /// Graceful stop: give up the role before anything else, so a standby takes over at once.

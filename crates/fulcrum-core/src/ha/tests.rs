@@ -218,3 +218,27 @@ fn history_records_each_transition_with_its_reason() {
         ]
     );
 }
+
+#[test]
+fn a_standby_does_not_campaign_while_it_hears_an_active() {
+    let mut node = Node::new("lb2", timing(), ms(0));
+    assert!(node.may_campaign(ms(0)));
+    node.heard(report("lb1", Role::Active, 7, Some(0)), ms(10));
+    assert!(!node.may_campaign(ms(10)));
+    assert!(
+        node.may_campaign(ms(311)),
+        "silent for three heartbeats: gone"
+    );
+}
+
+#[test]
+fn an_active_that_reclaims_a_lapsed_key_keeps_its_role_under_the_new_epoch() {
+    let mut node = active();
+    node.won(12, ms(500), ms(510));
+    assert_eq!((node.role(), node.epoch()), (Role::Active, 12));
+    assert_eq!(
+        node.tick(ms(1200)),
+        None,
+        "confirmed by the re-claim at 500 ms"
+    );
+}

@@ -19,7 +19,16 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::ha::HaShared;
 use crate::pool::Pools;
+
+/// What the admin API reads and acts on.
+#[derive(Debug)]
+pub struct AdminState {
+    pub pools: Arc<Pools>,
+    /// `None` without an `[ha]` section.
+    pub ha: Option<Arc<HaShared>>,
+}
 
 /// Largest request body the admin API reads (a backend to add is a few dozen bytes).
 const MAX_BODY: usize = 64 * 1024;
@@ -27,6 +36,7 @@ const MAX_BODY: usize = 64 * 1024;
 pub fn spawn(
     socket: StdListener,
     pools: Arc<Pools>,
+    ha: Option<Arc<HaShared>>,
     token: Option<String>,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<JoinHandle<()>> {
@@ -35,6 +45,7 @@ pub fn spawn(
         .enable_all()
         .build()?;
     let token: Option<Arc<str>> = token.map(Into::into);
+    let state = Arc::new(AdminState { pools, ha });
     std::thread::Builder::new()
         .name("fulcrum-admin".into())
         .spawn(move || {
@@ -57,14 +68,14 @@ pub fn spawn(
                         },
                         _ = shutdown.wait_for(|stop| *stop) => return,
                     };
-                    let pools = Arc::clone(&pools);
+                    let state = Arc::clone(&state);
                     let token = token.clone();
                     tokio::spawn(async move {
                         let service = service_fn(move |req| {
-                            let pools = Arc::clone(&pools);
+                            let state = Arc::clone(&state);
                             let token = token.clone();
                             async move {
-                                Ok::<_, Infallible>(handle(&pools, token.as_deref(), req).await)
+                                Ok::<_, Infallible>(handle(&state, token.as_deref(), req).await)
                             }
                         });
                         let _ = http1::Builder::new()
@@ -77,7 +88,7 @@ pub fn spawn(
 }
 
 async fn handle(
-    pools: &Pools,
+    state: &AdminState,
     token: Option<&str>,
     request: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
@@ -95,7 +106,7 @@ async fn handle(
         Ok(collected) => collected.to_bytes(),
         Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"),
     };
-    routes::route(pools, &parts.method, parts.uri.path(), &body)
+    routes::route(state, &parts.method, parts.uri.path(), &body)
 }
 
 /// Constant-time comparison, so the token cannot be guessed byte by byte from timings.

@@ -2,7 +2,8 @@
 //!
 //! | request | action |
 //! | --- | --- |
-//! | `GET /healthz` | `ok` while fulcrum runs |
+//! | `GET /healthz` | `ok` while fulcrum runs and serves; 503 `standby` on an HA standby |
+//! | `GET /api/ha` | HA role, leader, epoch, last renewal, peers, failover history |
 //! | `GET /api/pools` | every pool with its backends |
 //! | `GET /api/pools/{pool}` | one pool |
 //! | `POST /api/pools/{pool}/backends` `{"addr", "weight"}` | add a backend (it warms up) |
@@ -20,6 +21,7 @@ use http::{Method, Response, StatusCode};
 use http_body_util::Full;
 use serde::Deserialize;
 
+use super::AdminState;
 use super::{error, json, text};
 use crate::pool::{AdminError, Pool, Pools};
 
@@ -30,10 +32,26 @@ struct NewBackend {
     weight: Option<u32>,
 }
 
-pub fn route(pools: &Pools, method: &Method, path: &str, body: &Bytes) -> Response<Full<Bytes>> {
+pub fn route(
+    state: &AdminState,
+    method: &Method,
+    path: &str,
+    body: &Bytes,
+) -> Response<Full<Bytes>> {
+    let pools: &Pools = &state.pools;
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (method, segments.as_slice()) {
-        (&Method::GET, ["healthz"]) => text(StatusCode::OK, "ok\n"),
+        (&Method::GET, ["healthz"]) => match &state.ha {
+            Some(ha) if !ha.serving() => text(StatusCode::SERVICE_UNAVAILABLE, "standby\n"),
+            _ => text(StatusCode::OK, "ok\n"),
+        },
+        (&Method::GET, ["api", "ha"]) => match &state.ha {
+            Some(ha) => json(StatusCode::OK, &ha.status()),
+            None => error(
+                StatusCode::NOT_FOUND,
+                "high availability is not configured (no [ha] section)",
+            ),
+        },
         (&Method::GET, ["api", "pools"]) => {
             let all: Vec<_> = pools.iter().map(|p| p.status()).collect();
             json(StatusCode::OK, &all)

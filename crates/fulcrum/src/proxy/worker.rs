@@ -28,10 +28,19 @@ use crate::pool::Pool;
 
 /// Binds a listening socket that other workers (and, later, a new fulcrum binary during an
 /// upgrade) can bind too.
-pub fn bind_reuseport(addr: SocketAddr) -> io::Result<StdListener> {
+///
+/// With `freebind` the address need not be on this host yet (a virtual IP this instance may
+/// own later): connections are served from the first packet after it arrives.
+pub fn bind_reuseport(addr: SocketAddr, freebind: bool) -> io::Result<StdListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
+    if freebind {
+        match addr {
+            SocketAddr::V4(_) => socket.set_freebind_v4(true)?,
+            SocketAddr::V6(_) => socket.set_freebind_v6(true)?,
+        }
+    }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(4096)?;

@@ -1,0 +1,484 @@
+//! High availability: the instance's role in an active-passive pair, and what follows from it.
+//!
+//! One `fulcrum-ha` thread runs a loop that owns the [`Node`] (the rules, in `fulcrum-core`):
+//! every heartbeat it sends its report to the peers and applies the rules; store events
+//! (from the election task) and peers' heartbeats feed the node as they arrive. Role changes
+//! move the virtual IP, run the hooks and are published for the admin API and `/healthz`.
+
+mod etcd;
+mod garp;
+mod heartbeat;
+mod hooks;
+mod store;
+mod vip;
+
+use std::net::UdpSocket as StdUdpSocket;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use fulcrum_core::config::{ActivePassive, ElectionStore, Ha as HaConfig, HaMode};
+use fulcrum_core::ha::{Change, Node, Timing};
+use serde_json::{json, Value};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, watch};
+
+use crate::pool::Clock;
+use hooks::HookEnv;
+use store::{StoreCommand, StoreEvent, StoreLink};
+use vip::VirtualIp;
+
+/// What the rest of fulcrum sees of HA: whether to serve, and a status for the admin API.
+#[derive(Debug)]
+pub struct HaShared {
+    serving: AtomicBool,
+    status: Mutex<Value>,
+    resign: Mutex<Option<mpsc::Sender<std::sync::mpsc::Sender<()>>>>,
+}
+
+impl HaShared {
+    fn new(serving: bool, status: Value) -> Self {
+        Self {
+            serving: AtomicBool::new(serving),
+            status: Mutex::new(status),
+            resign: Mutex::new(None),
+        }
+    }
+
+    /// Whether this instance is the active one (always true in active-active mode).
+    pub fn serving(&self) -> bool {
+        self.serving.load(Ordering::Relaxed)
+    }
+
+    pub fn status(&self) -> Value {
+        self.status.lock().map(|s| s.clone()).unwrap_or(Value::Null)
+    }
+
+    fn publish(&self, serving: bool, status: Value) {
+        self.serving.store(serving, Ordering::Relaxed);
+        if let Ok(mut s) = self.status.lock() {
+            *s = status;
+        }
+    }
+
+    /// Graceful stop, step one: give up the role (release the store's claim, remove the VIP)
+    /// so a standby takes over at once. Waits at most `limit`.
+    pub fn resign(&self, limit: Duration) {
+        let sender = self.resign.lock().ok().and_then(|mut s| s.take());
+        let Some(sender) = sender else { return };
+        let (done, wait) = std::sync::mpsc::channel();
+        if sender.try_send(done).is_ok() {
+            let _ = wait.recv_timeout(limit);
+        }
+    }
+}
+
+/// Starts HA as configured. The heartbeat socket and the VIP's interface are checked here, so
+/// a mistake stops fulcrum before it serves anything.
+pub fn start(
+    config: &HaConfig,
+    clock: Clock,
+) -> Result<(Arc<HaShared>, Option<JoinHandle<()>>), String> {
+    let pair = match &config.mode {
+        HaMode::ActiveActive => {
+            let shared = HaShared::new(
+                true,
+                json!({ "mode": "active_active", "node": config.node, "role": "active" }),
+            );
+            return Ok((Arc::new(shared), None));
+        }
+        HaMode::ActivePassive(pair) => (**pair).clone(),
+    };
+    let socket = StdUdpSocket::bind(pair.heartbeat_bind).map_err(|e| {
+        format!(
+            "ha.heartbeat_bind: cannot bind {}: {e}",
+            pair.heartbeat_bind
+        )
+    })?;
+    socket
+        .set_nonblocking(true)
+        .map_err(|e| format!("ha.heartbeat_bind: {e}"))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the HA runtime: {e}"))?;
+    let vip = match &pair.vip {
+        Some(v) => Some(runtime.block_on(async {
+            let vip = VirtualIp::new(v.clone(), pair.election.ttl)
+                .map_err(|e| format!("ha.vip: cannot open netlink: {e}"))?;
+            // Checks the interface exists; a leftover address from a killed run goes too.
+            vip.remove().await.map_err(|e| format!("ha.vip: {e}"))?;
+            Ok::<_, String>(vip)
+        })?),
+        None => None,
+    };
+    let timing = Timing {
+        ttl: pair.election.ttl,
+        heartbeat: pair.heartbeat,
+    };
+    let node = Node::new(config.node.clone(), timing, clock.now());
+    let shared = Arc::new(HaShared::new(false, Value::Null));
+    let (resign_tx, resign_rx) = mpsc::channel(1);
+    if let Ok(mut slot) = shared.resign.lock() {
+        *slot = Some(resign_tx);
+    }
+    let group = match &pair.election.store {
+        ElectionStore::Etcd { key, .. } => key.clone(),
+        ElectionStore::ZooKeeper { path, .. } => path.clone(),
+    };
+    let mut ha = HaLoop {
+        node,
+        pair,
+        group,
+        clock,
+        shared: Arc::clone(&shared),
+        vip,
+        leader: None,
+        store_error: None,
+        announcing: None,
+        last_refresh: Duration::ZERO,
+    };
+    ha.publish();
+    let thread = std::thread::Builder::new()
+        .name("fulcrum-ha".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                match UdpSocket::from_std(socket) {
+                    Ok(socket) => ha.run(socket, resign_rx).await,
+                    Err(e) => tracing::error!(error = %e, "heartbeat socket unusable"),
+                }
+            })
+        })
+        .map_err(|e| format!("cannot start the HA thread: {e}"))?;
+    Ok((shared, Some(thread)))
+}
+
+struct HaLoop {
+    node: Node,
+    pair: ActivePassive,
+    group: String,
+    clock: Clock,
+    shared: Arc<HaShared>,
+    vip: Option<VirtualIp>,
+    /// The leader as the store last named it.
+    leader: Option<(String, u64)>,
+    store_error: Option<String>,
+    announcing: Option<tokio::task::JoinHandle<()>>,
+    last_refresh: Duration,
+}
+
+impl HaLoop {
+    async fn run(
+        &mut self,
+        socket: UdpSocket,
+        mut resign: mpsc::Receiver<std::sync::mpsc::Sender<()>>,
+    ) {
+        let (events_tx, mut events) = mpsc::channel(64);
+        let (commands, commands_rx) = mpsc::channel(8);
+        let (may_campaign, may_campaign_rx) = watch::channel(true);
+        let link = StoreLink {
+            clock: self.clock,
+            events: events_tx,
+            commands: commands_rx,
+            may_campaign: may_campaign_rx,
+        };
+        match &self.pair.election.store {
+            ElectionStore::Etcd { endpoints, key } => {
+                let election = etcd::EtcdElection {
+                    endpoints: endpoints.clone(),
+                    key: key.clone(),
+                    node: self.node.name().to_string(),
+                    ttl: self.pair.election.ttl,
+                    heartbeat: self.pair.heartbeat,
+                };
+                tokio::spawn(election.run(link));
+            }
+            ElectionStore::ZooKeeper { .. } => {
+                tracing::error!("ZooKeeper elections are not implemented yet; staying standby");
+                drop(link);
+            }
+        }
+        tracing::info!(
+            node = %self.node.name(),
+            ttl = ?self.pair.election.ttl,
+            heartbeat = ?self.pair.heartbeat,
+            "HA: standing by; campaigning when the store has no leader"
+        );
+        let mut ticker = tokio::time::interval(self.pair.heartbeat);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut buf = vec![0u8; 2048];
+        loop {
+            let now = tokio::select! {
+                _ = ticker.tick() => {
+                    self.send_heartbeats(&socket).await;
+                    self.clock.now()
+                }
+                received = socket.recv_from(&mut buf) => {
+                    let now = self.clock.now();
+                    if let Ok((n, from)) = received {
+                        match heartbeat::decode(&self.group, &buf[..n], from) {
+                            Ok(report) => self.node.heard(report, now),
+                            Err(e) => tracing::debug!(error = %e, "ignored datagram"),
+                        }
+                    }
+                    now
+                }
+                Some(event) = events.recv() => {
+                    let now = self.clock.now();
+                    if let Some(change) = self.store_event(event, now) {
+                        self.act(change, &commands).await;
+                        self.send_heartbeats(&socket).await;
+                    }
+                    now
+                }
+                Some(done) = resign.recv() => {
+                    self.resign(&socket, &commands, &mut events).await;
+                    let _ = done.send(());
+                    return;
+                }
+            };
+            let before = self.node.role();
+            if let Some(change) = self.node.tick(now) {
+                self.act(change, &commands).await;
+            }
+            may_campaign.send_if_modified(|allowed| {
+                let now_allowed = self.node.may_campaign(now);
+                std::mem::replace(allowed, now_allowed) != now_allowed
+            });
+            if self.node.role() != before {
+                self.send_heartbeats(&socket).await;
+            }
+            if self.node.serving()
+                && now.saturating_sub(self.last_refresh) >= self.node.timing().renew_every()
+            {
+                self.refresh_vip(now).await;
+            }
+            self.publish();
+        }
+    }
+
+    fn store_event(&mut self, event: StoreEvent, now: Duration) -> Option<Change> {
+        match event {
+            StoreEvent::Reached { started, leader } => {
+                self.store_error = None;
+                self.leader = leader;
+                self.node.store_ok(started);
+                None
+            }
+            StoreEvent::Failed { error } => {
+                if self.store_error.as_ref() != Some(&error) {
+                    tracing::warn!(error = %error, role = %self.node.role(), "HA: store unreachable");
+                }
+                self.store_error = Some(error);
+                self.node.store_failed(now);
+                None
+            }
+            StoreEvent::Won { epoch, started } => {
+                self.store_error = None;
+                self.leader = Some((self.node.name().to_string(), epoch));
+                tracing::info!(epoch, "HA: won the election in the store");
+                self.node.won(epoch, started, now);
+                None
+            }
+            StoreEvent::Renewed { started } => {
+                self.store_error = None;
+                self.node.renewed(started);
+                None
+            }
+            StoreEvent::Lost { why } => {
+                self.leader = None;
+                self.node.lost(now, &why)
+            }
+            StoreEvent::Resigned => None,
+        }
+    }
+
+    async fn act(&mut self, change: Change, commands: &mpsc::Sender<StoreCommand>) {
+        match change {
+            Change::Promoted { epoch, failover } => {
+                tracing::info!(
+                    epoch,
+                    failover_ms = failover.map(|d| d.as_millis() as u64),
+                    "HA: promoted to active"
+                );
+                if let Some(vip) = &self.vip {
+                    if let Err(e) = vip.add_or_refresh().await {
+                        tracing::error!(error = %e, "HA: cannot take the virtual IP; stepping down");
+                        let now = self.clock.now();
+                        if let Some(change) = self.node.abdicate(now, &e) {
+                            Box::pin(self.act(change, commands)).await;
+                        }
+                        return;
+                    }
+                    self.last_refresh = self.clock.now();
+                    tracing::info!(vip = %vip.address(), "HA: virtual IP added");
+                    let announcer = vip.clone();
+                    self.announcing = Some(tokio::spawn(async move {
+                        if let Err(e) = announcer.announce().await {
+                            tracing::warn!(error = %e, "HA: gratuitous ARP failed");
+                        }
+                    }));
+                }
+                self.hook("on_promote", epoch, "promoted");
+            }
+            Change::Demoted { epoch, reason } => {
+                tracing::warn!(epoch, reason = %reason, "HA: demoted; no longer serving");
+                if let Some(task) = self.announcing.take() {
+                    task.abort();
+                }
+                if let Some(vip) = &self.vip {
+                    match vip.remove().await {
+                        Ok(()) => tracing::info!(vip = %vip.address(), "HA: virtual IP removed"),
+                        Err(e) => {
+                            tracing::error!(error = %e, "HA: cannot remove the virtual IP (its lifetime ends it)")
+                        }
+                    }
+                }
+                let _ = commands.try_send(StoreCommand::StepDown);
+                self.hook("on_demote", epoch, &reason);
+            }
+        }
+    }
+
+    async fn refresh_vip(&mut self, now: Duration) {
+        self.last_refresh = now;
+        if let Some(vip) = &self.vip {
+            if let Err(e) = vip.add_or_refresh().await {
+                tracing::error!(error = %e, "HA: cannot refresh the virtual IP");
+            }
+        }
+    }
+
+    fn hook(&self, which: &'static str, epoch: u64, reason: &str) {
+        let command = match which {
+            "on_promote" => &self.pair.on_promote,
+            _ => &self.pair.on_demote,
+        };
+        let role = if which == "on_promote" {
+            "active"
+        } else {
+            "standby"
+        };
+        hooks::run(
+            which,
+            command,
+            &HookEnv {
+                node: self.node.name(),
+                role,
+                epoch,
+                reason,
+            },
+        );
+    }
+
+    async fn send_heartbeats(&self, socket: &UdpSocket) {
+        let datagram = heartbeat::encode(&self.group, &self.node.report(self.clock.now()));
+        for peer in &self.pair.peers {
+            // Loss is what heartbeats are for: a failed send is a missed beat, not an error.
+            let _ = socket.send_to(&datagram, peer).await;
+        }
+    }
+
+    async fn resign(
+        &mut self,
+        socket: &UdpSocket,
+        commands: &mpsc::Sender<StoreCommand>,
+        events: &mut mpsc::Receiver<StoreEvent>,
+    ) {
+        let now = self.clock.now();
+        let was = self.node.role();
+        let change = self.node.resign(now);
+        if let Some(Change::Demoted { epoch, reason }) = change {
+            if let Some(task) = self.announcing.take() {
+                task.abort();
+            }
+            if let Some(vip) = &self.vip {
+                if let Err(e) = vip.remove().await {
+                    tracing::error!(error = %e, "HA: cannot remove the virtual IP");
+                }
+            }
+            self.hook("on_demote", epoch, &reason);
+        }
+        self.publish();
+        // Tell the peers first (they may take over as soon as the store agrees), then release.
+        self.send_heartbeats(socket).await;
+        let _ = commands.send(StoreCommand::Resign).await;
+        let limit = self.node.timing().ttl;
+        let _ = tokio::time::timeout(limit, async {
+            while let Some(event) = events.recv().await {
+                if matches!(event, StoreEvent::Resigned) {
+                    return;
+                }
+            }
+        })
+        .await;
+        self.send_heartbeats(socket).await;
+        tracing::info!(was = %was, "HA: resigned");
+    }
+
+    fn publish(&self) {
+        let now = self.clock.now();
+        let node = &self.node;
+        let ago = |t: Option<Duration>| t.map(|t| now.saturating_sub(t).as_millis() as u64);
+        let peers: Vec<Value> = node
+            .peers()
+            .iter()
+            .map(|(name, p)| {
+                json!({
+                    "node": name,
+                    "role": p.role.name(),
+                    "epoch": p.epoch,
+                    "heard_ms_ago": now.saturating_sub(p.heard_at).as_millis() as u64,
+                    "store_ok_ms_ago": ago(p.store_ok_at),
+                })
+            })
+            .collect();
+        let history: Vec<Value> = node
+            .history()
+            .map(|t| {
+                json!({
+                    "at_unix": self.clock.unix_seconds(t.at),
+                    "from": t.from.name(),
+                    "to": t.to.name(),
+                    "epoch": t.epoch,
+                    "reason": t.reason,
+                    "failover_ms": t.failover.map(|d| d.as_millis() as u64),
+                })
+            })
+            .collect();
+        let failover_available = !node.store_failing() && node.hold().is_none();
+        let status = json!({
+            "mode": "active_passive",
+            "node": node.name(),
+            "role": node.role().name(),
+            "epoch": node.epoch(),
+            "role_since_unix": self.clock.unix_seconds(node.since()),
+            "leader": self.leader.as_ref().map(|(n, e)| json!({ "node": n, "epoch": e })),
+            "last_renewal_ms_ago": ago(node.confirmed_at()),
+            "store_ok_ms_ago": ago(node.store_ok_at()),
+            "store_error": self.store_error,
+            "hold": node.hold().map(|h| json!({
+                "since_unix": self.clock.unix_seconds(h.since),
+                "reason": "the store is unreachable for every instance: keeping the role; failover is unavailable until it returns",
+            })),
+            "failover_available": failover_available,
+            "vip": self.vip.as_ref().map(|v| v.address().to_string()),
+            "peers": peers,
+            "history": history,
+        });
+        self.shared.publish(node.serving(), status);
+    }
+}
+
+/// Addresses that must be bindable before this instance owns them (the VIP).
+pub fn freebind_addresses(config: Option<&HaConfig>) -> Vec<std::net::IpAddr> {
+    match config.map(|c| &c.mode) {
+        Some(HaMode::ActivePassive(pair)) => pair
+            .vip
+            .iter()
+            .map(|v| std::net::IpAddr::V4(v.address))
+            .collect(),
+        _ => Vec::new(),
+    }
+}

@@ -1,0 +1,416 @@
+//! Active-passive pairs in network namespaces (see `netns/`): a real etcd (Debian's
+//! etcd-server) in its own host, two fulcrum processes, a backend and a client, on a bridge.
+//! Each test breaks one thing and checks the rule users rely on: one active at a time, the
+//! VIP follows it, and clients that retry see nothing worse than a reconnect.
+//!
+//! Needs root (namespaces, iptables); `scripts/test` runs as root and installs etcd-server,
+//! iproute2 and iptables.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod netns;
+
+use std::time::{Duration, Instant};
+
+use netns::*;
+
+/// SIGKILL failovers measured (the issue asks for at least 10).
+const RUNS: usize = 10;
+const TTL: Duration = Duration::from_secs(1);
+const TOKEN: &str = "ha-test-token";
+
+/// The lab plus the processes of one pair.
+struct Pair {
+    lab: Lab,
+    etcd_pid: u32,
+    pids: [u32; 2],
+}
+
+fn etcd_binary() -> &'static str {
+    ["/usr/bin/etcd", "/usr/local/bin/etcd"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .unwrap_or_else(|| {
+            panic!("etcd not found: install Debian's etcd-server (scripts/test does)")
+        })
+}
+
+fn start_etcd(lab: &Lab) -> u32 {
+    let data = lab.dir.join("etcd");
+    let client = format!("http://{STORE}:2379");
+    let pid = lab.spawn(
+        "store",
+        etcd_binary(),
+        &[
+            "--name",
+            "s",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--listen-client-urls",
+            &client,
+            "--advertise-client-urls",
+            &client,
+            "--listen-peer-urls",
+            "http://127.0.0.1:2380",
+            "--initial-advertise-peer-urls",
+            "http://127.0.0.1:2380",
+            "--initial-cluster",
+            "s=http://127.0.0.1:2380",
+            // A 1 s lease is honoured only with elections faster than etcd's default.
+            "--heartbeat-interval",
+            "50",
+            "--election-timeout",
+            "500",
+        ],
+        "etcd.log",
+    );
+    wait_until(Duration::from_secs(10), "etcd answers", || {
+        lab.in_host("client", || {
+            std::net::TcpStream::connect_timeout(
+                &std::net::SocketAddr::from((STORE, 2379)),
+                Duration::from_millis(200),
+            )
+            .is_ok()
+        })
+        .join()
+        .unwrap()
+    });
+    pid
+}
+
+fn config(lab: &Lab, n: usize) -> std::path::PathBuf {
+    let token = lab.dir.join("token");
+    std::fs::write(&token, TOKEN).unwrap();
+    let text = format!(
+        r#"
+[admin]
+bind = "{SUBNET}.1{n}:9901"
+token_file = "{token}"
+
+[[listeners]]
+name = "web"
+bind = "{VIP}:{PROXY_PORT}"
+protocol = "http"
+pool = "app"
+
+[pools.app]
+backends = [{{ addr = "{BACKEND}:8000" }}]
+
+[ha]
+node = "lb{n}"
+election = {{ type = "etcd", endpoints = ["{STORE}:2379"], key = "/fulcrum/ha/test", ttl = "1s" }}
+vip = {{ address = "{VIP}/24", interface = "eth0", garp_count = 3, garp_interval = "100ms" }}
+peers = ["{SUBNET}.11:7946", "{SUBNET}.12:7946"]
+heartbeat = "100ms"
+"#,
+        token = token.display()
+    );
+    let path = lab.dir.join(format!("lb{n}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn start_lb(lab: &Lab, n: usize) -> u32 {
+    let path = config(lab, n);
+    lab.spawn(
+        &format!("lb{n}"),
+        env!("CARGO_BIN_EXE_fulcrum"),
+        &["run", "-c", path.to_str().unwrap()],
+        &format!("lb{n}.log"),
+    )
+}
+
+/// `GET /api/ha` of instance `n`, from the client host.
+fn ha_status(lab: &Lab, n: usize) -> Option<serde_json::Value> {
+    lab.in_host("client", move || {
+        use std::io::{Read, Write};
+        let addr: std::net::SocketAddr = format!("{SUBNET}.1{n}:9901").parse().unwrap();
+        let mut s =
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+        write!(
+            s,
+            "GET /api/ha HTTP/1.1\r\nhost: a\r\nauthorization: Bearer {TOKEN}\r\nconnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).ok()?;
+        let body = answer.split_once("\r\n\r\n")?.1;
+        serde_json::from_str(body).ok()
+    })
+    .join()
+    .unwrap()
+}
+
+fn role(lab: &Lab, n: usize) -> String {
+    ha_status(lab, n)
+        .and_then(|s| s["role"].as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn signal(pid: u32, signal: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{signal} {pid}");
+}
+
+impl Pair {
+    /// lb1 active with the VIP, lb2 standing by and hearing it.
+    fn start(tag: &str) -> Pair {
+        let lab = Lab::new(
+            tag,
+            &[
+                ("store", 2),
+                ("lb1", 11),
+                ("lb2", 12),
+                ("client", 21),
+                ("be", 31),
+            ],
+        );
+        let etcd_pid = start_etcd(&lab);
+        start_backend(&lab);
+        let lb1 = start_lb(&lab, 1);
+        wait_until(Duration::from_secs(5), "lb1 owns the VIP", || {
+            lab.owns("lb1", VIP)
+        });
+        let lb2 = start_lb(&lab, 2);
+        let pair = Pair {
+            lab,
+            etcd_pid,
+            pids: [lb1, lb2],
+        };
+        pair.wait_standby(2, 1);
+        pair
+    }
+
+    /// Waits until instance `n` stands by and hears `active` as active.
+    fn wait_standby(&self, n: usize, active: usize) {
+        wait_until(Duration::from_secs(5), "standby ready", || {
+            ha_status(&self.lab, n).is_some_and(|s| {
+                s["role"] == "standby"
+                    && s["peers"].as_array().is_some_and(|peers| {
+                        peers.iter().any(|p| {
+                            p["node"] == format!("lb{active}").as_str() && p["role"] == "active"
+                        })
+                    })
+            })
+        });
+    }
+
+    fn host(n: usize) -> String {
+        format!("lb{n}")
+    }
+}
+
+#[test]
+fn sigkill_of_the_active_moves_the_vip_within_ttl_and_its_stale_address_expires() {
+    let mut pair = Pair::start("k");
+    let client = ClientLoad::start(&pair.lab, Duration::from_secs(1), Duration::from_secs(5));
+    let mut failovers = Vec::new();
+    let mut active = 1;
+    for _ in 0..RUNS {
+        let standby = 3 - active;
+        let killed = Instant::now();
+        signal(pair.pids[active - 1], "KILL");
+        let took = wait_until(Duration::from_secs(3), "the standby owns the VIP", || {
+            pair.lab.owns(&Pair::host(standby), VIP)
+        });
+        failovers.push(took);
+        // The kernel drops the dead active's address when its lifetime (= TTL) runs out.
+        wait_until(
+            (TTL + Duration::from_secs(1)).saturating_sub(killed.elapsed()),
+            "the killed active's stale VIP disappears",
+            || !pair.lab.owns(&Pair::host(active), VIP),
+        );
+        assert!(
+            get_once_from(&pair.lab).is_ok(),
+            "the new active serves through the VIP"
+        );
+        pair.pids[active - 1] = start_lb(&pair.lab, active);
+        pair.wait_standby(active, standby);
+        // Let the client through before the next kill: each of its requests must succeed.
+        client.wait_for_more(20, Duration::from_secs(5));
+        active = standby;
+    }
+    let report = client.finish();
+    failovers.sort();
+    let ms: Vec<u128> = failovers.iter().map(|d| d.as_millis()).collect();
+    eprintln!(
+        "SIGKILL failover (etcd, ttl 1s), 10 runs, sorted ms: {ms:?}; median {} ms; client: {} ok, {} retried attempts",
+        ms[ms.len() / 2],
+        report.ok,
+        report.retried
+    );
+    assert!(
+        report.failed.is_empty(),
+        "requests failed: {:?}",
+        report.failed
+    );
+    assert!(report.ok > 100, "{report:?}");
+    let worst = failovers[failovers.len() - 1];
+    assert!(
+        worst <= TTL + Duration::from_millis(500),
+        "failover must take at most TTL + 0.5 s; runs: {ms:?}"
+    );
+}
+
+fn get_once_from(lab: &Lab) -> Result<(), String> {
+    lab.in_host("client", || get_once(Duration::from_secs(2)))
+        .join()
+        .unwrap()
+}
+
+#[test]
+fn sigterm_hands_over_within_200ms_and_no_request_fails() {
+    let pair = Pair::start("t");
+    let client = ClientLoad::start(&pair.lab, Duration::from_secs(2), Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(500));
+    signal(pair.pids[0], "TERM");
+    let took = wait_until(Duration::from_secs(2), "lb2 owns the VIP", || {
+        pair.lab.owns("lb2", VIP)
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let report = client.finish();
+    eprintln!(
+        "SIGTERM handover: {} ms; client: {} ok, {} retried attempts",
+        took.as_millis(),
+        report.ok,
+        report.retried
+    );
+    assert!(took <= Duration::from_millis(200), "handover took {took:?}");
+    assert!(
+        report.failed.is_empty(),
+        "requests failed: {:?}",
+        report.failed
+    );
+    assert!(!pair.lab.owns("lb1", VIP));
+    assert!(pair.lab.log("lb1.log").contains("HA: resigned"));
+}
+
+/// Runs `block_rules` in lb1 (iptables), then checks lb1 gives up the VIP before lb2 takes
+/// it, sampling both every 10 ms. Returns lb1's log.
+fn fence_scenario(tag: &str, rules: &[&[&str]]) -> String {
+    let pair = Pair::start(tag);
+    let sampler = VipSampler::start(&pair.lab, &["lb1", "lb2"]);
+    std::thread::sleep(Duration::from_millis(300));
+    for rule in rules {
+        pair.lab.run("lb1", "iptables", rule);
+    }
+    wait_until(Duration::from_secs(4), "lb2 owns the VIP", || {
+        pair.lab.owns("lb2", VIP)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let samples = sampler.finish();
+    assert_eq!(overlaps(&samples), 0, "two instances owned the VIP at once");
+    let lb1_last = samples.iter().rposition(|s| s.owners[0]).unwrap();
+    let lb2_first = samples.iter().position(|s| s.owners[1]).unwrap();
+    assert!(lb1_last < lb2_first, "lb1 fenced before lb2 promoted");
+    let gap = samples[lb2_first].at - samples[lb1_last].at;
+    eprintln!(
+        "{tag}: lb1 fenced {} ms before lb2 took the VIP",
+        gap.as_millis()
+    );
+    assert!(!pair.lab.owns("lb1", VIP));
+    pair.lab.log("lb1.log")
+}
+
+#[test]
+fn an_active_cut_off_from_the_store_fences_before_the_standby_promotes() {
+    let store = STORE.to_string();
+    let log = fence_scenario(
+        "c",
+        &[
+            &["-A", "OUTPUT", "-d", &store, "-j", "DROP"],
+            &["-A", "INPUT", "-s", &store, "-j", "DROP"],
+        ],
+    );
+    assert!(log.contains("cut off from the store"), "{log}");
+}
+
+#[test]
+fn an_isolated_active_fences_and_the_standby_takes_over() {
+    let log = fence_scenario(
+        "i",
+        &[
+            &["-A", "OUTPUT", "-o", "eth0", "-j", "DROP"],
+            &["-A", "INPUT", "-i", "eth0", "-j", "DROP"],
+        ],
+    );
+    assert!(log.contains("isolated"), "{log}");
+}
+
+#[test]
+fn a_store_down_for_everybody_for_30s_changes_nothing() {
+    let mut pair = Pair::start("d");
+    let sampler = VipSampler::start(&pair.lab, &["lb1", "lb2"]);
+    let client = ClientLoad::start(&pair.lab, Duration::from_secs(1), Duration::from_secs(3));
+    signal(pair.etcd_pid, "KILL");
+    std::thread::sleep(Duration::from_secs(5));
+    let during = ha_status(&pair.lab, 1).unwrap();
+    assert_eq!(during["role"], "active", "{during}");
+    assert!(!during["hold"].is_null(), "the hold is visible: {during}");
+    assert_eq!(during["failover_available"], false, "{during}");
+    assert_eq!(role(&pair.lab, 2), "standby");
+    std::thread::sleep(Duration::from_secs(25));
+    pair.etcd_pid = start_etcd(&pair.lab);
+    std::thread::sleep(Duration::from_secs(3));
+    let report = client.finish();
+    let samples = sampler.finish();
+    assert!(
+        report.failed.is_empty(),
+        "requests failed: {:?}",
+        report.failed
+    );
+    assert!(
+        samples.iter().all(|s| s.owners == [true, false]),
+        "lb1 kept the VIP throughout and lb2 never took it"
+    );
+    let after = ha_status(&pair.lab, 1).unwrap();
+    assert_eq!(after["role"], "active");
+    assert!(after["hold"].is_null(), "renewing again: {after}");
+    eprintln!(
+        "store down 30 s: {} requests ok, {} retried attempts",
+        report.ok, report.retried
+    );
+}
+
+#[test]
+fn a_flapping_store_never_makes_two_actives() {
+    let pair = Pair::start("f");
+    let sampler = VipSampler::start(&pair.lab, &["lb1", "lb2"]);
+    let client = ClientLoad::start(&pair.lab, Duration::from_secs(1), Duration::from_secs(5));
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(30) {
+        signal(pair.etcd_pid, "STOP");
+        std::thread::sleep(Duration::from_secs(2));
+        signal(pair.etcd_pid, "CONT");
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let report = client.finish();
+    let samples = sampler.finish();
+    assert_eq!(overlaps(&samples), 0, "two instances owned the VIP at once");
+    let owner = |s: &Sample| s.owners.iter().position(|o| *o);
+    let changes: Vec<Instant> = samples
+        .windows(2)
+        .filter(|w| {
+            owner(&w[0]).is_some() && owner(&w[1]).is_some() && owner(&w[0]) != owner(&w[1])
+        })
+        .map(|w| w[1].at)
+        .collect();
+    for pair in changes.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= TTL,
+            "two leadership changes within one TTL"
+        );
+    }
+    eprintln!(
+        "flapping store: {} leadership changes in 30 s; client {} ok, {} failed, {} retried",
+        changes.len(),
+        report.ok,
+        report.failed.len(),
+        report.retried
+    );
+}
