@@ -36,7 +36,8 @@ impl Role {
             .find(|r| r.name() == text)
     }
 
-    fn claims(self) -> bool {
+    /// Elected or active: holds the claim in the store.
+    pub fn claims(self) -> bool {
         matches!(self, Role::Elected | Role::Active)
     }
 }

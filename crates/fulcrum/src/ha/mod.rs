@@ -11,6 +11,7 @@ mod heartbeat;
 mod hooks;
 mod store;
 mod vip;
+mod zookeeper;
 
 use std::net::UdpSocket as StdUdpSocket;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -194,9 +195,15 @@ impl HaLoop {
                 };
                 tokio::spawn(election.run(link));
             }
-            ElectionStore::ZooKeeper { .. } => {
-                tracing::error!("ZooKeeper elections are not implemented yet; staying standby");
-                drop(link);
+            ElectionStore::ZooKeeper { servers, path } => {
+                let election = zookeeper::ZooKeeperElection {
+                    servers: servers.clone(),
+                    path: path.clone(),
+                    node: self.node.name().to_string(),
+                    ttl: self.pair.election.ttl,
+                    heartbeat: self.pair.heartbeat,
+                };
+                tokio::spawn(election.run(link));
             }
         }
         tracing::info!(
@@ -243,7 +250,9 @@ impl HaLoop {
                 self.act(change, &commands).await;
             }
             may_campaign.send_if_modified(|allowed| {
-                let now_allowed = self.node.may_campaign(now);
+                // A claiming instance may always claim again (its lease or session lapsed
+                // while the store was away); a standby only while no active is heard.
+                let now_allowed = self.node.may_campaign(now) || self.node.role().claims();
                 std::mem::replace(allowed, now_allowed) != now_allowed
             });
             if self.node.role() != before {

@@ -16,9 +16,18 @@ const HEARTBEATS_PER_TTL: u32 = 10;
 impl Validator {
     pub(super) fn ha(&mut self, raw: RawHa) -> Ha {
         let node = match raw.node.as_deref().map(str::trim) {
-            Some(n) if !n.is_empty() && !n.contains(char::is_whitespace) => n.to_string(),
+            Some(n)
+                if !n.is_empty()
+                    && n.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) =>
+            {
+                n.to_string()
+            }
             Some(_) => {
-                self.error("ha.node", "must be a non-empty name without spaces");
+                self.error(
+                    "ha.node",
+                    "must be a non-empty name of letters, digits, '-', '_' and '.'",
+                );
                 String::new()
             }
             None => {
