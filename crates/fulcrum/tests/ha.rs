@@ -189,8 +189,11 @@ election = {election}
 vip = {{ address = "{VIP}/24", interface = "eth0", garp_count = 3, garp_interval = "100ms" }}
 peers = ["{SUBNET}.11:7946", "{SUBNET}.12:7946"]
 heartbeat = "{heartbeat}"
+on_promote = ["sh", "-c", "echo $FULCRUM_HA_EPOCH > {dir}/promoted-$FULCRUM_HA_NODE"]
+on_demote = ["sh", "-c", "echo $FULCRUM_HA_REASON > {dir}/demoted-$FULCRUM_HA_NODE"]
 "#,
         token = token.display(),
+        dir = lab.dir.display(),
         election = store.election(),
         heartbeat = store.heartbeat(),
     );
@@ -392,6 +395,15 @@ fn sigterm_handover(tag: &str, store: Store) {
     );
     assert!(!pair.lab.owns("lb1", VIP));
     assert!(pair.lab.log("lb1.log").contains("HA: resigned"));
+    // The hooks ran with the new epoch and the reason in their environment.
+    let status = ha_status(&pair.lab, 2).unwrap();
+    assert_eq!(
+        pair.lab.log("promoted-lb2").trim(),
+        status["epoch"].to_string(),
+        "{status}"
+    );
+    assert_eq!(pair.lab.log("demoted-lb1").trim(), "resigned for shutdown");
+    assert_eq!(status["promotions"], 1, "{status}");
 }
 
 #[test]

@@ -96,25 +96,31 @@ async fn adding_and_removing_a_backend_moves_few_sessions() {
     }
 }
 
+/// Active-active HA: two instances (`[ha] mode = "active_active"`) both serve and route a
+/// 10 000-key sample identically, so ECMP or DNS may send a client to either.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_instances_with_the_same_config_agree_on_every_key() {
+async fn two_active_active_instances_agree_on_every_key() {
     let backends = fleet(5).await;
     let weighted: Vec<_> = backends.iter().map(|b| (b.addr, 1)).collect();
     for algorithm in ["ring_hash", "maglev"] {
-        let first = start_proxy(
-            "http",
-            algorithm,
-            &weighted,
-            "",
-            "hash_key = \"cookie:sid\"\n",
-        );
-        let second = start_proxy(
-            "http",
-            algorithm,
-            &weighted,
-            "",
-            "hash_key = \"cookie:sid\"\n",
-        );
+        let instance = |node: &str| {
+            start_proxy(
+                "http",
+                algorithm,
+                &weighted,
+                "",
+                &format!("hash_key = \"cookie:sid\"\n[ha]\nmode = \"active_active\"\nnode = \"{node}\"\n"),
+            )
+        };
+        let (first, second) = (instance("lb1"), instance("lb2"));
+        for proxy in [&first, &second] {
+            let admin = proxy.app().admin_addr().unwrap();
+            let (status, _) = Client::connect(admin).await.get("/healthz").await;
+            assert_eq!(status, 200, "every active-active instance is healthy");
+            let (status, body) = Client::connect(admin).await.get("/api/ha").await;
+            assert_eq!(status, 200, "{body}");
+            assert!(body.contains("\"role\": \"active\""), "{body}");
+        }
         let a = route_sessions(first.addr, 10_000).await;
         let b = route_sessions(second.addr, 10_000).await;
         assert_eq!(changed(&a, &b), 0.0, "{algorithm}: instances disagree");

@@ -119,6 +119,8 @@ pub struct Node {
     peers: BTreeMap<String, Peer>,
     active_peer_heard_at: Option<Duration>,
     history: VecDeque<Transition>,
+    promotions: u64,
+    demotions: u64,
 }
 
 impl Node {
@@ -136,6 +138,8 @@ impl Node {
             peers: BTreeMap::new(),
             active_peer_heard_at: None,
             history: VecDeque::new(),
+            promotions: 0,
+            demotions: 0,
         }
     }
 
@@ -187,6 +191,15 @@ impl Node {
 
     pub fn peers(&self) -> &BTreeMap<String, Peer> {
         &self.peers
+    }
+
+    /// Times this instance became active, and stopped being active or elected.
+    pub fn promotions(&self) -> u64 {
+        self.promotions
+    }
+
+    pub fn demotions(&self) -> u64 {
+        self.demotions
     }
 
     pub fn history(&self) -> impl Iterator<Item = &Transition> {
@@ -424,6 +437,11 @@ impl Node {
     fn transition(&mut self, now: Duration, to: Role, reason: &str, failover: Option<Duration>) {
         if to == Role::Standby {
             self.confirmed_at = None;
+        }
+        if to == Role::Active {
+            self.promotions += 1;
+        } else if self.role.claims() {
+            self.demotions += 1;
         }
         self.hold = None;
         if self.history.len() == HISTORY {

@@ -217,6 +217,7 @@ fn history_records_each_transition_with_its_reason() {
             (Role::Active, Role::Standby)
         ]
     );
+    assert_eq!((node.promotions(), node.demotions()), (1, 1));
 }
 
 #[test]

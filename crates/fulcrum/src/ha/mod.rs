@@ -472,6 +472,13 @@ impl HaLoop {
                 "reason": "the store is unreachable for every instance: keeping the role; failover is unavailable until it returns",
             })),
             "failover_available": failover_available,
+            "promotions": node.promotions(),
+            "demotions": node.demotions(),
+            "last_failover_ms": node
+                .history()
+                .filter_map(|t| t.failover)
+                .last()
+                .map(|d| d.as_millis() as u64),
             "vip": self.vip.as_ref().map(|v| v.address().to_string()),
             "peers": peers,
             "history": history,
