@@ -17,8 +17,11 @@ use super::hash_key;
 use super::upstream::connect_tcp;
 use crate::pool::{InFlight, Pool, Tried};
 
-/// Per direction; two per proxied connection.
-const COPY_BUFFER: usize = 32 * 1024;
+/// Per direction, two per proxied connection: a chatty connection keeps the small buffer, a
+/// bulk transfer (reads that fill the buffer) grows it by doubling up to the large one, so a
+/// megabyte moves in few system calls without every connection paying for it.
+const COPY_BUFFER_MIN: usize = 16 * 1024;
+const COPY_BUFFER_MAX: usize = 256 * 1024;
 
 #[derive(Debug)]
 pub struct TcpRoute {
@@ -128,7 +131,7 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut buffer = vec![0u8; COPY_BUFFER];
+    let mut buffer = vec![0u8; COPY_BUFFER_MIN];
     loop {
         let n = from.read(&mut buffer).await?;
         if n == 0 {
@@ -137,5 +140,8 @@ where
         }
         to.write_all(&buffer[..n]).await?;
         last_activity.set(Instant::now());
+        if n == buffer.len() && buffer.len() < COPY_BUFFER_MAX {
+            buffer.resize(buffer.len() * 2, 0);
+        }
     }
 }
