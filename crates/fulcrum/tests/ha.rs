@@ -529,6 +529,12 @@ fn store_down(tag: &str, store: Store) {
     let after = ha_status(&pair.lab, 1).unwrap();
     assert_eq!(after["role"], "active");
     assert!(after["hold"].is_null(), "renewing again: {after}");
+    let log = pair.lab.log("lb1.log");
+    assert!(
+        log.contains("failover is unavailable"),
+        "the hold is logged"
+    );
+    assert!(log.contains("the store is back"), "and its end");
     eprintln!(
         "store down 30 s ({store:?}): {} requests ok, {} retried attempts",
         report.ok, report.retried

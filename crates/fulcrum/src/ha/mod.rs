@@ -139,6 +139,7 @@ pub fn start(
         store_error: None,
         announcing: None,
         last_refresh: Duration::ZERO,
+        holding: false,
     };
     ha.publish();
     let thread = std::thread::Builder::new()
@@ -167,6 +168,8 @@ struct HaLoop {
     store_error: Option<String>,
     announcing: Option<tokio::task::JoinHandle<()>>,
     last_refresh: Duration,
+    /// Whether the last loop saw the node holding (to log the start and end once).
+    holding: bool,
 }
 
 impl HaLoop {
@@ -263,7 +266,27 @@ impl HaLoop {
             {
                 self.refresh_vip(now).await;
             }
+            self.log_hold();
             self.publish();
+        }
+    }
+
+    fn log_hold(&mut self) {
+        let holding = self.node.hold().is_some();
+        if holding == self.holding {
+            return;
+        }
+        self.holding = holding;
+        if holding {
+            tracing::error!(
+                epoch = self.node.epoch(),
+                "HA: the store is unreachable for every instance: keeping the active role and the VIP; failover is unavailable until the store returns"
+            );
+        } else if self.node.serving() {
+            tracing::info!(
+                epoch = self.node.epoch(),
+                "HA: the store is back; renewing again"
+            );
         }
     }
 
