@@ -9,4 +9,6 @@ pub use node::{Change, Hold, Node, Peer, Report, Role, Transition};
 pub use timing::Timing;
 
 #[cfg(test)]
+mod simulation;
+#[cfg(test)]
 mod tests;

@@ -57,6 +57,9 @@ pub struct Report {
     pub epoch: u64,
     /// Since the sender's last successful store round trip started; `None`: never.
     pub store_ok_ago: Option<Duration>,
+    /// The epoch of the last active the sender heard (0: none yet), and how long ago.
+    pub hears_active: u64,
+    pub heard_active_ago: Option<Duration>,
 }
 
 /// A peer as last heard.
@@ -67,6 +70,9 @@ pub struct Peer {
     pub heard_at: Duration,
     /// When the peer's last successful store round trip started, on our clock.
     pub store_ok_at: Option<Duration>,
+    /// The epoch of the last active the peer heard (0: none), and when, on our clock.
+    pub hears_active: u64,
+    pub heard_active_at: Option<Duration>,
 }
 
 /// A role change for the caller to act on (move the VIP, run hooks, log).
@@ -118,9 +124,14 @@ pub struct Node {
     hold: Option<Hold>,
     peers: BTreeMap<String, Peer>,
     active_peer_heard_at: Option<Duration>,
+    /// The last heartbeat from a peer claiming to be active: its epoch and when.
+    last_active: Option<(u64, Duration)>,
     history: VecDeque<Transition>,
     promotions: u64,
     demotions: u64,
+    /// How many other instances the group has (from the configured peers): a hold needs to
+    /// hear them all.
+    group_peers: usize,
 }
 
 impl Node {
@@ -137,10 +148,19 @@ impl Node {
             hold: None,
             peers: BTreeMap::new(),
             active_peer_heard_at: None,
+            last_active: None,
             history: VecDeque::new(),
             promotions: 0,
             demotions: 0,
+            group_peers: 0,
         }
+    }
+
+    /// Sets how many other instances the group has. Without it only the peers heard so far
+    /// count, and a peer never heard cannot stop a hold.
+    pub fn with_group_peers(mut self, others: usize) -> Self {
+        self.group_peers = others;
+        self
     }
 
     pub fn name(&self) -> &str {
@@ -213,6 +233,8 @@ impl Node {
             role: self.role,
             epoch: if self.role.claims() { self.epoch } else { 0 },
             store_ok_ago: self.store_ok_at.map(|t| now.saturating_sub(t)),
+            hears_active: self.last_active.map_or(0, |(epoch, _)| epoch),
+            heard_active_ago: self.last_active.map(|(_, at)| now.saturating_sub(at)),
         }
     }
 
@@ -266,6 +288,7 @@ impl Node {
         }
         if report.role == Role::Active {
             self.active_peer_heard_at = Some(now);
+            self.last_active = Some((report.epoch, now));
         }
         self.peers.insert(
             report.node,
@@ -274,6 +297,8 @@ impl Node {
                 epoch: report.epoch,
                 heard_at: now,
                 store_ok_at: report.store_ok_ago.map(|ago| now.saturating_sub(ago)),
+                hears_active: report.hears_active,
+                heard_active_at: report.heard_active_ago.map(|ago| now.saturating_sub(ago)),
             },
         );
     }
@@ -286,8 +311,19 @@ impl Node {
     /// Whether a standby may campaign: not while a peer is heard claiming the active role.
     /// The store's key decides who leads; this keeps a standby from grabbing a key that a live
     /// active lost only because the store itself paused (its leases ran out meanwhile).
+    ///
+    /// "Not heard" means silent for the peer timeout plus two heartbeats: an active that
+    /// still hears us learns from our reports that we no longer hear it, and steps down from
+    /// a hold before we can win (rule 5 in LIFECYCLE.md).
     pub fn may_campaign(&self, now: Duration) -> bool {
-        self.role == Role::Standby && !self.fresh_peers(now).any(|(_, p)| p.role == Role::Active)
+        // A peer whose latest report says it stepped down (standby, resigning) releases us
+        // at once; a silent one only after the quiet period.
+        let quiet = self.timing.peer_timeout() + self.timing.heartbeat * 2;
+        self.role == Role::Standby
+            && !self
+                .peers
+                .values()
+                .any(|p| p.role == Role::Active && now.saturating_sub(p.heard_at) <= quiet)
     }
 
     /// Graceful stop: give up the role before anything else, so a standby takes over at once.
@@ -365,12 +401,52 @@ impl Node {
                     .is_some_and(|t| now.saturating_sub(t) <= self.timing.store_fresh())
             })
             .map(|(name, _)| name.clone());
+        // "The store is down for everybody" holds only if we hear everybody and everybody
+        // hears us: a peer we once heard and now do not may be the one that reaches the store
+        // (and will win it); a peer that does not hear us will campaign when it can.
+        let silent = self
+            .peers
+            .iter()
+            .find(|(_, p)| {
+                p.role != Role::Resigning
+                    && now.saturating_sub(p.heard_at) > self.timing.peer_timeout()
+            })
+            .map(|(name, _)| format!("peer {name} is silent (it may reach the store)"))
+            .or_else(|| {
+                (fresh < self.group_peers).then(|| {
+                    format!(
+                        "only {fresh} of {} peers heard (a silent one may reach the store)",
+                        self.group_peers
+                    )
+                })
+            })
+            .or_else(|| {
+                // A peer must have heard us within the peer timeout: it may campaign once it
+                // has not heard us for the timeout plus two heartbeats (`may_campaign`).
+                self.fresh_peers(now)
+                    .find(|(_, p)| {
+                        p.hears_active != self.epoch
+                            || p.heard_active_at
+                                .is_none_or(|t| now.saturating_sub(t) > self.timing.peer_timeout())
+                    })
+                    .map(|(name, _)| format!("peer {name} does not hear us (it would take over)"))
+            });
         match (self.hold, reacher) {
             (None, Some(peer)) => self.demote(
                 now,
                 format!(
                     "cut off from the store (no confirmation for {}) while peer {peer} reaches it",
                     millis(unconfirmed)
+                ),
+            ),
+            // Holding (or about to) is safe only while every peer is heard and hears us,
+            // also during the rejoin grace.
+            (_, _) if silent.is_some() => self.demote(
+                now,
+                format!(
+                    "no store confirmation for {} and {}",
+                    millis(unconfirmed),
+                    silent.unwrap_or_default()
                 ),
             ),
             (None, None) => {

@@ -24,6 +24,9 @@ fn report(node: &str, role: Role, epoch: u64, store_ok_ago: Option<u64>) -> Repo
         role,
         epoch,
         store_ok_ago: store_ok_ago.map(ms),
+        // Peers hear lb1, the active of epoch 7, just now, unless a test says otherwise.
+        hears_active: 7,
+        heard_active_ago: Some(ms(0)),
     }
 }
 
@@ -226,9 +229,16 @@ fn a_standby_does_not_campaign_while_it_hears_an_active() {
     assert!(node.may_campaign(ms(0)));
     node.heard(report("lb1", Role::Active, 7, Some(0)), ms(10));
     assert!(!node.may_campaign(ms(10)));
+    assert!(!node.may_campaign(ms(510)));
     assert!(
-        node.may_campaign(ms(311)),
-        "silent for three heartbeats: gone"
+        node.may_campaign(ms(511)),
+        "silent for three heartbeats plus two: gone, and it has heard that we do not hear it"
+    );
+    node.heard(report("lb1", Role::Active, 7, Some(0)), ms(600));
+    node.heard(report("lb1", Role::Resigning, 0, Some(0)), ms(650));
+    assert!(
+        node.may_campaign(ms(650)),
+        "an active that resigned releases us at once"
     );
 }
 
@@ -242,4 +252,48 @@ fn an_active_that_reclaims_a_lapsed_key_keeps_its_role_under_the_new_epoch() {
         None,
         "confirmed by the re-claim at 500 ms"
     );
+}
+
+#[test]
+fn a_store_outage_is_held_only_while_every_known_peer_is_heard() {
+    let mut node = active();
+    // Three instances: lb2 and lb3 both heard, neither reaches the store after 0.
+    for t in (10..800).step_by(10) {
+        node.heard(report("lb2", Role::Standby, 0, Some(t)), ms(t));
+        if t < 400 {
+            node.heard(report("lb3", Role::Standby, 0, Some(t)), ms(t));
+        }
+        let change = node.tick(ms(t));
+        assert_eq!(change, None, "at {t} ms");
+    }
+    // lb3 went silent at 390 ms: it may be the one reaching the store, so no hold.
+    let change = node.tick(ms(800));
+    assert!(
+        matches!(&change, Some(Change::Demoted { reason, .. }) if reason.contains("peer lb3 is silent")),
+        "{change:?}"
+    );
+}
+
+#[test]
+fn a_store_outage_is_held_only_while_every_peer_hears_the_active() {
+    let mut node = active();
+    for t in (10..2000).step_by(10) {
+        let mut r = report("lb2", Role::Standby, 0, Some(t));
+        // From 700 ms on lb2 no longer hears us (a one-way heartbeat loss).
+        if t >= 700 {
+            r.heard_active_ago = Some(ms(t - 700));
+        }
+        node.heard(r, ms(t));
+        if let Some(change) = node.tick(ms(t)) {
+            assert_eq!(
+                t, 1010,
+                "fenced once lb2 has not heard us for the peer timeout"
+            );
+            assert!(
+                matches!(&change, Change::Demoted { reason, .. } if reason.contains("does not hear us"))
+            );
+            return;
+        }
+    }
+    unreachable!("never fenced");
 }

@@ -17,6 +17,11 @@ struct Wire<'a> {
     role: &'a str,
     epoch: u64,
     store_ok_ms: Option<u64>,
+    /// The epoch of the last active the sender heard (0: none), and how long ago.
+    #[serde(default)]
+    hears_active: u64,
+    #[serde(default)]
+    heard_active_ms: Option<u64>,
 }
 
 pub fn encode(group: &str, report: &Report) -> Vec<u8> {
@@ -26,6 +31,8 @@ pub fn encode(group: &str, report: &Report) -> Vec<u8> {
         role: report.role.name(),
         epoch: report.epoch,
         store_ok_ms: report.store_ok_ago.map(|d| d.as_millis() as u64),
+        hears_active: report.hears_active,
+        heard_active_ms: report.heard_active_ago.map(|d| d.as_millis() as u64),
     };
     serde_json::to_vec(&wire).unwrap_or_default()
 }
@@ -47,6 +54,8 @@ pub fn decode(group: &str, datagram: &[u8], from: SocketAddr) -> Result<Report, 
         role,
         epoch: wire.epoch,
         store_ok_ago: wire.store_ok_ms.map(Duration::from_millis),
+        hears_active: wire.hears_active,
+        heard_active_ago: wire.heard_active_ms.map(Duration::from_millis),
     })
 }
 
@@ -61,6 +70,8 @@ mod tests {
             role: Role::Active,
             epoch: 42,
             store_ok_ago: Some(Duration::from_millis(35)),
+            hears_active: 41,
+            heard_active_ago: Some(Duration::from_millis(80)),
         };
         let from: SocketAddr = "10.0.0.1:7946".parse().unwrap();
         let bytes = encode("/fulcrum/ha/edge", &report);

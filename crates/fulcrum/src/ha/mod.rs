@@ -118,7 +118,12 @@ pub fn start(
         ttl: pair.election.ttl,
         heartbeat: pair.heartbeat,
     };
-    let node = Node::new(config.node.clone(), timing, clock.now());
+    let others = pair
+        .peers
+        .iter()
+        .filter(|p| !is_self(p, pair.heartbeat_bind))
+        .count();
+    let node = Node::new(config.node.clone(), timing, clock.now()).with_group_peers(others);
     let shared = Arc::new(HaShared::new(false, Value::Null));
     let (resign_tx, resign_rx) = mpsc::channel(1);
     if let Ok(mut slot) = shared.resign.lock() {
@@ -508,6 +513,12 @@ impl HaLoop {
         });
         self.shared.publish(node.serving(), status);
     }
+}
+
+/// Whether a configured peer address is this instance's own heartbeat address (the same list
+/// may serve every instance): its port is ours and its IP is on this host.
+fn is_self(peer: &std::net::SocketAddr, bind: std::net::SocketAddr) -> bool {
+    peer.port() == bind.port() && StdUdpSocket::bind((peer.ip(), 0)).is_ok()
 }
 
 /// Addresses that must be bindable before this instance owns them (the VIP).
