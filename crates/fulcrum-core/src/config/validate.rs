@@ -373,6 +373,15 @@ impl Validator {
         }
     }
 
+    /// A store `type` that is neither etcd nor zookeeper (or is missing).
+    fn unknown_store(&mut self, path: &str, kind: Option<&str>, what: &str) {
+        let message = match kind {
+            Some(other) => format!("unknown {what} type `{other}`; valid: etcd, zookeeper"),
+            None => "is required (\"etcd\" or \"zookeeper\")".to_string(),
+        };
+        self.error(format!("{path}.type"), message);
+    }
+
     fn discovery(&mut self, path: &str, raw: RawDiscovery) -> Option<Discovery> {
         match raw.kind.as_deref() {
             Some("etcd") => {
@@ -410,18 +419,8 @@ impl Validator {
                     path: znode,
                 })
             }
-            Some(other) => {
-                self.error(
-                    format!("{path}.type"),
-                    format!("unknown discovery type `{other}`; valid: etcd, zookeeper"),
-                );
-                None
-            }
-            None => {
-                self.error(
-                    format!("{path}.type"),
-                    "is required (\"etcd\" or \"zookeeper\")",
-                );
+            other => {
+                self.unknown_store(path, other, "discovery");
                 None
             }
         }

@@ -184,18 +184,8 @@ impl Validator {
                     ttl,
                 })
             }
-            Some(other) => {
-                self.error(
-                    format!("{path}.type"),
-                    format!("unknown election type `{other}`; valid: etcd, zookeeper"),
-                );
-                None
-            }
-            None => {
-                self.error(
-                    format!("{path}.type"),
-                    "is required (\"etcd\" or \"zookeeper\")",
-                );
+            other => {
+                self.unknown_store(path, other, "election");
                 None
             }
         }
