@@ -123,7 +123,6 @@ pub struct Node {
     store_failed_at: Option<Duration>,
     hold: Option<Hold>,
     peers: BTreeMap<String, Peer>,
-    active_peer_heard_at: Option<Duration>,
     /// The last heartbeat from a peer claiming to be active: its epoch and when.
     last_active: Option<(u64, Duration)>,
     history: VecDeque<Transition>,
@@ -147,7 +146,6 @@ impl Node {
             store_failed_at: None,
             hold: None,
             peers: BTreeMap::new(),
-            active_peer_heard_at: None,
             last_active: None,
             history: VecDeque::new(),
             promotions: 0,
@@ -287,7 +285,6 @@ impl Node {
             return;
         }
         if report.role == Role::Active {
-            self.active_peer_heard_at = Some(now);
             self.last_active = Some((report.epoch, now));
         }
         self.peers.insert(
@@ -360,7 +357,7 @@ impl Node {
             // Wait: the old active steps down when it hears our newer epoch, or falls silent.
             return None;
         }
-        let failover = self.active_peer_heard_at.map(|t| now.saturating_sub(t));
+        let failover = self.last_active.map(|(_, t)| now.saturating_sub(t));
         self.transition(
             now,
             Role::Active,
