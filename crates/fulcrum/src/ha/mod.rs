@@ -357,7 +357,7 @@ impl HaLoop {
                         }
                     }));
                 }
-                self.hook("on_promote", epoch, "promoted");
+                self.hook(true, epoch, "promoted");
             }
             Change::Demoted { epoch, reason } => {
                 tracing::warn!(epoch, reason = %reason, "HA: demoted; no longer serving");
@@ -373,7 +373,7 @@ impl HaLoop {
                     }
                 }
                 let _ = commands.try_send(StoreCommand::StepDown);
-                self.hook("on_demote", epoch, &reason);
+                self.hook(false, epoch, &reason);
             }
         }
     }
@@ -387,15 +387,12 @@ impl HaLoop {
         }
     }
 
-    fn hook(&self, which: &'static str, epoch: u64, reason: &str) {
-        let command = match which {
-            "on_promote" => &self.pair.on_promote,
-            _ => &self.pair.on_demote,
-        };
-        let role = if which == "on_promote" {
-            "active"
+    /// Runs `on_promote` (`promoted`) or `on_demote` with the role change in the environment.
+    fn hook(&self, promoted: bool, epoch: u64, reason: &str) {
+        let (which, command, role) = if promoted {
+            ("on_promote", &self.pair.on_promote, "active")
         } else {
-            "standby"
+            ("on_demote", &self.pair.on_demote, "standby")
         };
         hooks::run(
             which,
@@ -435,7 +432,7 @@ impl HaLoop {
                     tracing::error!(error = %e, "HA: cannot remove the virtual IP");
                 }
             }
-            self.hook("on_demote", epoch, &reason);
+            self.hook(false, epoch, &reason);
         }
         self.publish();
         // Tell the peers first (they may take over as soon as the store agrees), then release.
