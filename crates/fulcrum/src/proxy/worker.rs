@@ -212,7 +212,9 @@ async fn serve_http(
         idle,
     ));
     let client = Rc::new(ClientConn::new(route, phase, peer));
-    let service = service_fn(move |request| l7::serve(Rc::clone(&client), request));
+    // Boxed per request: hyper keeps the slot for a service future for the whole connection,
+    // so an unboxed one (several KiB of proxy state) would stay allocated while it idles.
+    let service = service_fn(move |request| Box::pin(l7::serve(Rc::clone(&client), request)));
     let connection = builder.serve_connection(io, service);
     tokio::pin!(connection);
     let result = tokio::select! {
