@@ -53,7 +53,11 @@ fn changed(a: &[String], b: &[String]) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn adding_and_removing_a_backend_moves_few_sessions() {
     const SESSIONS: usize = 10_000;
-    for (algorithm, limit) in [("ring_hash", 0.11), ("maglev", 0.14)] {
+    // Backends are hashed by their (random) addresses, so the new backend's share varies run
+    // to run: ideally 1/11 = 0.091, with 160 points per backend σ ≈ 0.091/√160 = 0.007, plus
+    // 0.003 sampling noise over 10 000 sessions. The ring bound is 1/11 + 4σ; Maglev also
+    // reshuffles a few slots between old backends, so its bound is wider.
+    for (algorithm, limit) in [("ring_hash", 0.125), ("maglev", 0.15)] {
         let backends = fleet(11).await;
         let ten: Vec<_> = backends[..10].iter().map(|b| (b.addr, 1)).collect();
         let proxy = start_proxy(
@@ -81,6 +85,11 @@ async fn adding_and_removing_a_backend_moves_few_sessions() {
             "{algorithm}: the new backend got almost nothing ({moved:.3})"
         );
         if algorithm == "ring_hash" {
+            for (was, now) in before.iter().zip(&after_add) {
+                if was != now {
+                    assert_eq!(now, "b10", "a ring session moved between old backends");
+                }
+            }
             // Remove one of the original ten: only its own sessions move.
             let gone = backends[3].addr;
             let path = format!("/api/pools/app/backends/{gone}");
