@@ -2,16 +2,16 @@
 //! decides the status, the log level and whether a retry is allowed; every error response has
 //! a one-line plain-text body that never names a backend.
 
-use http::{header, HeaderValue, Response, StatusCode};
-
-use super::body::ProxyBody;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProxyError {
     /// Malformed request (missing or repeated Host, …): 400, connection closed.
     BadRequest(&'static str),
     /// Request line longer than the listener's limit: 414, connection closed.
     RequestLineTooLong,
+    /// Request head larger than the listener's limit, or with too many headers: 431.
+    HeadTooLarge,
+    /// The request head did not arrive within the header timeout: 408.
+    HeaderTimeout,
     /// The client stopped sending its request body for longer than the idle timeout: 408.
     ClientBodyTimeout,
     /// The pool has no backend that can be picked: 503.
@@ -26,24 +26,32 @@ pub enum ProxyError {
 
 impl std::fmt::Display for ProxyError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} {}",
-            self.status().as_u16(),
-            self.message().trim_end()
-        )
+        write!(f, "{} {}", self.status(), self.message().trim_end())
     }
 }
 
 impl ProxyError {
-    pub fn status(self) -> StatusCode {
+    pub fn status(self) -> u16 {
         match self {
-            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ProxyError::RequestLineTooLong => StatusCode::URI_TOO_LONG,
-            ProxyError::ClientBodyTimeout => StatusCode::REQUEST_TIMEOUT,
-            ProxyError::NoBackend => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::ConnectFailed | ProxyError::UpstreamFailed => StatusCode::BAD_GATEWAY,
-            ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::BadRequest(_) => 400,
+            ProxyError::RequestLineTooLong => 414,
+            ProxyError::HeadTooLarge => 431,
+            ProxyError::HeaderTimeout | ProxyError::ClientBodyTimeout => 408,
+            ProxyError::NoBackend => 503,
+            ProxyError::ConnectFailed | ProxyError::UpstreamFailed => 502,
+            ProxyError::UpstreamTimeout => 504,
+        }
+    }
+
+    fn status_line(self) -> &'static str {
+        match self.status() {
+            400 => "400 Bad Request",
+            408 => "408 Request Timeout",
+            414 => "414 URI Too Long",
+            431 => "431 Request Header Fields Too Large",
+            502 => "502 Bad Gateway",
+            503 => "503 Service Unavailable",
+            _ => "504 Gateway Timeout",
         }
     }
 
@@ -51,6 +59,8 @@ impl ProxyError {
         match self {
             ProxyError::BadRequest(why) => why,
             ProxyError::RequestLineTooLong => "request line too long\n",
+            ProxyError::HeadTooLarge => "request head too large\n",
+            ProxyError::HeaderTimeout => "the request head did not arrive in time\n",
             ProxyError::ClientBodyTimeout => "the request body stopped arriving\n",
             ProxyError::NoBackend => "no backend available\n",
             ProxyError::ConnectFailed => "could not connect to a backend\n",
@@ -60,26 +70,50 @@ impl ProxyError {
     }
 
     /// Client errors end the connection: the stream may no longer be in sync.
-    fn closes_connection(self) -> bool {
+    pub fn closes_connection(self) -> bool {
         matches!(
             self,
             ProxyError::BadRequest(_)
                 | ProxyError::RequestLineTooLong
+                | ProxyError::HeadTooLarge
+                | ProxyError::HeaderTimeout
                 | ProxyError::ClientBodyTimeout
         )
     }
 
-    pub fn into_response(self) -> Response<ProxyBody> {
-        let mut response = Response::new(ProxyBody::message(self.message()));
-        *response.status_mut() = self.status();
-        let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        if self.closes_connection() {
-            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    /// Appends the complete response; with `close` (or for a client error) it says
+    /// `connection: close`.
+    pub fn write_response(self, out: &mut Vec<u8>, close: bool) {
+        let message = self.message();
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(self.status_line().as_bytes());
+        out.extend_from_slice(b"\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ");
+        out.extend_from_slice(message.len().to_string().as_bytes());
+        if close || self.closes_connection() {
+            out.extend_from_slice(b"\r\nconnection: close");
         }
-        response
+        out.extend_from_slice(b"\r\n\r\n");
+        out.extend_from_slice(message.as_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_responses_are_complete_and_close_after_client_errors() {
+        let mut out = Vec::new();
+        ProxyError::NoBackend.write_response(&mut out, false);
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n\
+             content-length: 21\r\n\r\nno backend available\n"
+        );
+        out.clear();
+        ProxyError::HeadTooLarge.write_response(&mut out, false);
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.starts_with("HTTP/1.1 431 "), "{text}");
+        assert!(text.contains("\r\nconnection: close\r\n"), "{text}");
     }
 }

@@ -5,21 +5,36 @@ use std::net::IpAddr;
 
 use fulcrum_core::balance::stable_hash;
 use fulcrum_core::config::HashKey;
-use http::{header, HeaderMap, Uri};
 
-/// The key's hash, or `None` when the request does not carry the key.
-pub fn request_key(key: &HashKey, headers: &HeaderMap, uri: &Uri, peer: IpAddr) -> Option<u64> {
+/// The key's hash, or `None` when the request does not carry the key. `target` is the
+/// origin-form request target (path and query).
+pub fn request_key(
+    key: &HashKey,
+    headers: &[httparse::Header<'_>],
+    target: &str,
+    peer: IpAddr,
+) -> Option<u64> {
+    let (path, query) = match target.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (target, None),
+    };
     match key {
         HashKey::ClientIp => Some(ip_key(peer)),
-        HashKey::Path => Some(hash(uri.path().as_bytes())),
-        HashKey::Header(name) => headers.get(name.as_str()).map(|v| hash(v.as_bytes())),
+        HashKey::Path => Some(hash(path.as_bytes())),
+        HashKey::Header(name) => header(headers, name).map(hash),
         HashKey::Cookie(name) => cookie(headers, name).map(|v| hash(v.as_bytes())),
-        HashKey::Query(name) => uri
-            .query()?
+        HashKey::Query(name) => query?
             .split('&')
             .find_map(|pair| pair.strip_prefix(name.as_str())?.strip_prefix('='))
             .map(|v| hash(v.as_bytes())),
     }
+}
+
+fn header<'a>(headers: &'a [httparse::Header<'_>], name: &str) -> Option<&'a [u8]> {
+    headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case(name))
+        .map(|h| h.value)
 }
 
 pub fn ip_key(peer: IpAddr) -> u64 {
@@ -39,11 +54,11 @@ fn hash(bytes: &[u8]) -> u64 {
 }
 
 /// The value of cookie `name` in the request's Cookie headers.
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+fn cookie<'a>(headers: &'a [httparse::Header<'_>], name: &str) -> Option<&'a str> {
     headers
-        .get_all(header::COOKIE)
         .iter()
-        .filter_map(|v| v.to_str().ok())
+        .filter(|h| h.name.eq_ignore_ascii_case("cookie"))
+        .filter_map(|h| std::str::from_utf8(h.value).ok())
         .flat_map(|v| v.split(';'))
         .find_map(|pair| {
             let (k, v) = pair.trim().split_once('=')?;
@@ -54,23 +69,28 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
-
-    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.append(*k, HeaderValue::from_static(v));
-        }
-        h
-    }
 
     #[test]
     fn each_kind_of_key_reads_its_part_of_the_request() {
         let peer: IpAddr = [10, 0, 0, 1].into();
-        let uri: Uri = "/cart/items?user=42&x=1".parse().unwrap_or_default();
-        let h = headers(&[("cookie", "a=1; sid=abc"), ("x-user", "bob")]);
-        let key =
-            |k: &str| request_key(&HashKey::parse(k).unwrap_or(HashKey::Path), &h, &uri, peer);
+        let h = [
+            httparse::Header {
+                name: "Cookie",
+                value: b"a=1; sid=abc",
+            },
+            httparse::Header {
+                name: "X-User",
+                value: b"bob",
+            },
+        ];
+        let key = |k: &str| {
+            request_key(
+                &HashKey::parse(k).unwrap_or(HashKey::Path),
+                &h,
+                "/cart/items?user=42&x=1",
+                peer,
+            )
+        };
         assert_eq!(key("cookie:sid"), Some(hash(b"abc")));
         assert_eq!(key("cookie:none"), None);
         assert_eq!(key("header:X-User"), Some(hash(b"bob")));

@@ -1,9 +1,11 @@
 //! Keep-alive HTTP/1 connections to backends, one pool per worker thread.
 //!
 //! Each worker runs its own event loop, so its pool is a plain `RefCell`: no lock, no
-//! cross-thread wake-ups. A connection goes back to the pool only when its response body was
-//! read to the end; the most recently used one is reused first (it is the warmest), and
-//! connections idle longer than the pool's `upstream_idle_timeout` are closed by a sweep.
+//! cross-thread wake-ups. A connection goes back to the pool only when its exchange ended
+//! cleanly (request sent whole, response read to its end, nothing extra received); the most
+//! recently used one is reused first (it is the warmest), and connections idle longer than
+//! the pool's `upstream_idle_timeout` are closed by a sweep. An idle connection is only a
+//! socket: no task, no buffer.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -13,22 +15,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::request_body::RequestBody;
 use crate::pool::BackendStats;
-
-pub type Sender = SendRequest<RequestBody>;
 
 /// Why a new upstream connection could not be made.
 #[derive(Debug)]
 pub enum ConnectError {
     Timeout,
     Io(std::io::Error),
-    Handshake(hyper::Error),
 }
 
 impl fmt::Display for ConnectError {
@@ -36,7 +32,6 @@ impl fmt::Display for ConnectError {
         match self {
             ConnectError::Timeout => f.write_str("connect timed out"),
             ConnectError::Io(e) => write!(f, "connect failed: {e}"),
-            ConnectError::Handshake(e) => write!(f, "HTTP handshake failed: {e}"),
         }
     }
 }
@@ -52,33 +47,8 @@ pub async fn connect_tcp(addr: SocketAddr, timeout: Duration) -> Result<TcpStrea
     Ok(stream)
 }
 
-/// A new HTTP/1 connection to `addr`; its connection task runs on this worker.
-/// The connection is closed at once if the backend's drain times out.
-pub async fn connect(
-    stats: &BackendStats,
-    addr: SocketAddr,
-    timeout: Duration,
-) -> Result<Sender, ConnectError> {
-    let stream = connect_tcp(addr, timeout).await?;
-    let (mut sender, connection) = http1::Builder::new()
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(ConnectError::Handshake)?;
-    let aborted = stats.aborted();
-    tokio::task::spawn_local(async move {
-        tokio::select! {
-            result = connection => if let Err(e) = result {
-                tracing::debug!(backend = %addr, error = %e, "upstream connection ended with an error");
-            },
-            () = aborted => tracing::debug!(backend = %addr, "upstream connection closed: drain timed out"),
-        }
-    });
-    sender.ready().await.map_err(ConnectError::Handshake)?;
-    Ok(sender)
-}
-
 struct IdleConn {
-    sender: Sender,
+    stream: TcpStream,
     expires: Instant,
     stats: Arc<BackendStats>,
 }
@@ -130,36 +100,29 @@ impl fmt::Debug for UpstreamPool {
 }
 
 impl UpstreamPool {
-    /// A ready idle connection to `addr`, if one is still alive.
-    pub async fn checkout(&self, addr: SocketAddr) -> Option<Sender> {
-        loop {
-            let candidate = {
-                let mut idle = self.idle.borrow_mut();
-                let list = idle.get_mut(&addr)?;
-                list.pop()
-            }?;
-            if candidate.expires <= Instant::now() || candidate.sender.is_closed() {
-                continue;
-            }
-            let mut sender = candidate.sender;
-            // The connection task may not have noticed the end of the last response yet;
-            // waiting for it is a matter of one turn of the event loop.
-            if sender.ready().await.is_ok() {
-                return Some(sender);
+    /// An idle connection to `addr` that is still open, most recently used first.
+    pub fn checkout(&self, addr: SocketAddr) -> Option<TcpStream> {
+        let mut idle = self.idle.borrow_mut();
+        let list = idle.get_mut(&addr)?;
+        let now = Instant::now();
+        while let Some(candidate) = list.pop() {
+            if candidate.expires > now && still_open(&candidate.stream) {
+                return Some(candidate.stream);
             }
         }
+        None
     }
 
-    /// Returns a connection whose last response was read to the end.
+    /// Returns a connection whose exchange ended cleanly.
     pub fn checkin(
         &self,
         addr: SocketAddr,
-        sender: Sender,
+        stream: TcpStream,
         stats: &Arc<BackendStats>,
         idle_timeout: Duration,
         max_idle: usize,
     ) {
-        if sender.is_closed() || max_idle == 0 || stats.is_closing() {
+        if max_idle == 0 || stats.is_closing() {
             return;
         }
         let mut idle = self.idle.borrow_mut();
@@ -169,7 +132,7 @@ impl UpstreamPool {
             list.remove(0);
         }
         list.push(IdleConn {
-            sender,
+            stream,
             expires: Instant::now() + idle_timeout,
             stats: Arc::clone(stats),
         });
@@ -181,8 +144,16 @@ impl UpstreamPool {
         let now = Instant::now();
         let mut idle = self.idle.borrow_mut();
         idle.retain(|_, list| {
-            list.retain(|c| c.expires > now && !c.sender.is_closed() && !c.stats.is_closing());
+            list.retain(|c| c.expires > now && !c.stats.is_closing() && still_open(&c.stream));
             !list.is_empty()
         });
     }
+}
+
+/// An idle keep-alive connection has nothing to read: end of stream means the backend closed
+/// it, and bytes it was not asked for mean it cannot be trusted with a request. The check
+/// costs no system call while the socket has not become readable since the last one.
+fn still_open(stream: &TcpStream) -> bool {
+    let mut probe = [0u8; 1];
+    matches!(stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }

@@ -11,18 +11,16 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use fulcrum_core::config::{HttpLimits, Listener, ListenerProtocol, StatusRange};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use fulcrum_core::config::{Listener, ListenerProtocol, StatusRange};
 use socket2::{Domain, Socket, Type};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 use tokio::task::LocalSet;
 
-use super::client_io::{ClientIo, ConnPhase};
+use super::h1::buffer::BufferPool;
+use super::h1::conn;
+use super::h1::exchange::HttpRoute;
 use super::l4::{self, TcpRoute};
-use super::l7::{self, ClientConn, HttpRoute};
 use super::upstream::UpstreamPool;
 use crate::pool::Pool;
 
@@ -77,6 +75,7 @@ pub fn spawn(
 async fn run(listeners: Vec<WorkerListener>, mut shutdown: watch::Receiver<bool>, grace: Duration) {
     let connections = Rc::new(ConnTracker::default());
     let upstreams = Rc::new(UpstreamPool::default());
+    let buffers = Rc::new(BufferPool::default());
     tokio::task::spawn_local(sweep_idle_upstreams(
         Rc::clone(&upstreams),
         shutdown.clone(),
@@ -90,25 +89,21 @@ async fn run(listeners: Vec<WorkerListener>, mut shutdown: watch::Receiver<bool>
             }
         };
         let service = match &l.config.protocol {
-            ListenerProtocol::Http(limits) => Service::Http {
-                route: Rc::new(HttpRoute {
-                    listener: l.config.name.clone(),
-                    failure_statuses: l.pool.settings.outlier.as_ref().map_or(
-                        StatusRange {
-                            low: 500,
-                            high: 599,
-                        },
-                        |o| o.failure_statuses,
-                    ),
-                    pool: l.pool,
-                    upstreams: Rc::clone(&upstreams),
-                    max_request_line_bytes: limits.max_request_line_bytes,
-                    body_stall_timeout: l.config.idle_timeout,
-                }),
-                builder: Rc::new(http1_builder(limits)),
+            ListenerProtocol::Http(limits) => Service::Http(Rc::new(HttpRoute {
+                listener: l.config.name.clone(),
+                failure_statuses: l.pool.settings.outlier.as_ref().map_or(
+                    StatusRange {
+                        low: 500,
+                        high: 599,
+                    },
+                    |o| o.failure_statuses,
+                ),
+                pool: l.pool,
+                upstreams: Rc::clone(&upstreams),
+                buffers: Rc::clone(&buffers),
                 limits: limits.clone(),
-                idle: l.config.idle_timeout,
-            },
+                idle_timeout: l.config.idle_timeout,
+            })),
             ListenerProtocol::Tcp => Service::Tcp(Rc::new(TcpRoute {
                 listener: l.config.name.clone(),
                 pool: l.pool,
@@ -134,24 +129,9 @@ async fn run(listeners: Vec<WorkerListener>, mut shutdown: watch::Receiver<bool>
     }
 }
 
-fn http1_builder(limits: &HttpLimits) -> http1::Builder {
-    let mut builder = http1::Builder::new();
-    builder
-        .keep_alive(true)
-        .max_header_size(limits.max_header_bytes)
-        // A head that does not fit in the buffer is answered with 431 by hyper.
-        .max_buf_size(limits.max_header_bytes.max(8192) + 1);
-    builder
-}
-
 #[derive(Clone)]
 enum Service {
-    Http {
-        route: Rc<HttpRoute>,
-        builder: Rc<http1::Builder>,
-        limits: HttpLimits,
-        idle: Duration,
-    },
+    Http(Rc<HttpRoute>),
     Tcp(Rc<TcpRoute>),
 }
 
@@ -181,52 +161,12 @@ async fn accept_loop(
         let shutdown = shutdown.clone();
         tokio::task::spawn_local(async move {
             match service {
-                Service::Http {
-                    route,
-                    builder,
-                    limits,
-                    idle,
-                } => serve_http(route, &builder, &limits, idle, stream, peer, shutdown).await,
+                Service::Http(route) => conn::serve(route, stream, peer, shutdown).await,
                 // TCP has no graceful close: connections run on until the grace period ends.
                 Service::Tcp(route) => l4::serve(&route, stream, peer).await,
             }
             drop(guard);
         });
-    }
-}
-
-async fn serve_http(
-    route: Rc<HttpRoute>,
-    builder: &http1::Builder,
-    limits: &HttpLimits,
-    idle: Duration,
-    stream: TcpStream,
-    peer: SocketAddr,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let phase = ConnPhase::new();
-    let io = TokioIo::new(ClientIo::new(
-        stream,
-        Rc::clone(&phase),
-        limits.header_timeout,
-        idle,
-    ));
-    let client = Rc::new(ClientConn::new(route, phase, peer));
-    // Boxed per request: hyper keeps the slot for a service future for the whole connection,
-    // so an unboxed one (several KiB of proxy state) would stay allocated while it idles.
-    let service = service_fn(move |request| Box::pin(l7::serve(Rc::clone(&client), request)));
-    let connection = builder.serve_connection(io, service);
-    tokio::pin!(connection);
-    let result = tokio::select! {
-        result = connection.as_mut() => result,
-        _ = shutdown.wait_for(|stop| *stop) => {
-            // Finish the request in progress (if any), then close.
-            connection.as_mut().graceful_shutdown();
-            connection.await
-        }
-    };
-    if let Err(e) = result {
-        tracing::debug!(%peer, error = %e, "client connection ended with an error");
     }
 }
 

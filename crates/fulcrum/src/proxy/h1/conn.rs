@@ -1,0 +1,132 @@
+//! One client connection: requests read one after another (pipelined ones too), each
+//! proxied whole before the next head is read, with the two client timers a proxy needs:
+//!
+//! - a **header deadline**: from the first byte of a request head (from accept, for the first
+//!   request) the whole head must arrive within `header_timeout`, however slowly it trickles;
+//!   when it does not, the client gets `408 Request Timeout` and the connection is closed;
+//! - an **idle timeout** between requests on a keep-alive connection: when it passes, the
+//!   connection is closed quietly.
+//!
+//! While it waits for a request the connection holds no buffer (see `buffer`).
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::buffer::ReadBuf;
+use super::exchange::{self, Client, HttpRoute};
+use super::relay;
+use super::request::{self, RequestHead, RequestRules};
+use crate::proxy::error::ProxyError;
+
+/// Serves `stream` until the client closes, a timer ends it, an error makes it unusable, or
+/// fulcrum shuts down (a request in progress is finished first).
+pub async fn serve(
+    route: Rc<HttpRoute>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let peer_text = exchange::peer_text(peer);
+    let rules = RequestRules {
+        max_request_line_bytes: route.limits.max_request_line_bytes,
+        settings: &route.pool.settings,
+        peer: peer.ip(),
+        peer_text: &peer_text,
+    };
+    let mut input = ReadBuf::new(Rc::clone(&route.buffers));
+    let mut head_deadline = Instant::now() + route.limits.header_timeout;
+    let mut first = true;
+    loop {
+        if input.is_empty() && !first {
+            input.release_if_empty();
+            let idle_until = Instant::now() + route.idle_timeout;
+            tokio::select! {
+                ready = stream.readable() => if ready.is_err() { return },
+                () = tokio::time::sleep_until(idle_until) => return,
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+            head_deadline = Instant::now() + route.limits.header_timeout;
+        }
+        first = false;
+        let mut upstream_head = route.buffers.take_write();
+        let head = read_head(
+            &route,
+            &rules,
+            &mut stream,
+            &mut input,
+            head_deadline,
+            &mut upstream_head,
+            &mut shutdown,
+        )
+        .await;
+        let keep_alive = match head {
+            Ok(Some(request)) => {
+                input.consume(request.len);
+                let mut client = Client {
+                    stream: &mut stream,
+                    input: &mut input,
+                    request: &request,
+                    upstream_head: &upstream_head,
+                    shutting_down: *shutdown.borrow(),
+                };
+                exchange::proxy(&route, &mut client).await
+            }
+            Ok(None) => false,
+            Err(error) => {
+                tracing::debug!(%peer, %error, "bad request");
+                let mut out = Vec::new();
+                error.write_response(&mut out, true);
+                let _ = relay::write_slice(&mut stream, &out, route.idle_timeout).await;
+                false
+            }
+        };
+        route.buffers.give_write(upstream_head);
+        if !keep_alive || *shutdown.borrow() {
+            return;
+        }
+    }
+}
+
+/// Reads until a whole request head is buffered. `Ok(None)`: the client closed (or fulcrum
+/// is shutting down) before a request began.
+async fn read_head(
+    route: &HttpRoute,
+    rules: &RequestRules<'_>,
+    stream: &mut TcpStream,
+    input: &mut ReadBuf,
+    deadline: Instant,
+    upstream_head: &mut Vec<u8>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<Option<RequestHead>, ProxyError> {
+    let limit = route.limits.max_header_bytes;
+    loop {
+        if !input.is_empty() {
+            if let Some(head) = request::parse(input.filled(), rules, upstream_head)? {
+                return Ok(Some(head));
+            }
+            if input.len() >= limit {
+                return Err(ProxyError::HeadTooLarge);
+            }
+        }
+        let read = async {
+            if input.is_empty() {
+                // Nothing of a request yet: shutting down closes the connection now.
+                tokio::select! {
+                    read = input.read_from(stream, limit) => Some(read),
+                    _ = shutdown.wait_for(|stop| *stop) => None,
+                }
+            } else {
+                Some(input.read_from(stream, limit).await)
+            }
+        };
+        match tokio::time::timeout_at(deadline, read).await {
+            Err(_) => return Err(ProxyError::HeaderTimeout),
+            Ok(None | Some(Ok(0) | Err(_))) => return Ok(None),
+            Ok(Some(Ok(_))) => {}
+        }
+    }
+}

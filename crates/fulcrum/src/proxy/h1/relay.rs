@@ -1,0 +1,124 @@
+//! Moves one message body from one socket to the other through a fixed buffer, stopping
+//! exactly where its framing says the body ends; never holds more than one buffer of it.
+
+use std::io;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+
+use super::buffer::{ReadBuf, READ_BUFFER};
+use super::framing::{ChunkScanner, Framing};
+
+/// Why a body could not be moved whole.
+#[derive(Debug)]
+pub enum RelayError {
+    /// The sender closed before the body ended.
+    SourceClosed,
+    Source(io::Error),
+    /// The sender sent nothing for the read timeout.
+    Stalled,
+    /// The receiver failed, or took nothing for the write timeout.
+    Sink(io::Error),
+    /// Invalid chunked coding.
+    BadChunk,
+}
+
+/// The two inactivity limits of a relay.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub read: Duration,
+    pub write: Duration,
+}
+
+/// Relays the body framed by `framing` from `source` (after what `buffer` already holds) to
+/// `sink`. `prefix` (a message head, usually) goes out with the first bytes of the body, in
+/// one write. With `decode`, chunk framing is removed. Bytes after the body stay in `buffer`.
+pub async fn body<R, W>(
+    source: &mut R,
+    buffer: &mut ReadBuf,
+    sink: &mut W,
+    framing: Framing,
+    decode: bool,
+    timeouts: Timeouts,
+    prefix: &mut Vec<u8>,
+) -> Result<(), RelayError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut remaining = match framing {
+        Framing::Empty => return write(sink, prefix, timeouts.write).await,
+        Framing::Length(n) => n,
+        Framing::Chunked | Framing::UntilClose => u64::MAX,
+    };
+    let mut scanner = ChunkScanner::default();
+    loop {
+        if buffer.is_empty() {
+            if !prefix.is_empty() {
+                write(sink, prefix, timeouts.write).await?;
+            }
+            let read = tokio::time::timeout(timeouts.read, buffer.read_from(source, READ_BUFFER));
+            match read.await {
+                Err(_) => return Err(RelayError::Stalled),
+                Ok(Err(e)) => return Err(RelayError::Source(e)),
+                Ok(Ok(0)) if framing == Framing::UntilClose => return Ok(()),
+                Ok(Ok(0)) => return Err(RelayError::SourceClosed),
+                Ok(Ok(_)) => {}
+            }
+        }
+        let (send, consumed, done) = match framing {
+            Framing::Chunked => {
+                let scanned = scanner
+                    .scan(buffer.filled_mut(), decode)
+                    .map_err(|_| RelayError::BadChunk)?;
+                (scanned.output, scanned.consumed, scanned.done)
+            }
+            Framing::UntilClose => (buffer.len(), buffer.len(), false),
+            _ => {
+                let take = remaining.min(buffer.len() as u64);
+                remaining -= take;
+                (take as usize, take as usize, remaining == 0)
+            }
+        };
+        let data = &buffer.filled()[..send];
+        if prefix.is_empty() {
+            write_slice(sink, data, timeouts.write).await?;
+        } else {
+            prefix.extend_from_slice(data);
+            write(sink, prefix, timeouts.write).await?;
+        }
+        buffer.consume(consumed);
+        if done {
+            return Ok(());
+        }
+    }
+}
+
+/// Writes and empties `bytes`.
+async fn write<W: AsyncWrite + Unpin>(
+    sink: &mut W,
+    bytes: &mut Vec<u8>,
+    timeout: Duration,
+) -> Result<(), RelayError> {
+    let result = write_slice(sink, bytes, timeout).await;
+    bytes.clear();
+    result
+}
+
+pub async fn write_slice<W: AsyncWrite + Unpin>(
+    sink: &mut W,
+    bytes: &[u8],
+    timeout: Duration,
+) -> Result<(), RelayError> {
+    if bytes.is_empty() {
+        return Ok(());
+    }
+    match tokio::time::timeout(timeout, sink.write_all(bytes)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(RelayError::Sink(e)),
+        Err(_) => Err(RelayError::Sink(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the receiver took nothing for the write timeout",
+        ))),
+    }
+}

@@ -1,0 +1,469 @@
+//! A client's request head: parsed in place (httparse), checked, and written out again as the
+//! head fulcrum sends upstream — origin-form target, HTTP/1.1, hop-by-hop headers dropped,
+//! X-Forwarded-* added — in one pass, without building a header map.
+
+use std::net::IpAddr;
+
+use fulcrum_core::config::Pool as PoolSettings;
+
+use super::framing::Framing;
+use crate::pool::random_u64;
+use crate::proxy::error::ProxyError;
+use crate::proxy::hash_key;
+use crate::proxy::headers::{self, Class, ConnectionTokens};
+
+/// Most headers a request or response head may have (hyper's default too).
+pub const MAX_HEADERS: usize = 100;
+
+/// The limits and facts a request head is checked and rewritten with.
+#[derive(Debug)]
+pub struct RequestRules<'a> {
+    pub max_request_line_bytes: usize,
+    pub settings: &'a PoolSettings,
+    pub peer: IpAddr,
+    /// The peer's address as text, formatted once per connection.
+    pub peer_text: &'a [u8],
+}
+
+/// What the rest of the request path needs to know about a parsed request.
+#[derive(Debug)]
+pub struct RequestHead {
+    /// Bytes of the head in the client's buffer.
+    pub len: usize,
+    pub framing: Framing,
+    pub http10: bool,
+    /// The client wants the connection kept open after this exchange.
+    pub keep_alive: bool,
+    pub is_head: bool,
+    /// A bodiless GET, HEAD or OPTIONS: safe to send again to another backend.
+    pub replayable: bool,
+    pub key: Option<u64>,
+    /// The value of a Set-Cookie header pinning a new client to its backend.
+    pub set_cookie: Option<String>,
+}
+
+/// Parses the head at the start of `buffer`. `Ok(None)`: not complete yet. On success, the
+/// head to send upstream has been appended to `upstream_head`.
+pub fn parse(
+    buffer: &[u8],
+    rules: &RequestRules<'_>,
+    upstream_head: &mut Vec<u8>,
+) -> Result<Option<RequestHead>, ProxyError> {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut slots);
+    let len = match request.parse(buffer) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => {
+            let line_done = buffer.contains(&b'\n');
+            if !line_done && buffer.len() > rules.max_request_line_bytes {
+                return Err(ProxyError::RequestLineTooLong);
+            }
+            return Ok(None);
+        }
+        Err(httparse::Error::TooManyHeaders) => return Err(ProxyError::HeadTooLarge),
+        Err(_) => return Err(ProxyError::BadRequest("malformed request head\n")),
+    };
+    let (Some(method), Some(target), Some(version)) =
+        (request.method, request.path, request.version)
+    else {
+        return Err(ProxyError::BadRequest("malformed request head\n"));
+    };
+    if method.len() + target.len() + 10 > rules.max_request_line_bytes {
+        return Err(ProxyError::RequestLineTooLong);
+    }
+    let headers: &[httparse::Header<'_>] = request.headers;
+    let http10 = version == 0;
+    let target = Target::parse(method, target)?;
+
+    let mut hosts = 0;
+    let mut host: Option<&[u8]> = None;
+    let mut has_te = false;
+    for h in headers {
+        match headers::classify(h.name) {
+            Class::Host => {
+                hosts += 1;
+                host = Some(h.value);
+            }
+            Class::TransferEncoding => has_te = true,
+            _ => {}
+        }
+    }
+    if hosts > 1 {
+        return Err(ProxyError::BadRequest("more than one Host header\n"));
+    }
+    if let Some(authority) = target.authority {
+        host = Some(authority.as_bytes());
+    } else if hosts == 0 && !http10 {
+        return Err(ProxyError::BadRequest("missing Host header\n"));
+    }
+    let framing = framing(headers, has_te, http10)?;
+    let connection = ConnectionTokens::of(headers);
+    let keep_alive = if http10 {
+        connection.keep_alive && !connection.close
+    } else {
+        !connection.close
+    };
+    let is_head = method == "HEAD";
+    let replayable =
+        framing == Framing::Empty && (method == "GET" || is_head || method == "OPTIONS");
+    let (key, set_cookie) = hash_key(rules, headers, target.origin);
+
+    write_upstream_head(
+        upstream_head,
+        method,
+        &target,
+        headers,
+        &connection,
+        host,
+        framing,
+        rules.peer_text,
+    );
+    Ok(Some(RequestHead {
+        len,
+        framing,
+        http10,
+        keep_alive,
+        is_head,
+        replayable,
+        key,
+        set_cookie,
+    }))
+}
+
+/// The request target in the form it is forwarded in.
+struct Target<'a> {
+    /// Path and query (origin form), or `*`.
+    origin: &'a str,
+    /// The authority of an absolute-form target: it replaces the Host header.
+    authority: Option<&'a str>,
+}
+
+impl<'a> Target<'a> {
+    fn parse(method: &str, target: &'a str) -> Result<Self, ProxyError> {
+        if target.starts_with('/') || (target == "*" && method == "OPTIONS") {
+            return Ok(Self {
+                origin: target,
+                authority: None,
+            });
+        }
+        if method == "CONNECT" {
+            return Err(ProxyError::BadRequest("CONNECT is not supported\n"));
+        }
+        let invalid = ProxyError::BadRequest("invalid request target\n");
+        let (scheme, rest) = target.split_once("://").ok_or(invalid)?;
+        if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+            return Err(invalid);
+        }
+        let end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, origin) = rest.split_at(end);
+        if authority.is_empty() || authority.contains('@') {
+            return Err(invalid);
+        }
+        Ok(Self {
+            origin,
+            authority: Some(authority),
+        })
+    }
+}
+
+/// The request body's framing (RFC 9112 §6.3); anything ambiguous is refused, since a proxy
+/// and its backend reading a body differently is how requests are smuggled.
+fn framing(
+    headers: &[httparse::Header<'_>],
+    has_te: bool,
+    http10: bool,
+) -> Result<Framing, ProxyError> {
+    let lengths = headers
+        .iter()
+        .filter(|h| headers::classify(h.name) == Class::ContentLength)
+        .map(|h| h.value);
+    let length = headers::content_length(lengths)
+        .map_err(|_| ProxyError::BadRequest("invalid Content-Length\n"))?;
+    if has_te {
+        if http10 || length.is_some() {
+            return Err(ProxyError::BadRequest(
+                "Transfer-Encoding with Content-Length or HTTP/1.0\n",
+            ));
+        }
+        let codings = headers
+            .iter()
+            .filter(|h| headers::classify(h.name) == Class::TransferEncoding)
+            .map(|h| h.value);
+        return match headers::transfer_codings(codings) {
+            (true, false) => Ok(Framing::Chunked),
+            _ => Err(ProxyError::BadRequest("unsupported Transfer-Encoding\n")),
+        };
+    }
+    Ok(match length {
+        None | Some(0) => Framing::Empty,
+        Some(n) => Framing::Length(n),
+    })
+}
+
+/// The request's hash key for hashing pools and, when the key is a missing cookie that
+/// fulcrum should set (`sticky_cookie`), the Set-Cookie value that makes the next request
+/// land on the same backend.
+fn hash_key(
+    rules: &RequestRules<'_>,
+    headers: &[httparse::Header<'_>],
+    origin: &str,
+) -> (Option<u64>, Option<String>) {
+    let settings = rules.settings;
+    let Some(key) = &settings.hash_key else {
+        return (None, None);
+    };
+    let found = hash_key::request_key(key, headers, origin, rules.peer);
+    match (found, &settings.sticky_cookie) {
+        (None, Some(sticky)) => {
+            let value = format!("{:016x}", random_u64());
+            let cookie = format!(
+                "{}={value}; Path=/; Max-Age={}; HttpOnly",
+                sticky.name,
+                sticky.ttl.as_secs()
+            );
+            (Some(hash_key::cookie_value_key(&value)), Some(cookie))
+        }
+        (found, _) => (found, None),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_upstream_head(
+    out: &mut Vec<u8>,
+    method: &str,
+    target: &Target<'_>,
+    headers: &[httparse::Header<'_>],
+    connection: &ConnectionTokens<'_>,
+    host: Option<&[u8]>,
+    framing: Framing,
+    peer: &[u8],
+) {
+    out.extend_from_slice(method.as_bytes());
+    out.push(b' ');
+    // "http://host" and "http://host?q" have an empty path: origin form starts with "/".
+    if !target.origin.starts_with('/') && target.origin != "*" {
+        out.push(b'/');
+    }
+    out.extend_from_slice(target.origin.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut forwarded_for = false;
+    let mut chain_start = 0;
+    for h in headers {
+        let keep = match headers::classify(h.name) {
+            Class::EndToEnd | Class::ContentLength => !connection.names(h.name),
+            Class::Host => target.authority.is_none(),
+            Class::XForwardedFor => {
+                if !connection.names(h.name) {
+                    forwarded_for = true;
+                }
+                false
+            }
+            Class::HopByHop | Class::TransferEncoding | Class::XForwardedOther => false,
+        };
+        if keep {
+            headers::put(out, h.name.as_bytes(), h.value);
+        }
+    }
+    if let Some(authority) = target.authority {
+        headers::put(out, b"host", authority.as_bytes());
+    }
+    out.extend_from_slice(b"x-forwarded-for: ");
+    if forwarded_for {
+        for h in headers {
+            if headers::classify(h.name) == Class::XForwardedFor {
+                if chain_start > 0 {
+                    out.extend_from_slice(b", ");
+                }
+                out.extend_from_slice(h.value.trim_ascii());
+                chain_start += 1;
+            }
+        }
+        out.extend_from_slice(b", ");
+    }
+    out.extend_from_slice(peer);
+    out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\n");
+    if let Some(host) = host {
+        headers::put(out, b"x-forwarded-host", host);
+    }
+    if framing == Framing::Chunked {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fulcrum_core::config::Config;
+
+    fn settings() -> PoolSettings {
+        let config = Config::from_toml(
+            "[[listeners]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nprotocol = \"http\"\n\
+             pool = \"app\"\n[pools.app]\nbackends = [{ addr = \"127.0.0.1:1\" }]\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        config.pools["app"].clone()
+    }
+
+    /// Parses `request` and returns the head sent upstream, or the error.
+    fn forward(request: &str) -> Result<(String, RequestHead), ProxyError> {
+        let settings = settings();
+        let rules = RequestRules {
+            max_request_line_bytes: 8192,
+            settings: &settings,
+            peer: [127, 0, 0, 1].into(),
+            peer_text: b"127.0.0.1",
+        };
+        let mut out = Vec::new();
+        let head = parse(request.as_bytes(), &rules, &mut out)?
+            .unwrap_or_else(|| panic!("incomplete: {request:?}"));
+        Ok((String::from_utf8_lossy(&out).into_owned(), head))
+    }
+
+    #[test]
+    fn requests_are_forwarded_in_origin_form_with_forwarded_headers() {
+        let table: &[(&str, &str)] = &[
+            (
+                "GET /x?y=1 HTTP/1.1\r\nHost: shop\r\nAccept: */*\r\n\r\n",
+                "GET /x?y=1 HTTP/1.1\r\nHost: shop\r\nAccept: */*\r\n\
+                 x-forwarded-for: 127.0.0.1\r\nx-forwarded-proto: http\r\n\
+                 x-forwarded-host: shop\r\n\r\n",
+            ),
+            (
+                "GET http://shop:8080?q HTTP/1.1\r\nHost: other\r\n\r\n",
+                "GET /?q HTTP/1.1\r\nhost: shop:8080\r\nx-forwarded-for: 127.0.0.1\r\n\
+                 x-forwarded-proto: http\r\nx-forwarded-host: shop:8080\r\n\r\n",
+            ),
+            (
+                // Connection names X-Forwarded-For: the client's chain is dropped, ours kept.
+                "GET / HTTP/1.1\r\nhost: a\r\nconnection: close, X-Foo, x-forwarded-for\r\n\
+                 x-foo: 1\r\nkeep-alive: 5\r\nte: trailers\r\nupgrade: websocket\r\n\
+                 proxy-connection: keep-alive\r\nx-forwarded-for: 203.0.113.9\r\n\
+                 x-forwarded-proto: https\r\nx-kept: yes\r\n\r\n",
+                "GET / HTTP/1.1\r\nhost: a\r\nx-kept: yes\r\nx-forwarded-for: 127.0.0.1\r\n\
+                 x-forwarded-proto: http\r\nx-forwarded-host: a\r\n\r\n",
+            ),
+            (
+                "POST /up HTTP/1.1\r\nhost: a\r\nx-forwarded-for: 10.1.1.1\r\n\
+                 X-Forwarded-For: 10.2.2.2\r\ntransfer-encoding: chunked\r\n\r\n",
+                "POST /up HTTP/1.1\r\nhost: a\r\n\
+                 x-forwarded-for: 10.1.1.1, 10.2.2.2, 127.0.0.1\r\nx-forwarded-proto: http\r\n\
+                 x-forwarded-host: a\r\ntransfer-encoding: chunked\r\n\r\n",
+            ),
+            (
+                "GET / HTTP/1.0\r\n\r\n",
+                "GET / HTTP/1.1\r\nx-forwarded-for: 127.0.0.1\r\nx-forwarded-proto: http\r\n\r\n",
+            ),
+        ];
+        for (request, upstream) in table {
+            let (sent, _) = forward(request).unwrap_or_else(|e| panic!("{request:?}: {e}"));
+            assert_eq!(&sent, upstream, "for {request:?}");
+        }
+    }
+
+    #[test]
+    fn framing_keep_alive_and_replay_follow_the_head() {
+        let table: &[(&str, Framing, bool, bool)] = &[
+            (
+                "GET / HTTP/1.1\r\nhost: a\r\n\r\n",
+                Framing::Empty,
+                true,
+                true,
+            ),
+            (
+                "GET / HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n",
+                Framing::Empty,
+                false,
+                true,
+            ),
+            ("GET / HTTP/1.0\r\n\r\n", Framing::Empty, false, true),
+            (
+                "GET / HTTP/1.0\r\nconnection: keep-alive\r\n\r\n",
+                Framing::Empty,
+                true,
+                true,
+            ),
+            (
+                "POST / HTTP/1.1\r\nhost: a\r\ncontent-length: 5\r\n\r\n",
+                Framing::Length(5),
+                true,
+                false,
+            ),
+            (
+                "POST / HTTP/1.1\r\nhost: a\r\ncontent-length: 0\r\n\r\n",
+                Framing::Empty,
+                true,
+                false,
+            ),
+            (
+                "GET / HTTP/1.1\r\nhost: a\r\ncontent-length: 2\r\n\r\n",
+                Framing::Length(2),
+                true,
+                false,
+            ),
+            (
+                "PUT / HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\n\r\n",
+                Framing::Chunked,
+                true,
+                false,
+            ),
+        ];
+        for (request, framing, keep_alive, replayable) in table {
+            let (_, head) = forward(request).unwrap_or_else(|e| panic!("{request:?}: {e}"));
+            assert_eq!(head.framing, *framing, "{request:?}");
+            assert_eq!(head.keep_alive, *keep_alive, "{request:?}");
+            assert_eq!(head.replayable, *replayable, "{request:?}");
+            assert_eq!(head.len, request.len());
+        }
+    }
+
+    #[test]
+    fn bad_requests_get_the_status_that_says_why() {
+        let long = format!("GET /{} HTTP/1.1\r\nhost: a\r\n\r\n", "x".repeat(9000));
+        let many = format!(
+            "GET / HTTP/1.1\r\nhost: a\r\n{}\r\n",
+            "x: 1\r\n".repeat(100)
+        );
+        let table: Vec<(&str, u16)> = vec![
+            ("GET / HTTP/1.1\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nhost: a\r\nhost: b\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nhost: a\r\ncontent-length: x\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nhost: a\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n", 400),
+            ("POST / HTTP/1.1\r\nhost: a\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n", 400),
+            ("POST / HTTP/1.1\r\nhost: a\r\ntransfer-encoding: gzip\r\n\r\n", 400),
+            ("POST / HTTP/1.0\r\ntransfer-encoding: chunked\r\n\r\n", 400),
+            ("CONNECT a:443 HTTP/1.1\r\nhost: a\r\n\r\n", 400),
+            ("GET ftp://a/ HTTP/1.1\r\nhost: a\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nbad header\r\n\r\n", 400),
+            (&long, 414),
+            (&many, 431),
+        ];
+        for (request, status) in table {
+            match forward(request) {
+                Err(e) => assert_eq!(e.status(), status, "{request:?}"),
+                Ok((sent, _)) => panic!("{request:?} was forwarded as {sent:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn an_incomplete_head_waits_unless_its_line_is_already_too_long() {
+        let settings = settings();
+        let rules = RequestRules {
+            max_request_line_bytes: 100,
+            settings: &settings,
+            peer: [127, 0, 0, 1].into(),
+            peer_text: b"127.0.0.1",
+        };
+        let mut out = Vec::new();
+        assert!(matches!(
+            parse(b"GET / HTTP/1.1\r\nhost: a\r\n", &rules, &mut out),
+            Ok(None)
+        ));
+        let long = format!("GET /{}", "x".repeat(200));
+        assert!(matches!(
+            parse(long.as_bytes(), &rules, &mut out),
+            Err(ProxyError::RequestLineTooLong)
+        ));
+    }
+}

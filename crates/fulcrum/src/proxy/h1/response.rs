@@ -1,0 +1,298 @@
+//! A backend's response head: parsed in place, its body framing decided (RFC 9112 §6.3), and
+//! written out again for the client — hop-by-hop headers dropped, framing and connection
+//! headers that match what fulcrum does on the client side.
+
+use super::framing::Framing;
+use super::request::MAX_HEADERS;
+use crate::proxy::headers::{self, Class, ConnectionTokens};
+
+/// What the client side of the exchange looks like when the response head is written.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientSide<'a> {
+    pub request_is_head: bool,
+    pub http10: bool,
+    /// The connection may stay open after this response (the client wants it, fulcrum is
+    /// not shutting down, the request was read whole).
+    pub keep_alive: bool,
+    pub set_cookie: Option<&'a str>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResponseHead {
+    /// Bytes of the head in the upstream buffer.
+    pub len: usize,
+    pub status: u16,
+    /// A 1xx response: relayed, and another head follows.
+    pub informational: bool,
+    pub framing: Framing,
+    /// Chunk framing is taken out of the body (an HTTP/1.0 client cannot read it).
+    pub decode_chunks: bool,
+    /// The upstream connection can carry another request once the body has been read.
+    pub upstream_reusable: bool,
+    /// The client connection must be closed after this response.
+    pub client_close: bool,
+}
+
+/// The backend sent something that is not a valid response head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadResponse(pub &'static str);
+
+/// Parses the response head at the start of `buffer`; `Ok(None)` while incomplete. On
+/// success, the head for the client has been appended to `out`.
+pub fn parse(
+    buffer: &[u8],
+    client: &ClientSide<'_>,
+    out: &mut Vec<u8>,
+) -> Result<Option<ResponseHead>, BadResponse> {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut slots);
+    let len = match response.parse(buffer) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err(BadResponse("malformed response head")),
+    };
+    let (Some(version), Some(status)) = (response.version, response.code) else {
+        return Err(BadResponse("malformed response head"));
+    };
+    let reason = response.reason.unwrap_or("");
+    let headers: &[httparse::Header<'_>] = response.headers;
+    if status == 101 {
+        return Err(BadResponse("protocol switch on a request without Upgrade"));
+    }
+    let informational = (100..200).contains(&status);
+    let connection = ConnectionTokens::of(headers);
+    let framing = framing(headers, status, client.request_is_head)?;
+    let decode_chunks = framing == Framing::Chunked && client.http10;
+    let upstream_reusable = framing != Framing::UntilClose
+        && if version == 0 {
+            connection.keep_alive && !connection.close
+        } else {
+            !connection.close
+        };
+    let client_close = !client.keep_alive || framing == Framing::UntilClose || decode_chunks;
+
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status_digits(status).as_slice());
+    out.push(b' ');
+    out.extend_from_slice(reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for h in headers {
+        let keep = match headers::classify(h.name) {
+            Class::ContentLength => framing != Framing::Chunked && !connection.names(h.name),
+            Class::HopByHop | Class::TransferEncoding => false,
+            _ => !connection.names(h.name),
+        };
+        if keep {
+            headers::put(out, h.name.as_bytes(), h.value);
+        }
+    }
+    if !informational {
+        if framing == Framing::Chunked && !decode_chunks {
+            out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+        }
+        if let Some(cookie) = client.set_cookie {
+            headers::put(out, b"set-cookie", cookie.as_bytes());
+        }
+        if client_close {
+            out.extend_from_slice(b"connection: close\r\n");
+        } else if client.http10 {
+            out.extend_from_slice(b"connection: keep-alive\r\n");
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+    Ok(Some(ResponseHead {
+        len,
+        status,
+        informational,
+        framing,
+        decode_chunks,
+        upstream_reusable,
+        client_close,
+    }))
+}
+
+fn framing(
+    headers: &[httparse::Header<'_>],
+    status: u16,
+    request_is_head: bool,
+) -> Result<Framing, BadResponse> {
+    if request_is_head || status < 200 || status == 204 || status == 304 {
+        return Ok(Framing::Empty);
+    }
+    let codings = headers
+        .iter()
+        .filter(|h| headers::classify(h.name) == Class::TransferEncoding)
+        .map(|h| h.value);
+    let mut codings = codings.peekable();
+    if codings.peek().is_some() {
+        // Transfer-Encoding overrides Content-Length; a body not ending in chunked coding
+        // runs until the backend closes.
+        return Ok(match headers::transfer_codings(codings) {
+            (true, _) => Framing::Chunked,
+            (false, _) => Framing::UntilClose,
+        });
+    }
+    let lengths = headers
+        .iter()
+        .filter(|h| headers::classify(h.name) == Class::ContentLength)
+        .map(|h| h.value);
+    match headers::content_length(lengths) {
+        Ok(Some(0)) => Ok(Framing::Empty),
+        Ok(Some(n)) => Ok(Framing::Length(n)),
+        Ok(None) => Ok(Framing::UntilClose),
+        Err(_) => Err(BadResponse("invalid Content-Length")),
+    }
+}
+
+fn status_digits(status: u16) -> [u8; 3] {
+    let s = status.min(999);
+    [
+        b'0' + (s / 100) as u8,
+        b'0' + (s / 10 % 10) as u8,
+        b'0' + (s % 10) as u8,
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEEP: ClientSide<'static> = ClientSide {
+        request_is_head: false,
+        http10: false,
+        keep_alive: true,
+        set_cookie: None,
+    };
+
+    fn relay(response: &str, client: ClientSide<'_>) -> (String, ResponseHead) {
+        let mut out = Vec::new();
+        let head = parse(response.as_bytes(), &client, &mut out)
+            .unwrap_or_else(|e| panic!("{response:?}: {e:?}"))
+            .unwrap_or_else(|| panic!("incomplete: {response:?}"));
+        (String::from_utf8_lossy(&out).into_owned(), head)
+    }
+
+    #[test]
+    fn responses_reach_the_client_with_matching_framing_and_connection_headers() {
+        let http10 = ClientSide {
+            http10: true,
+            ..KEEP
+        };
+        let closing = ClientSide {
+            keep_alive: false,
+            ..KEEP
+        };
+        let sticky = ClientSide {
+            set_cookie: Some("sid=1; Path=/"),
+            ..KEEP
+        };
+        let table: &[(&str, ClientSide<'_>, &str, Framing)] = &[
+            (
+                "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nkeep-alive: 5\r\n\r\n",
+                KEEP,
+                "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n",
+                Framing::Length(2),
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\ncontent-length: 9\r\n\r\n",
+                KEEP,
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
+                Framing::Chunked,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
+                http10,
+                "HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n",
+                Framing::Chunked,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n",
+                http10,
+                "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: keep-alive\r\n\r\n",
+                Framing::Length(2),
+            ),
+            (
+                "HTTP/1.0 200 OK\r\nx-a: 1\r\n\r\n",
+                KEEP,
+                "HTTP/1.1 200 OK\r\nx-a: 1\r\nconnection: close\r\n\r\n",
+                Framing::UntilClose,
+            ),
+            (
+                "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close, x-b\r\nx-b: 2\r\n\r\n",
+                closing,
+                "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                Framing::Empty,
+            ),
+            (
+                "HTTP/1.1 204 No Content\r\n\r\n",
+                sticky,
+                "HTTP/1.1 204 No Content\r\nset-cookie: sid=1; Path=/\r\n\r\n",
+                Framing::Empty,
+            ),
+            (
+                "HTTP/1.1 100 Continue\r\n\r\n",
+                KEEP,
+                "HTTP/1.1 100 Continue\r\n\r\n",
+                Framing::Empty,
+            ),
+        ];
+        for (response, client, sent, framing) in table {
+            let (out, head) = relay(response, *client);
+            assert_eq!(&out, sent, "for {response:?}");
+            assert_eq!(head.framing, *framing, "for {response:?}");
+            assert_eq!(head.len, response.len());
+        }
+    }
+
+    #[test]
+    fn a_head_response_has_no_body_whatever_its_length_says() {
+        let head_request = ClientSide {
+            request_is_head: true,
+            ..KEEP
+        };
+        let (out, head) = relay(
+            "HTTP/1.1 200 OK\r\ncontent-length: 99\r\n\r\n",
+            head_request,
+        );
+        assert_eq!(out, "HTTP/1.1 200 OK\r\ncontent-length: 99\r\n\r\n");
+        assert_eq!(head.framing, Framing::Empty);
+        assert!(head.upstream_reusable && !head.client_close);
+    }
+
+    #[test]
+    fn the_upstream_connection_is_reused_only_when_its_framing_and_headers_allow() {
+        for (response, reusable) in [
+            ("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n", true),
+            (
+                "HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                false,
+            ),
+            ("HTTP/1.0 200 OK\r\ncontent-length: 0\r\n\r\n", false),
+            (
+                "HTTP/1.0 200 OK\r\ncontent-length: 0\r\nconnection: keep-alive\r\n\r\n",
+                true,
+            ),
+            ("HTTP/1.1 200 OK\r\n\r\n", false),
+        ] {
+            assert_eq!(
+                relay(response, KEEP).1.upstream_reusable,
+                reusable,
+                "{response:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn invalid_responses_are_refused() {
+        for bad in [
+            "HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n",
+            "HTTP/1.1 101 Switching Protocols\r\n\r\n",
+            "HTTX/1.1 200 OK\r\n\r\n",
+        ] {
+            assert!(
+                parse(bad.as_bytes(), &KEEP, &mut Vec::new()).is_err(),
+                "{bad:?}"
+            );
+        }
+    }
+}
