@@ -8,8 +8,10 @@
 pub enum Class {
     /// Forwarded as it is.
     EndToEnd,
-    /// Connection, Keep-Alive, Proxy-Connection, TE, Upgrade: never forwarded.
+    /// Keep-Alive, Proxy-Connection, TE, Upgrade: never forwarded.
     HopByHop,
+    /// Connection: never forwarded, and names more headers that are not.
+    Connection,
     /// Transfer-Encoding: hop-by-hop, but it decides the framing.
     TransferEncoding,
     ContentLength,
@@ -26,7 +28,8 @@ pub fn classify(name: &str) -> Class {
         2 if is("te") => Class::HopByHop,
         4 if is("host") => Class::Host,
         7 if is("upgrade") => Class::HopByHop,
-        10 if is("connection") || is("keep-alive") => Class::HopByHop,
+        10 if is("connection") => Class::Connection,
+        10 if is("keep-alive") => Class::HopByHop,
         14 if is("content-length") => Class::ContentLength,
         15 if is("x-forwarded-for") => Class::XForwardedFor,
         16 if is("proxy-connection") => Class::HopByHop,
@@ -35,6 +38,61 @@ pub fn classify(name: &str) -> Class {
         17 if is("x-forwarded-proto") => Class::XForwardedOther,
         _ => Class::EndToEnd,
     }
+}
+
+/// Most headers a request or response head may have (hyper's default too).
+pub const MAX_HEADERS: usize = 100;
+
+/// What one pass over a head's headers found.
+#[derive(Debug)]
+pub struct Scan<'a> {
+    /// Each header's class, by position.
+    pub classes: [Class; MAX_HEADERS],
+    pub hosts: usize,
+    pub host: Option<&'a [u8]>,
+    pub content_length: Result<Option<u64>, InvalidLength>,
+    pub transfer_encoding: bool,
+    pub forwarded_for: bool,
+    pub connection: ConnectionTokens<'a>,
+}
+
+/// Classifies every header once and gathers what framing and forwarding need.
+pub fn scan<'a>(headers: &[httparse::Header<'a>]) -> Scan<'a> {
+    let mut scan = Scan {
+        classes: [Class::EndToEnd; MAX_HEADERS],
+        hosts: 0,
+        host: None,
+        content_length: Ok(None),
+        transfer_encoding: false,
+        forwarded_for: false,
+        connection: ConnectionTokens::default(),
+    };
+    let mut connection = false;
+    for (slot, h) in scan.classes.iter_mut().zip(headers) {
+        let class = classify(h.name);
+        *slot = class;
+        match class {
+            Class::Host => {
+                scan.hosts += 1;
+                scan.host = Some(h.value);
+            }
+            Class::ContentLength => {
+                scan.content_length = match (scan.content_length, parse_length(h.value)) {
+                    (Ok(None), Ok(n)) => Ok(Some(n)),
+                    (Ok(Some(a)), Ok(b)) if a == b => Ok(Some(a)),
+                    _ => Err(InvalidLength),
+                };
+            }
+            Class::TransferEncoding => scan.transfer_encoding = true,
+            Class::XForwardedFor => scan.forwarded_for = true,
+            Class::Connection => connection = true,
+            _ => {}
+        }
+    }
+    if connection {
+        scan.connection = ConnectionTokens::of(headers);
+    }
+    scan
 }
 
 /// What the `Connection` headers of a message say.
@@ -83,25 +141,14 @@ pub fn put(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// The value of a Content-Length header set: digits only, every copy equal.
-pub fn content_length<'h>(
-    mut values: impl Iterator<Item = &'h [u8]>,
-) -> Result<Option<u64>, InvalidLength> {
-    let mut found = None;
-    for value in &mut values {
-        let text = std::str::from_utf8(value)
-            .map_err(|_| InvalidLength)?
-            .trim();
-        if text.is_empty() || text.len() > 19 || !text.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(InvalidLength);
-        }
-        let n: u64 = text.parse().map_err(|_| InvalidLength)?;
-        if found.is_some_and(|f| f != n) {
-            return Err(InvalidLength);
-        }
-        found = Some(n);
+fn parse_length(value: &[u8]) -> Result<u64, InvalidLength> {
+    let digits = value.trim_ascii();
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return Err(InvalidLength);
     }
-    Ok(found)
+    Ok(digits
+        .iter()
+        .fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
 }
 
 /// A Content-Length that is not a number, or copies that disagree.
@@ -137,7 +184,7 @@ mod tests {
     #[test]
     fn header_names_are_classified_in_any_case() {
         for (name, class) in [
-            ("Connection", Class::HopByHop),
+            ("Connection", Class::Connection),
             ("keep-alive", Class::HopByHop),
             ("Proxy-Connection", Class::HopByHop),
             ("TE", Class::HopByHop),
@@ -175,7 +222,16 @@ mod tests {
 
     #[test]
     fn content_lengths_must_be_digits_and_agree() {
-        let cl = |values: &[&[u8]]| content_length(values.iter().copied());
+        let cl = |values: &[&'static [u8]]| {
+            let headers: Vec<_> = values
+                .iter()
+                .map(|value| httparse::Header {
+                    name: "Content-Length",
+                    value,
+                })
+                .collect();
+            scan(&headers).content_length
+        };
         assert_eq!(cl(&[]), Ok(None));
         assert_eq!(cl(&[b"12"]), Ok(Some(12)));
         assert_eq!(cl(&[b"12", b" 12 "]), Ok(Some(12)));

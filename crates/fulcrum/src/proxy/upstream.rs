@@ -101,10 +101,9 @@ impl fmt::Debug for UpstreamPool {
 
 impl UpstreamPool {
     /// An idle connection to `addr` that is still open, most recently used first.
-    pub fn checkout(&self, addr: SocketAddr) -> Option<TcpStream> {
+    pub fn checkout(&self, addr: SocketAddr, now: Instant) -> Option<TcpStream> {
         let mut idle = self.idle.borrow_mut();
         let list = idle.get_mut(&addr)?;
-        let now = Instant::now();
         while let Some(candidate) = list.pop() {
             if candidate.expires > now && still_open(&candidate.stream) {
                 return Some(candidate.stream);

@@ -11,6 +11,7 @@
 
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::task::Poll;
 
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -38,18 +39,23 @@ pub async fn serve(
         peer_text: &peer_text,
     };
     let mut input = ReadBuf::new(Rc::clone(&route.buffers));
-    let mut head_deadline = Instant::now() + route.limits.header_timeout;
+    // The first head is due within the header timeout from accept; later ones from the
+    // moment their first bytes arrive (set only when a head has to be waited for).
+    let mut head_deadline = Some(Instant::now() + route.limits.header_timeout);
     let mut first = true;
     loop {
         if input.is_empty() && !first {
             input.release_if_empty();
-            let idle_until = Instant::now() + route.idle_timeout;
-            tokio::select! {
-                ready = stream.readable() => if ready.is_err() { return },
-                () = tokio::time::sleep_until(idle_until) => return,
-                _ = shutdown.wait_for(|stop| *stop) => return,
+            let idle = async {
+                tokio::select! {
+                    ready = stream.readable() => ready.is_ok(),
+                    _ = shutdown.wait_for(|stop| *stop) => false,
+                }
+            };
+            if relay::timed(route.idle_timeout, idle).await != Some(true) {
+                return;
             }
-            head_deadline = Instant::now() + route.limits.header_timeout;
+            head_deadline = None;
         }
         first = false;
         let mut upstream_head = route.buffers.take_write();
@@ -98,7 +104,7 @@ async fn read_head(
     rules: &RequestRules<'_>,
     stream: &mut TcpStream,
     input: &mut ReadBuf,
-    deadline: Instant,
+    mut deadline: Option<Instant>,
     upstream_head: &mut Vec<u8>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<Option<RequestHead>, ProxyError> {
@@ -123,10 +129,20 @@ async fn read_head(
                 Some(input.read_from(stream, limit).await)
             }
         };
-        match tokio::time::timeout_at(deadline, read).await {
-            Err(_) => return Err(ProxyError::HeaderTimeout),
-            Ok(None | Some(Ok(0) | Err(_))) => return Ok(None),
-            Ok(Some(Ok(_))) => {}
+        let mut read = std::pin::pin!(read);
+        let read = match relay::poll_once(read.as_mut()).await {
+            Poll::Ready(read) => read,
+            Poll::Pending => {
+                let due =
+                    *deadline.get_or_insert_with(|| Instant::now() + route.limits.header_timeout);
+                tokio::time::timeout_at(due, read)
+                    .await
+                    .map_err(|_| ProxyError::HeaderTimeout)?
+            }
+        };
+        match read {
+            None | Some(Ok(0) | Err(_)) => return Ok(None),
+            Some(Ok(_)) => {}
         }
     }
 }

@@ -77,16 +77,17 @@ pub async fn proxy(route: &HttpRoute, client: &mut Client<'_>) -> bool {
         && pool.settings.connect_attempts > 1
         && snapshot.backends.len() > 1;
     let mut broke = false;
+    let now = Instant::now();
     for _ in 0..pool.settings.connect_attempts {
         let Some(index) = snapshot.pick(&tried, client.request.key) else {
             break;
         };
         tried.push(index);
         let backend = &snapshot.backends[index];
-        let attempt = match route.upstreams.checkout(backend.addr) {
-            Some(stream) => attempt(route, backend, stream, false, client).await,
+        let attempt = match route.upstreams.checkout(backend.addr, now) {
+            Some(stream) => attempt(route, backend, stream, false, client, now).await,
             None => match connect_tcp(backend.addr, pool.settings.connect_timeout).await {
-                Ok(stream) => attempt(route, backend, stream, true, client).await,
+                Ok(stream) => attempt(route, backend, stream, true, client, Instant::now()).await,
                 Err(e) => Attempt::NotSent(e.to_string()),
             },
         };
@@ -145,9 +146,9 @@ async fn attempt(
     upstream: TcpStream,
     fresh: bool,
     client: &mut Client<'_>,
+    started: Instant,
 ) -> Attempt {
     let in_flight = InFlight::start(&backend.stats);
-    let started = Instant::now();
     let responded = Cell::new(false);
     let aborted = backend.stats.aborted();
     let outcome = tokio::select! {
@@ -266,8 +267,9 @@ async fn send_and_respond(
         &mut no_prefix,
     );
     tokio::pin!(upload);
-    // The response timeout runs from the moment the whole request has been sent.
-    let mut deadline = Instant::now() + settings.response_timeout;
+    // The response timeout runs from the moment the whole request has been sent (for a
+    // bodiless request, the head went out just now).
+    let mut deadline = started + settings.response_timeout;
     let head: ResponseHead = loop {
         let side = ClientSide {
             request_is_head: request.is_head,
@@ -278,21 +280,9 @@ async fn send_and_respond(
         };
         let read_head = read_response_head(&mut upstream_read, response_buffer, &side, out);
         tokio::select! {
-            sent = &mut upload, if !uploaded => match sent {
-                Ok(()) => {
-                    uploaded = true;
-                    deadline = Instant::now() + settings.response_timeout;
-                }
-                Err(RelayError::Stalled) => return Err(Attempt::Failed(ProxyError::ClientBodyTimeout)),
-                Err(RelayError::Sink(_)) => {
-                    uploaded = true;
-                    upload_broken = true;
-                }
-                Err(RelayError::BadChunk) => {
-                    return Err(Attempt::Failed(ProxyError::BadRequest("invalid chunked body\n")))
-                }
-                Err(RelayError::SourceClosed | RelayError::Source(_)) => return Err(Attempt::Closed),
-            },
+            // In this order: the deadline is polled (and its timer armed) only when neither
+            // the response nor the upload can make progress.
+            biased;
             head = read_head => match head {
                 Ok(head) if head.informational => {
                     response_buffer.consume(head.len);
@@ -309,6 +299,21 @@ async fn send_and_respond(
                     tracing::debug!(backend = %backend.addr, error = why, "upstream exchange failed");
                     return Err(Attempt::Failed(ProxyError::UpstreamFailed));
                 }
+            },
+            sent = &mut upload, if !uploaded => match sent {
+                Ok(()) => {
+                    uploaded = true;
+                    deadline = Instant::now() + settings.response_timeout;
+                }
+                Err(RelayError::Stalled) => return Err(Attempt::Failed(ProxyError::ClientBodyTimeout)),
+                Err(RelayError::Sink(_)) => {
+                    uploaded = true;
+                    upload_broken = true;
+                }
+                Err(RelayError::BadChunk) => {
+                    return Err(Attempt::Failed(ProxyError::BadRequest("invalid chunked body\n")))
+                }
+                Err(RelayError::SourceClosed | RelayError::Source(_)) => return Err(Attempt::Closed),
             },
             () = tokio::time::sleep_until(deadline), if uploaded => {
                 return Err(Attempt::Failed(ProxyError::UpstreamTimeout));

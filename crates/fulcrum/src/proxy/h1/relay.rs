@@ -1,7 +1,9 @@
 //! Moves one message body from one socket to the other through a fixed buffer, stopping
 //! exactly where its framing says the body ends; never holds more than one buffer of it.
 
+use std::future::Future;
 use std::io;
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -57,13 +59,12 @@ where
             if !prefix.is_empty() {
                 write(sink, prefix, timeouts.write).await?;
             }
-            let read = tokio::time::timeout(timeouts.read, buffer.read_from(source, READ_BUFFER));
-            match read.await {
-                Err(_) => return Err(RelayError::Stalled),
-                Ok(Err(e)) => return Err(RelayError::Source(e)),
-                Ok(Ok(0)) if framing == Framing::UntilClose => return Ok(()),
-                Ok(Ok(0)) => return Err(RelayError::SourceClosed),
-                Ok(Ok(_)) => {}
+            match timed(timeouts.read, buffer.read_from(source, READ_BUFFER)).await {
+                None => return Err(RelayError::Stalled),
+                Some(Err(e)) => return Err(RelayError::Source(e)),
+                Some(Ok(0)) if framing == Framing::UntilClose => return Ok(()),
+                Some(Ok(0)) => return Err(RelayError::SourceClosed),
+                Some(Ok(_)) => {}
             }
         }
         let (send, consumed, done) = match framing {
@@ -113,12 +114,30 @@ pub async fn write_slice<W: AsyncWrite + Unpin>(
     if bytes.is_empty() {
         return Ok(());
     }
-    match tokio::time::timeout(timeout, sink.write_all(bytes)).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(RelayError::Sink(e)),
-        Err(_) => Err(RelayError::Sink(io::Error::new(
+    match timed(timeout, sink.write_all(bytes)).await {
+        Some(Ok(())) => Ok(()),
+        Some(Err(e)) => Err(RelayError::Sink(e)),
+        None => Err(RelayError::Sink(io::Error::new(
             io::ErrorKind::TimedOut,
             "the receiver took nothing for the write timeout",
         ))),
     }
+}
+
+/// Runs `future` under an inactivity limit, arming the timer only when the future cannot
+/// finish at once: on a busy proxy most reads and writes complete on their first poll, and
+/// skipping the clock read and timer registration for them is a measurable share of the
+/// per-request cost. `None` when the limit passed.
+pub async fn timed<F: Future>(limit: Duration, future: F) -> Option<F::Output> {
+    let mut future = std::pin::pin!(future);
+    if let Poll::Ready(output) = poll_once(future.as_mut()).await {
+        return Some(output);
+    }
+    tokio::time::timeout(limit, future).await.ok()
+}
+
+/// Polls `future` once: its output if it was ready, `Pending` (and the waker registered)
+/// if not.
+pub async fn poll_once<F: Future>(mut future: std::pin::Pin<&mut F>) -> Poll<F::Output> {
+    std::future::poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx))).await
 }

@@ -10,10 +10,7 @@ use super::framing::Framing;
 use crate::pool::random_u64;
 use crate::proxy::error::ProxyError;
 use crate::proxy::hash_key;
-use crate::proxy::headers::{self, Class, ConnectionTokens};
-
-/// Most headers a request or response head may have (hyper's default too).
-pub const MAX_HEADERS: usize = 100;
+use crate::proxy::headers::{self, Class, Scan, MAX_HEADERS};
 
 /// The limits and facts a request head is checked and rewritten with.
 #[derive(Debug)]
@@ -75,29 +72,19 @@ pub fn parse(
     let http10 = version == 0;
     let target = Target::parse(method, target)?;
 
-    let mut hosts = 0;
-    let mut host: Option<&[u8]> = None;
-    let mut has_te = false;
-    for h in headers {
-        match headers::classify(h.name) {
-            Class::Host => {
-                hosts += 1;
-                host = Some(h.value);
-            }
-            Class::TransferEncoding => has_te = true,
-            _ => {}
-        }
-    }
-    if hosts > 1 {
+    let scan = headers::scan(headers);
+    if scan.hosts > 1 {
         return Err(ProxyError::BadRequest("more than one Host header\n"));
     }
-    if let Some(authority) = target.authority {
-        host = Some(authority.as_bytes());
-    } else if hosts == 0 && !http10 {
-        return Err(ProxyError::BadRequest("missing Host header\n"));
-    }
-    let framing = framing(headers, has_te, http10)?;
-    let connection = ConnectionTokens::of(headers);
+    let host = match target.authority {
+        Some(authority) => Some(authority.as_bytes()),
+        None if scan.hosts == 0 && !http10 => {
+            return Err(ProxyError::BadRequest("missing Host header\n"));
+        }
+        None => scan.host,
+    };
+    let framing = framing(headers, &scan, http10)?;
+    let connection = &scan.connection;
     let keep_alive = if http10 {
         connection.keep_alive && !connection.close
     } else {
@@ -113,7 +100,7 @@ pub fn parse(
         method,
         &target,
         headers,
-        &connection,
+        &scan,
         host,
         framing,
         rules.peer_text,
@@ -170,16 +157,13 @@ impl<'a> Target<'a> {
 /// and its backend reading a body differently is how requests are smuggled.
 fn framing(
     headers: &[httparse::Header<'_>],
-    has_te: bool,
+    scan: &Scan<'_>,
     http10: bool,
 ) -> Result<Framing, ProxyError> {
-    let lengths = headers
-        .iter()
-        .filter(|h| headers::classify(h.name) == Class::ContentLength)
-        .map(|h| h.value);
-    let length = headers::content_length(lengths)
+    let length = scan
+        .content_length
         .map_err(|_| ProxyError::BadRequest("invalid Content-Length\n"))?;
-    if has_te {
+    if scan.transfer_encoding {
         if http10 || length.is_some() {
             return Err(ProxyError::BadRequest(
                 "Transfer-Encoding with Content-Length or HTTP/1.0\n",
@@ -187,8 +171,9 @@ fn framing(
         }
         let codings = headers
             .iter()
-            .filter(|h| headers::classify(h.name) == Class::TransferEncoding)
-            .map(|h| h.value);
+            .zip(&scan.classes)
+            .filter(|(_, class)| **class == Class::TransferEncoding)
+            .map(|(h, _)| h.value);
         return match headers::transfer_codings(codings) {
             (true, false) => Ok(Framing::Chunked),
             _ => Err(ProxyError::BadRequest("unsupported Transfer-Encoding\n")),
@@ -233,7 +218,7 @@ fn write_upstream_head(
     method: &str,
     target: &Target<'_>,
     headers: &[httparse::Header<'_>],
-    connection: &ConnectionTokens<'_>,
+    scan: &Scan<'_>,
     host: Option<&[u8]>,
     framing: Framing,
     peer: &[u8],
@@ -246,19 +231,20 @@ fn write_upstream_head(
     }
     out.extend_from_slice(target.origin.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
+    let connection = &scan.connection;
     let mut forwarded_for = false;
-    let mut chain_start = 0;
-    for h in headers {
-        let keep = match headers::classify(h.name) {
+    for (h, class) in headers.iter().zip(&scan.classes) {
+        let keep = match class {
             Class::EndToEnd | Class::ContentLength => !connection.names(h.name),
             Class::Host => target.authority.is_none(),
             Class::XForwardedFor => {
-                if !connection.names(h.name) {
-                    forwarded_for = true;
-                }
+                forwarded_for |= !connection.names(h.name);
                 false
             }
-            Class::HopByHop | Class::TransferEncoding | Class::XForwardedOther => false,
+            Class::HopByHop
+            | Class::Connection
+            | Class::TransferEncoding
+            | Class::XForwardedOther => false,
         };
         if keep {
             headers::put(out, h.name.as_bytes(), h.value);
@@ -269,16 +255,14 @@ fn write_upstream_head(
     }
     out.extend_from_slice(b"x-forwarded-for: ");
     if forwarded_for {
-        for h in headers {
-            if headers::classify(h.name) == Class::XForwardedFor {
-                if chain_start > 0 {
-                    out.extend_from_slice(b", ");
-                }
-                out.extend_from_slice(h.value.trim_ascii());
-                chain_start += 1;
-            }
+        let chain = headers
+            .iter()
+            .zip(&scan.classes)
+            .filter(|(_, class)| **class == Class::XForwardedFor);
+        for (h, _) in chain {
+            out.extend_from_slice(h.value.trim_ascii());
+            out.extend_from_slice(b", ");
         }
-        out.extend_from_slice(b", ");
     }
     out.extend_from_slice(peer);
     out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\n");

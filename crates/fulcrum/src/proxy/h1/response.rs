@@ -3,8 +3,7 @@
 //! headers that match what fulcrum does on the client side.
 
 use super::framing::Framing;
-use super::request::MAX_HEADERS;
-use crate::proxy::headers::{self, Class, ConnectionTokens};
+use crate::proxy::headers::{self, Class, Scan, MAX_HEADERS};
 
 /// What the client side of the exchange looks like when the response head is written.
 #[derive(Debug, Clone, Copy)]
@@ -60,8 +59,9 @@ pub fn parse(
         return Err(BadResponse("protocol switch on a request without Upgrade"));
     }
     let informational = (100..200).contains(&status);
-    let connection = ConnectionTokens::of(headers);
-    let framing = framing(headers, status, client.request_is_head)?;
+    let scan = headers::scan(headers);
+    let connection = &scan.connection;
+    let framing = framing(headers, &scan, status, client.request_is_head)?;
     let decode_chunks = framing == Framing::Chunked && client.http10;
     let upstream_reusable = framing != Framing::UntilClose
         && if version == 0 {
@@ -76,10 +76,10 @@ pub fn parse(
     out.push(b' ');
     out.extend_from_slice(reason.as_bytes());
     out.extend_from_slice(b"\r\n");
-    for h in headers {
-        let keep = match headers::classify(h.name) {
+    for (h, class) in headers.iter().zip(&scan.classes) {
+        let keep = match class {
             Class::ContentLength => framing != Framing::Chunked && !connection.names(h.name),
-            Class::HopByHop | Class::TransferEncoding => false,
+            Class::HopByHop | Class::Connection | Class::TransferEncoding => false,
             _ => !connection.names(h.name),
         };
         if keep {
@@ -113,30 +113,27 @@ pub fn parse(
 
 fn framing(
     headers: &[httparse::Header<'_>],
+    scan: &Scan<'_>,
     status: u16,
     request_is_head: bool,
 ) -> Result<Framing, BadResponse> {
     if request_is_head || status < 200 || status == 204 || status == 304 {
         return Ok(Framing::Empty);
     }
-    let codings = headers
-        .iter()
-        .filter(|h| headers::classify(h.name) == Class::TransferEncoding)
-        .map(|h| h.value);
-    let mut codings = codings.peekable();
-    if codings.peek().is_some() {
+    if scan.transfer_encoding {
         // Transfer-Encoding overrides Content-Length; a body not ending in chunked coding
         // runs until the backend closes.
+        let codings = headers
+            .iter()
+            .zip(&scan.classes)
+            .filter(|(_, class)| **class == Class::TransferEncoding)
+            .map(|(h, _)| h.value);
         return Ok(match headers::transfer_codings(codings) {
             (true, _) => Framing::Chunked,
             (false, _) => Framing::UntilClose,
         });
     }
-    let lengths = headers
-        .iter()
-        .filter(|h| headers::classify(h.name) == Class::ContentLength)
-        .map(|h| h.value);
-    match headers::content_length(lengths) {
+    match scan.content_length {
         Ok(Some(0)) => Ok(Framing::Empty),
         Ok(Some(n)) => Ok(Framing::Length(n)),
         Ok(None) => Ok(Framing::UntilClose),
