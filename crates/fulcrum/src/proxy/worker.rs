@@ -74,6 +74,7 @@ pub fn spawn(
 
 async fn run(listeners: Vec<WorkerListener>, mut shutdown: watch::Receiver<bool>, grace: Duration) {
     let connections = Rc::new(ConnTracker::default());
+    let stop = Rc::new(Stop::default());
     let upstreams = Rc::new(UpstreamPool::default());
     let buffers = Rc::new(BufferPool::default());
     tokio::task::spawn_local(sweep_idle_upstreams(
@@ -115,9 +116,11 @@ async fn run(listeners: Vec<WorkerListener>, mut shutdown: watch::Receiver<bool>
             service,
             Rc::clone(&connections),
             shutdown.clone(),
+            Rc::clone(&stop),
         ));
     }
     let _ = shutdown.wait_for(|stop| *stop).await;
+    stop.trigger();
     if tokio::time::timeout(grace, connections.all_closed())
         .await
         .is_err()
@@ -140,6 +143,7 @@ async fn accept_loop(
     service: Service,
     connections: Rc<ConnTracker>,
     mut shutdown: watch::Receiver<bool>,
+    stop: Rc<Stop>,
 ) {
     loop {
         let accepted = tokio::select! {
@@ -157,16 +161,25 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let guard = connections.open();
-        let service = service.clone();
-        let shutdown = shutdown.clone();
-        tokio::task::spawn_local(async move {
-            match service {
-                Service::Http(route) => conn::serve(route, stream, peer, shutdown).await,
-                // TCP has no graceful close: connections run on until the grace period ends.
-                Service::Tcp(route) => l4::serve(&route, stream, peer).await,
+        // One task shape per protocol: a task is as large as its biggest future, and an idle
+        // HTTP connection should not pay for the TCP splice's state.
+        match &service {
+            Service::Http(route) => {
+                let (route, stop) = (Rc::clone(route), Rc::clone(&stop));
+                tokio::task::spawn_local(async move {
+                    conn::serve(route, stream, peer, stop).await;
+                    drop(guard);
+                });
             }
-            drop(guard);
-        });
+            Service::Tcp(route) => {
+                let route = Rc::clone(route);
+                tokio::task::spawn_local(async move {
+                    // TCP has no graceful close: connections run on until the grace period ends.
+                    l4::serve(&route, stream, peer).await;
+                    drop(guard);
+                });
+            }
+        }
     }
 }
 
@@ -177,6 +190,35 @@ async fn sweep_idle_upstreams(upstreams: Rc<UpstreamPool>, mut shutdown: watch::
             _ = tick.tick() => upstreams.sweep(),
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
+    }
+}
+
+/// This worker's view of shutdown, for its HTTP connections: a flag and a local
+/// notification, much lighter to wait on in every idle connection than the process-wide
+/// watch channel.
+#[derive(Debug, Default)]
+pub struct Stop {
+    stopped: Cell<bool>,
+    notify: Notify,
+}
+
+impl Stop {
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.get()
+    }
+
+    /// Resolves once shutdown has begun.
+    pub async fn wait(&self) {
+        // Single-threaded: nothing can set the flag between the check and the registration
+        // of the waiter, which happens on the first poll without a yield before it.
+        while !self.stopped.get() {
+            self.notify.notified().await;
+        }
+    }
+
+    fn trigger(&self) {
+        self.stopped.set(true);
+        self.notify.notify_waiters();
     }
 }
 

@@ -14,7 +14,6 @@ use std::rc::Rc;
 use std::task::Poll;
 
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::buffer::ReadBuf;
@@ -22,15 +21,11 @@ use super::exchange::{self, Client, HttpRoute};
 use super::relay;
 use super::request::{self, RequestHead, RequestRules};
 use crate::proxy::error::ProxyError;
+use crate::proxy::worker::Stop;
 
 /// Serves `stream` until the client closes, a timer ends it, an error makes it unusable, or
 /// fulcrum shuts down (a request in progress is finished first).
-pub async fn serve(
-    route: Rc<HttpRoute>,
-    mut stream: TcpStream,
-    peer: SocketAddr,
-    mut shutdown: watch::Receiver<bool>,
-) {
+pub async fn serve(route: Rc<HttpRoute>, mut stream: TcpStream, peer: SocketAddr, stop: Rc<Stop>) {
     let peer_text = exchange::peer_text(peer);
     let rules = RequestRules {
         max_request_line_bytes: route.limits.max_request_line_bytes,
@@ -46,28 +41,36 @@ pub async fn serve(
     loop {
         if input.is_empty() && !first {
             input.release_if_empty();
-            let idle = async {
-                tokio::select! {
+            // A client that sends its next request at once needs no timer.
+            let ready_now = matches!(
+                relay::poll_once(std::pin::pin!(stream.readable())).await,
+                Poll::Ready(Ok(()))
+            );
+            if !ready_now {
+                let woke = tokio::select! {
+                    biased;
                     ready = stream.readable() => ready.is_ok(),
-                    _ = shutdown.wait_for(|stop| *stop) => false,
+                    () = stop.wait() => false,
+                    () = tokio::time::sleep(route.idle_timeout) => false,
+                };
+                if !woke {
+                    return;
                 }
-            };
-            if relay::timed(route.idle_timeout, idle).await != Some(true) {
-                return;
             }
             head_deadline = None;
         }
         first = false;
         let mut upstream_head = route.buffers.take_write();
-        let head = read_head(
+        // Boxed for the same reason as the exchange below.
+        let head = Box::pin(read_head(
             &route,
             &rules,
             &mut stream,
             &mut input,
             head_deadline,
             &mut upstream_head,
-            &mut shutdown,
-        )
+            &stop,
+        ))
         .await;
         let keep_alive = match head {
             Ok(Some(request)) => {
@@ -77,9 +80,11 @@ pub async fn serve(
                     input: &mut input,
                     request: &request,
                     upstream_head: &upstream_head,
-                    shutting_down: *shutdown.borrow(),
+                    shutting_down: stop.is_stopped(),
                 };
-                exchange::proxy(&route, &mut client).await
+                // Boxed: the exchange's state is large and only lives for the request, while
+                // this task lives as long as the (mostly idle) connection.
+                Box::pin(exchange::proxy(&route, &mut client)).await
             }
             Ok(None) => false,
             Err(error) => {
@@ -91,7 +96,7 @@ pub async fn serve(
             }
         };
         route.buffers.give_write(upstream_head);
-        if !keep_alive || *shutdown.borrow() {
+        if !keep_alive || stop.is_stopped() {
             return;
         }
     }
@@ -106,7 +111,7 @@ async fn read_head(
     input: &mut ReadBuf,
     mut deadline: Option<Instant>,
     upstream_head: &mut Vec<u8>,
-    shutdown: &mut watch::Receiver<bool>,
+    stop: &Stop,
 ) -> Result<Option<RequestHead>, ProxyError> {
     let limit = route.limits.max_header_bytes;
     loop {
@@ -123,7 +128,7 @@ async fn read_head(
                 // Nothing of a request yet: shutting down closes the connection now.
                 tokio::select! {
                     read = input.read_from(stream, limit) => Some(read),
-                    _ = shutdown.wait_for(|stop| *stop) => None,
+                    () = stop.wait() => None,
                 }
             } else {
                 Some(input.read_from(stream, limit).await)
