@@ -117,6 +117,9 @@ pub struct Node {
     timing: Timing,
     role: Role,
     epoch: u64,
+    /// The epoch this instance's current claim began with. An active that re-claims a lapsed
+    /// key moves to a newer epoch; peers hearing any epoch of the tenure hear this instance.
+    tenure_epoch: u64,
     since: Duration,
     confirmed_at: Option<Duration>,
     store_ok_at: Option<Duration>,
@@ -140,6 +143,7 @@ impl Node {
             timing,
             role: Role::Standby,
             epoch: 0,
+            tenure_epoch: 0,
             since: now,
             confirmed_at: None,
             store_ok_at: None,
@@ -261,6 +265,7 @@ impl Node {
             return;
         }
         self.epoch = epoch;
+        self.tenure_epoch = epoch;
         self.confirmed_at = Some(started);
         self.transition(now, Role::Elected, "won the election in the store", None);
     }
@@ -422,7 +427,7 @@ impl Node {
                 // has not heard us for the timeout plus two heartbeats (`may_campaign`).
                 self.fresh_peers(now)
                     .find(|(_, p)| {
-                        p.hears_active != self.epoch
+                        !(self.tenure_epoch..=self.epoch).contains(&p.hears_active)
                             || p.heard_active_at
                                 .is_none_or(|t| now.saturating_sub(t) > self.timing.peer_timeout())
                     })

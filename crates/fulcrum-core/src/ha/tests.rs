@@ -297,3 +297,48 @@ fn a_store_outage_is_held_only_while_every_peer_hears_the_active() {
     }
     unreachable!("never fenced");
 }
+
+#[test]
+fn a_held_active_that_reclaims_when_the_store_returns_is_still_heard_under_its_old_epoch() {
+    // Found by the ZooKeeper store-down test: the session expired during a 30 s outage, the
+    // active won the key again with a new epoch in a slow round trip (ZooKeeper starting up),
+    // and its peer's heartbeat still named the old epoch. That is still this instance.
+    let mut node = active();
+    for t in (10..30_000).step_by(10) {
+        node.heard(report("lb2", Role::Standby, 0, Some(t)), ms(t));
+        assert_eq!(node.tick(ms(t)), None, "at {t} ms");
+    }
+    assert!(node.hold().is_some());
+    // The store is back: lb2 reached it; our re-claim started 900 ms ago and wins epoch 9.
+    node.heard(report("lb2", Role::Standby, 0, Some(5)), ms(30_000));
+    node.won(9, ms(29_100), ms(30_000));
+    assert_eq!((node.role(), node.epoch()), (Role::Active, 9));
+    for t in (30_000..30_300).step_by(10) {
+        node.heard(report("lb2", Role::Standby, 0, Some(5)), ms(t));
+        assert_eq!(node.tick(ms(t)), None, "at {t} ms: lb2 hears epoch 7, ours");
+    }
+    node.renewed(ms(30_290));
+    assert_eq!(node.tick(ms(30_300)), None);
+    assert_eq!(node.hold(), None);
+}
+
+#[test]
+fn a_peer_hearing_an_epoch_from_before_this_tenure_does_not_hear_us() {
+    let mut node = Node::new("lb1", timing(), ms(0));
+    node.won(7, ms(0), ms(0));
+    node.tick(ms(0));
+    for t in (10..2000).step_by(10) {
+        // lb2 still hears epoch 6: an older active, not us.
+        let mut r = report("lb2", Role::Standby, 0, Some(t));
+        r.hears_active = 6;
+        node.heard(r, ms(t));
+        if let Some(change) = node.tick(ms(t)) {
+            assert!(
+                matches!(&change, Change::Demoted { reason, .. } if reason.contains("does not hear us")),
+                "{change:?}"
+            );
+            return;
+        }
+    }
+    unreachable!("never fenced");
+}
