@@ -159,14 +159,7 @@ async fn pipelined_requests_are_answered_in_order_on_one_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expect_100_continue_is_relayed_and_the_body_follows() {
-    let backend = Backend::with_handler(Arc::new(|req| {
-        Box::pin(async move {
-            let body = http_body_util::BodyExt::collect(req.into_body()).await;
-            let len = body.map(|b| b.to_bytes().len()).unwrap_or(0);
-            Response::new(Full::new(Bytes::from(len.to_string())))
-        })
-    }))
-    .await;
+    let backend = body_length_backend().await;
     let proxy = start_proxy("http", "round_robin", &[(backend.addr, 1)], "", "");
     let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
     stream
@@ -221,4 +214,18 @@ async fn a_malformed_backend_answer_gives_502() {
         let (status, _) = Client::connect(proxy.addr).await.get("/").await;
         assert_eq!(status, 502, "for {backend:?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_chunked_upload_gets_400_and_is_not_the_backends_fault() {
+    let backend = body_length_backend().await;
+    let proxy = start_proxy("http", "round_robin", &[(backend.addr, 1)], "", "");
+    let response = raw_exchange(
+        proxy.addr,
+        b"POST / HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n",
+    )
+    .await;
+    assert!(response.starts_with("HTTP/1.1 400 "), "{response}");
+    let status = proxy.app().pools().get("app").unwrap().status();
+    assert_eq!(status.backends[0].failures, 0);
 }

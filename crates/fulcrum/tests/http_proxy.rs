@@ -384,18 +384,6 @@ async fn chunked_and_sized_bodies_pass_through_both_ways() {
     assert!(response.ends_with(":hello"), "{response}");
 }
 
-/// A backend that reads the whole body, then answers with its length.
-async fn body_length_backend() -> Backend {
-    Backend::with_handler(Arc::new(|req| {
-        Box::pin(async move {
-            let body = http_body_util::BodyExt::collect(req.into_body()).await;
-            let len = body.map(|b| b.to_bytes().len()).unwrap_or(0);
-            Response::new(Full::new(Bytes::from(len.to_string())))
-        })
-    }))
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_response_timeout_starts_only_after_the_whole_upload() {
     let backend = body_length_backend().await;

@@ -384,3 +384,15 @@ pub fn tally(bodies: impl IntoIterator<Item = String>) -> HashMap<String, usize>
     }
     counts
 }
+
+/// A backend that reads the whole body, then answers with its length.
+pub async fn body_length_backend() -> Backend {
+    Backend::with_handler(Arc::new(|req| {
+        Box::pin(async move {
+            let body = http_body_util::BodyExt::collect(req.into_body()).await;
+            let len = body.map(|b| b.to_bytes().len()).unwrap_or(0);
+            Response::new(Full::new(Bytes::from(len.to_string())))
+        })
+    }))
+    .await
+}

@@ -77,8 +77,11 @@ pub async fn proxy(route: &HttpRoute, client: &mut Client<'_>) -> bool {
         && pool.settings.connect_attempts > 1
         && snapshot.backends.len() > 1;
     let mut broke = false;
-    let now = Instant::now();
-    for _ in 0..pool.settings.connect_attempts {
+    let mut now = Instant::now();
+    for attempt_number in 0..pool.settings.connect_attempts {
+        if attempt_number > 0 {
+            now = Instant::now();
+        }
         let Some(index) = snapshot.pick(&tried, client.request.key) else {
             break;
         };
@@ -98,9 +101,12 @@ pub async fn proxy(route: &HttpRoute, client: &mut Client<'_>) -> bool {
                 backend.stats.record_failure();
                 tracing::warn!(pool = %pool.name, backend = %backend.addr, %error, "connect failed; trying another backend");
             }
-            Attempt::Failed(ProxyError::ClientBodyTimeout) => {
-                tracing::debug!(pool = %pool.name, "client stopped sending its request body");
-                return respond_error(route, client, ProxyError::ClientBodyTimeout).await;
+            // The client's fault (a stalled or malformed body), not the backend's.
+            Attempt::Failed(
+                error @ (ProxyError::ClientBodyTimeout | ProxyError::BadRequest(_)),
+            ) => {
+                tracing::debug!(pool = %pool.name, %error, "request body not received whole");
+                return respond_error(route, client, error).await;
             }
             Attempt::Failed(ProxyError::UpstreamFailed) if replay => {
                 backend.stats.record_failure();
