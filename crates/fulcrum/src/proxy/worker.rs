@@ -20,6 +20,7 @@ use tokio::task::LocalSet;
 use super::h1::buffer::BufferPool;
 use super::h1::conn;
 use super::h1::exchange::HttpRoute;
+use super::h1::idle::{IdleRegistry, TICK};
 use super::l4::{self, TcpRoute};
 use super::upstream::UpstreamPool;
 use crate::pool::Pool;
@@ -74,7 +75,8 @@ pub fn spawn(
 
 async fn run(listeners: Vec<WorkerListener>, mut shutdown: watch::Receiver<bool>, grace: Duration) {
     let connections = Rc::new(ConnTracker::default());
-    let stop = Rc::new(Stop::default());
+    let idle = Rc::new(IdleRegistry::default());
+    tokio::task::spawn_local(tick_idle(Rc::clone(&idle), shutdown.clone()));
     let upstreams = Rc::new(UpstreamPool::default());
     let buffers = Rc::new(BufferPool::default());
     tokio::task::spawn_local(sweep_idle_upstreams(
@@ -102,6 +104,7 @@ async fn run(listeners: Vec<WorkerListener>, mut shutdown: watch::Receiver<bool>
                 pool: l.pool,
                 upstreams: Rc::clone(&upstreams),
                 buffers: Rc::clone(&buffers),
+                idle: Rc::clone(&idle),
                 limits: limits.clone(),
                 idle_timeout: l.config.idle_timeout,
             })),
@@ -116,11 +119,10 @@ async fn run(listeners: Vec<WorkerListener>, mut shutdown: watch::Receiver<bool>
             service,
             Rc::clone(&connections),
             shutdown.clone(),
-            Rc::clone(&stop),
         ));
     }
     let _ = shutdown.wait_for(|stop| *stop).await;
-    stop.trigger();
+    idle.stop();
     if tokio::time::timeout(grace, connections.all_closed())
         .await
         .is_err()
@@ -143,7 +145,6 @@ async fn accept_loop(
     service: Service,
     connections: Rc<ConnTracker>,
     mut shutdown: watch::Receiver<bool>,
-    stop: Rc<Stop>,
 ) {
     loop {
         let accepted = tokio::select! {
@@ -165,9 +166,9 @@ async fn accept_loop(
         // HTTP connection should not pay for the TCP splice's state.
         match &service {
             Service::Http(route) => {
-                let (route, stop) = (Rc::clone(route), Rc::clone(&stop));
+                let route = Rc::clone(route);
                 tokio::task::spawn_local(async move {
-                    conn::serve(route, stream, peer, stop).await;
+                    conn::serve(route, stream, peer).await;
                     drop(guard);
                 });
             }
@@ -183,6 +184,18 @@ async fn accept_loop(
     }
 }
 
+/// Advances the idle registry's clock and closes client connections idle too long.
+async fn tick_idle(idle: Rc<IdleRegistry>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => idle.tick(tokio::time::Instant::now()),
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+    }
+}
+
 async fn sweep_idle_upstreams(upstreams: Rc<UpstreamPool>, mut shutdown: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -190,35 +203,6 @@ async fn sweep_idle_upstreams(upstreams: Rc<UpstreamPool>, mut shutdown: watch::
             _ = tick.tick() => upstreams.sweep(),
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
-    }
-}
-
-/// This worker's view of shutdown, for its HTTP connections: a flag and a local
-/// notification, much lighter to wait on in every idle connection than the process-wide
-/// watch channel.
-#[derive(Debug, Default)]
-pub struct Stop {
-    stopped: Cell<bool>,
-    notify: Notify,
-}
-
-impl Stop {
-    pub fn is_stopped(&self) -> bool {
-        self.stopped.get()
-    }
-
-    /// Resolves once shutdown has begun.
-    pub async fn wait(&self) {
-        // Single-threaded: nothing can set the flag between the check and the registration
-        // of the waiter, which happens on the first poll without a yield before it.
-        while !self.stopped.get() {
-            self.notify.notified().await;
-        }
-    }
-
-    fn trigger(&self) {
-        self.stopped.set(true);
-        self.notify.notify_waiters();
     }
 }
 

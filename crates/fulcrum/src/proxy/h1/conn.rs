@@ -18,14 +18,14 @@ use tokio::time::Instant;
 
 use super::buffer::ReadBuf;
 use super::exchange::{self, Client, HttpRoute};
+use super::idle::Woke;
 use super::relay;
 use super::request::{self, RequestHead, RequestRules};
 use crate::proxy::error::ProxyError;
-use crate::proxy::worker::Stop;
 
 /// Serves `stream` until the client closes, a timer ends it, an error makes it unusable, or
 /// fulcrum shuts down (a request in progress is finished first).
-pub async fn serve(route: Rc<HttpRoute>, mut stream: TcpStream, peer: SocketAddr, stop: Rc<Stop>) {
+pub async fn serve(route: Rc<HttpRoute>, mut stream: TcpStream, peer: SocketAddr) {
     let peer_text = exchange::peer_text(peer);
     let rules = RequestRules {
         max_request_line_bytes: route.limits.max_request_line_bytes,
@@ -39,25 +39,31 @@ pub async fn serve(route: Rc<HttpRoute>, mut stream: TcpStream, peer: SocketAddr
     let mut head_deadline = Some(Instant::now() + route.limits.header_timeout);
     let mut first = true;
     loop {
-        if input.is_empty() && !first {
+        if input.is_empty() {
             input.release_if_empty();
-            // A client that sends its next request at once needs no timer.
-            let ready_now = matches!(
-                relay::poll_once(std::pin::pin!(stream.readable())).await,
-                Poll::Ready(Ok(()))
-            );
-            if !ready_now {
-                let woke = tokio::select! {
-                    biased;
-                    ready = stream.readable() => ready.is_ok(),
-                    () = stop.wait() => false,
-                    () = tokio::time::sleep(route.idle_timeout) => false,
-                };
-                if !woke {
+            let limit = if first {
+                route.limits.header_timeout
+            } else {
+                route.idle_timeout
+            };
+            match route.idle.wait(&stream, limit).await {
+                Woke::Close if first && !route.idle.is_stopped() => {
+                    // Nothing at all within the header timeout of accept.
+                    respond_error(&route, &mut stream, ProxyError::HeaderTimeout).await;
                     return;
                 }
+                Woke::Close => return,
+                Woke::Readable => match input.try_read_from(&stream) {
+                    Ok(0) => return,
+                    Ok(_) => {}
+                    // Readiness left over from an earlier read: wait again.
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                    Err(_) => return,
+                },
             }
-            head_deadline = None;
+            if !first {
+                head_deadline = None;
+            }
         }
         first = false;
         let mut upstream_head = route.buffers.take_write();
@@ -69,7 +75,6 @@ pub async fn serve(route: Rc<HttpRoute>, mut stream: TcpStream, peer: SocketAddr
             &mut input,
             head_deadline,
             &mut upstream_head,
-            &stop,
         ))
         .await;
         let keep_alive = match head {
@@ -80,7 +85,7 @@ pub async fn serve(route: Rc<HttpRoute>, mut stream: TcpStream, peer: SocketAddr
                     input: &mut input,
                     request: &request,
                     upstream_head: &upstream_head,
-                    shutting_down: stop.is_stopped(),
+                    shutting_down: route.idle.is_stopped(),
                 };
                 // Boxed: the exchange's state is large and only lives for the request, while
                 // this task lives as long as the (mostly idle) connection.
@@ -89,21 +94,25 @@ pub async fn serve(route: Rc<HttpRoute>, mut stream: TcpStream, peer: SocketAddr
             Ok(None) => false,
             Err(error) => {
                 tracing::debug!(%peer, %error, "bad request");
-                let mut out = Vec::new();
-                error.write_response(&mut out, true);
-                let _ = relay::write_slice(&mut stream, &out, route.idle_timeout).await;
+                respond_error(&route, &mut stream, error).await;
                 false
             }
         };
         route.buffers.give_write(upstream_head);
-        if !keep_alive || stop.is_stopped() {
+        if !keep_alive || route.idle.is_stopped() {
             return;
         }
     }
 }
 
-/// Reads until a whole request head is buffered. `Ok(None)`: the client closed (or fulcrum
-/// is shutting down) before a request began.
+async fn respond_error(route: &HttpRoute, stream: &mut TcpStream, error: ProxyError) {
+    let mut out = Vec::new();
+    error.write_response(&mut out, true);
+    let _ = relay::write_slice(stream, &out, route.idle_timeout).await;
+}
+
+/// Reads until a whole request head is buffered (`input` holds its first bytes). `Ok(None)`:
+/// the client closed before the head was complete.
 async fn read_head(
     route: &HttpRoute,
     rules: &RequestRules<'_>,
@@ -111,30 +120,16 @@ async fn read_head(
     input: &mut ReadBuf,
     mut deadline: Option<Instant>,
     upstream_head: &mut Vec<u8>,
-    stop: &Stop,
 ) -> Result<Option<RequestHead>, ProxyError> {
     let limit = route.limits.max_header_bytes;
     loop {
-        if !input.is_empty() {
-            if let Some(head) = request::parse(input.filled(), rules, upstream_head)? {
-                return Ok(Some(head));
-            }
-            if input.len() >= limit {
-                return Err(ProxyError::HeadTooLarge);
-            }
+        if let Some(head) = request::parse(input.filled(), rules, upstream_head)? {
+            return Ok(Some(head));
         }
-        let read = async {
-            if input.is_empty() {
-                // Nothing of a request yet: shutting down closes the connection now.
-                tokio::select! {
-                    read = input.read_from(stream, limit) => Some(read),
-                    () = stop.wait() => None,
-                }
-            } else {
-                Some(input.read_from(stream, limit).await)
-            }
-        };
-        let mut read = std::pin::pin!(read);
+        if input.len() >= limit {
+            return Err(ProxyError::HeadTooLarge);
+        }
+        let mut read = std::pin::pin!(input.read_from(stream, limit));
         let read = match relay::poll_once(read.as_mut()).await {
             Poll::Ready(read) => read,
             Poll::Pending => {
@@ -146,8 +141,8 @@ async fn read_head(
             }
         };
         match read {
-            None | Some(Ok(0) | Err(_)) => return Ok(None),
-            Some(Ok(_)) => {}
+            Ok(0) | Err(_) => return Ok(None),
+            Ok(_) => {}
         }
     }
 }

@@ -19,6 +19,7 @@ use tokio::time::Instant;
 
 use super::buffer::{BufferPool, ReadBuf};
 use super::framing::Framing;
+use super::idle::IdleRegistry;
 use super::relay::{self, RelayError, Timeouts};
 use super::request::RequestHead;
 use super::response::{self, ClientSide, ResponseHead};
@@ -36,6 +37,8 @@ pub struct HttpRoute {
     pub pool: Arc<Pool>,
     pub upstreams: Rc<UpstreamPool>,
     pub buffers: Rc<BufferPool>,
+    /// This worker's waiting client connections (idle timeout, shutdown).
+    pub idle: Rc<IdleRegistry>,
     pub limits: HttpLimits,
     /// Between requests, and the longest a client may stall while sending a body or taking
     /// a response.

@@ -1,0 +1,230 @@
+//! Keep-alive client connections waiting for their next request, one registry per worker.
+//!
+//! Waiting is where client connections spend most of their life, so the wait is kept small
+//! and cheap: a connection parks on its socket's readiness plus a slot here, and one ticker
+//! per worker closes those idle past their timeout and, at shutdown, all of them. No timer
+//! and no notification is registered per request; the price is that the idle timeout is
+//! honoured to within one tick (100 ms).
+
+use std::cell::{Cell, RefCell};
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+/// How often idle deadlines are checked (and the registry's clock advances).
+pub const TICK: Duration = Duration::from_millis(100);
+
+#[derive(Debug)]
+pub struct IdleRegistry {
+    /// The time at the last tick: deadlines are computed from it without reading the clock.
+    now: Cell<Instant>,
+    slots: RefCell<Vec<Slot>>,
+    free: RefCell<Vec<usize>>,
+    stopped: Cell<bool>,
+}
+
+#[derive(Debug)]
+struct Slot {
+    deadline: Instant,
+    waker: Option<Waker>,
+}
+
+/// How an idle wait ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Woke {
+    /// The socket became readable: a request (or the end of the stream) arrived — or the
+    /// readiness was left over from an earlier read, which a read returning `WouldBlock`
+    /// shows (and clears).
+    Readable,
+    /// No request within the idle timeout, the socket failed, or the worker is stopping.
+    Close,
+}
+
+impl Default for IdleRegistry {
+    fn default() -> Self {
+        Self {
+            now: Cell::new(Instant::now()),
+            slots: RefCell::default(),
+            free: RefCell::default(),
+            stopped: Cell::new(false),
+        }
+    }
+}
+
+impl IdleRegistry {
+    /// Waits until `stream` is readable, at most `timeout` (to within a tick).
+    pub async fn wait(&self, stream: &TcpStream, timeout: Duration) -> Woke {
+        if self.stopped.get() {
+            return Woke::Close;
+        }
+        let slot = self.register(self.now.get() + timeout);
+        let _release = Release {
+            registry: self,
+            slot,
+        };
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(ready) = stream.poll_read_ready(cx) {
+                return Poll::Ready(if ready.is_ok() {
+                    Woke::Readable
+                } else {
+                    Woke::Close
+                });
+            }
+            let mut slots = self.slots.borrow_mut();
+            let entry = &mut slots[slot];
+            if self.stopped.get() || entry.deadline <= self.now.get() {
+                return Poll::Ready(Woke::Close);
+            }
+            if !entry
+                .waker
+                .as_ref()
+                .is_some_and(|w| w.will_wake(cx.waker()))
+            {
+                entry.waker = Some(cx.waker().clone());
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Advances the clock to `now` and wakes the connections whose idle time is over.
+    pub fn tick(&self, now: Instant) {
+        self.now.set(now);
+        let due: Vec<Waker> = self
+            .slots
+            .borrow_mut()
+            .iter_mut()
+            .filter(|s| s.deadline <= now)
+            .filter_map(|s| s.waker.take())
+            .collect();
+        // Woken outside the borrow: waking only schedules the task, but keep it obvious.
+        due.into_iter().for_each(Waker::wake);
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.get()
+    }
+
+    /// Shutdown: every waiting connection closes, and no new wait begins.
+    pub fn stop(&self) {
+        self.stopped.set(true);
+        let all: Vec<Waker> = self
+            .slots
+            .borrow_mut()
+            .iter_mut()
+            .filter_map(|s| s.waker.take())
+            .collect();
+        all.into_iter().for_each(Waker::wake);
+    }
+
+    fn register(&self, deadline: Instant) -> usize {
+        let mut slots = self.slots.borrow_mut();
+        let slot = Slot {
+            deadline,
+            waker: None,
+        };
+        match self.free.borrow_mut().pop() {
+            Some(index) => {
+                slots[index] = slot;
+                index
+            }
+            None => {
+                slots.push(slot);
+                slots.len() - 1
+            }
+        }
+    }
+}
+
+/// Frees the slot when the wait ends, however it ends.
+struct Release<'a> {
+    registry: &'a IdleRegistry,
+    slot: usize,
+}
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        let registry = self.registry;
+        if let Some(entry) = registry.slots.borrow_mut().get_mut(self.slot) {
+            // A free slot never expires: the ticker skips it until it is reused.
+            entry.waker = None;
+            entry.deadline = far_future(registry.now.get());
+        }
+        registry.free.borrow_mut().push(self.slot);
+    }
+}
+
+fn far_future(now: Instant) -> Instant {
+    now + Duration::from_secs(86_400 * 365)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let client = TcpStream::connect(addr)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (server, _) = listener.accept().await.unwrap_or_else(|e| panic!("{e}"));
+        (client, server)
+    }
+
+    /// Waits as a connection does: a `WouldBlock` after a wake-up means wait again.
+    async fn outcome(registry: &IdleRegistry, stream: &TcpStream, timeout: Duration) -> Woke {
+        loop {
+            let woke = registry.wait(stream, timeout).await;
+            if woke == Woke::Close {
+                return woke;
+            }
+            match stream.try_read(&mut [0u8; 16]) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                _ => return woke,
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_wait_ends_with_data_at_the_timeout_tick_or_at_stop() {
+        let registry = std::rc::Rc::new(IdleRegistry::default());
+        let (client, server) = pair().await;
+        // Data: readable at once.
+        client.try_write(b"x").unwrap_or_else(|e| panic!("{e}"));
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(
+            outcome(&registry, &server, Duration::from_secs(5)).await,
+            Woke::Readable
+        );
+
+        // No data: closed by the first tick at or after the deadline.
+        let (_client, server) = pair().await;
+        let waiting = {
+            let registry = std::rc::Rc::clone(&registry);
+            async move { outcome(&registry, &server, Duration::from_millis(250)).await }
+        };
+        let ticker = async {
+            let start = Instant::now();
+            for n in 1..=5 {
+                tokio::time::sleep(TICK).await;
+                registry.tick(start + TICK * n);
+            }
+        };
+        let (woke, ()) = tokio::join!(waiting, ticker);
+        assert_eq!(woke, Woke::Close);
+        assert_eq!(registry.slots.borrow().len(), 1, "the slot was reused");
+        assert_eq!(registry.free.borrow().len(), 1, "and released again");
+
+        // Stop: every waiter closes.
+        let (_client, server) = pair().await;
+        let waiting = outcome(&registry, &server, Duration::from_secs(60));
+        let stopper = async { registry.stop() };
+        let (woke, ()) = tokio::join!(waiting, stopper);
+        assert_eq!(woke, Woke::Close);
+    }
+}
