@@ -49,7 +49,12 @@ pub async fn serve(route: Rc<HttpRoute>, mut stream: TcpStream, peer: SocketAddr
             match route.idle.wait(&stream, limit).await {
                 Woke::Close if first && !route.idle.is_stopped() => {
                     // Nothing at all within the header timeout of accept.
-                    respond_error(&route, &mut stream, ProxyError::HeaderTimeout).await;
+                    Box::pin(respond_error(
+                        &route,
+                        &mut stream,
+                        ProxyError::HeaderTimeout,
+                    ))
+                    .await;
                     return;
                 }
                 Woke::Close => return,
@@ -94,7 +99,7 @@ pub async fn serve(route: Rc<HttpRoute>, mut stream: TcpStream, peer: SocketAddr
             Ok(None) => false,
             Err(error) => {
                 tracing::debug!(%peer, %error, "bad request");
-                respond_error(&route, &mut stream, error).await;
+                Box::pin(respond_error(&route, &mut stream, error)).await;
                 false
             }
         };
