@@ -229,3 +229,14 @@ async fn a_malformed_chunked_upload_gets_400_and_is_not_the_backends_fault() {
     let status = proxy.app().pools().get("app").unwrap().status();
     assert_eq!(status.backends[0].failures, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_1_0_request_without_host_names_the_backend_as_host() {
+    let backend = Backend::named("a", Duration::ZERO).await;
+    let proxy = start_proxy("http", "round_robin", &[(backend.addr, 1)], "", "");
+    let response = raw_exchange(proxy.addr, b"GET / HTTP/1.0\r\n\r\n").await;
+    assert!(response.starts_with("HTTP/1.1 200 "), "{response}");
+    let seen = backend.last_headers();
+    assert_eq!(seen["host"], backend.addr.to_string().as_str());
+    assert!(seen.get("x-forwarded-host").is_none(), "{seen:?}");
+}

@@ -181,14 +181,15 @@ async fn exchange(
     started: Instant,
 ) -> Attempt {
     let settings = &route.pool.settings;
+    let with_host;
+    let head = if client.request.host_missing {
+        with_host = head_with_host(client.upstream_head, backend.addr);
+        &with_host[..]
+    } else {
+        client.upstream_head
+    };
     // Send the head; a pooled connection the backend closed meanwhile is replaced once.
-    if let Err(error) = relay::write_slice(
-        &mut upstream,
-        client.upstream_head,
-        settings.response_timeout,
-    )
-    .await
-    {
+    if let Err(error) = relay::write_slice(&mut upstream, head, settings.response_timeout).await {
         if fresh {
             return Attempt::NotSent(format!("{error:?}"));
         }
@@ -196,12 +197,7 @@ async fn exchange(
             Ok(stream) => stream,
             Err(e) => return Attempt::NotSent(e.to_string()),
         };
-        if let Err(error) = relay::write_slice(
-            &mut upstream,
-            client.upstream_head,
-            settings.response_timeout,
-        )
-        .await
+        if let Err(error) = relay::write_slice(&mut upstream, head, settings.response_timeout).await
         {
             return Attempt::NotSent(format!("{error:?}"));
         }
@@ -235,6 +231,16 @@ async fn exchange(
         }
         Err(attempt) => attempt,
     }
+}
+
+/// An HTTP/1.0 request without Host goes upstream as HTTP/1.1, which requires one: like
+/// nginx, fulcrum names the backend it goes to.
+fn head_with_host(head: &[u8], backend: SocketAddr) -> Vec<u8> {
+    let end = head.len().saturating_sub(2);
+    let mut with_host = Vec::with_capacity(head.len() + 32);
+    with_host.extend_from_slice(&head[..end]);
+    with_host.extend_from_slice(format!("host: {backend}\r\n\r\n").as_bytes());
+    with_host
 }
 
 /// Uploads the request body while waiting for the response head, then streams the response.

@@ -32,6 +32,8 @@ pub struct RequestHead {
     /// The client wants the connection kept open after this exchange.
     pub keep_alive: bool,
     pub is_head: bool,
+    /// An HTTP/1.0 request without Host: the backend's address is sent as Host.
+    pub host_missing: bool,
     /// A bodiless GET, HEAD or OPTIONS: safe to send again to another backend.
     pub replayable: bool,
     pub key: Option<u64>,
@@ -111,6 +113,7 @@ pub fn parse(
         http10,
         keep_alive,
         is_head,
+        host_missing: host.is_none(),
         replayable,
         key,
         set_cookie,
