@@ -71,10 +71,6 @@ impl Default for ChunkScanner {
 }
 
 impl ChunkScanner {
-    pub fn is_done(&self) -> bool {
-        self.state == State::Done
-    }
-
     /// Scans `input`. With `decode`, the chunk data is moved to the front of `input` and
     /// `output` counts it (framing and trailers dropped); without, every consumed byte is
     /// passed on as it is.

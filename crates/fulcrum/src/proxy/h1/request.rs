@@ -292,15 +292,20 @@ mod tests {
         config.pools["app"].clone()
     }
 
+    /// The rules of a client at 127.0.0.1.
+    fn local_rules(settings: &PoolSettings, max_request_line_bytes: usize) -> RequestRules<'_> {
+        RequestRules {
+            max_request_line_bytes,
+            settings,
+            peer: [127, 0, 0, 1].into(),
+            peer_text: b"127.0.0.1",
+        }
+    }
+
     /// Parses `request` and returns the head sent upstream, or the error.
     fn forward(request: &str) -> Result<(String, RequestHead), ProxyError> {
         let settings = settings();
-        let rules = RequestRules {
-            max_request_line_bytes: 8192,
-            settings: &settings,
-            peer: [127, 0, 0, 1].into(),
-            peer_text: b"127.0.0.1",
-        };
+        let rules = local_rules(&settings, 8192);
         let mut out = Vec::new();
         let head = parse(request.as_bytes(), &rules, &mut out)?
             .unwrap_or_else(|| panic!("incomplete: {request:?}"));
@@ -436,12 +441,7 @@ mod tests {
     #[test]
     fn an_incomplete_head_waits_unless_its_line_is_already_too_long() {
         let settings = settings();
-        let rules = RequestRules {
-            max_request_line_bytes: 100,
-            settings: &settings,
-            peer: [127, 0, 0, 1].into(),
-            peer_text: b"127.0.0.1",
-        };
+        let rules = local_rules(&settings, 100);
         let mut out = Vec::new();
         assert!(matches!(
             parse(b"GET / HTTP/1.1\r\nhost: a\r\n", &rules, &mut out),
