@@ -27,12 +27,6 @@ use crate::proxy::error::ProxyError;
 /// fulcrum shuts down (a request in progress is finished first).
 pub async fn serve(route: Rc<HttpRoute>, mut stream: TcpStream, peer: SocketAddr) {
     let peer_text = exchange::peer_text(peer);
-    let rules = RequestRules {
-        max_request_line_bytes: route.limits.max_request_line_bytes,
-        settings: &route.pool.settings,
-        peer: peer.ip(),
-        peer_text: &peer_text,
-    };
     let mut input = ReadBuf::new(Rc::clone(&route.buffers));
     // The first head is due within the header timeout from accept; later ones from the
     // moment their first bytes arrive (set only when a head has to be waited for).
@@ -71,43 +65,69 @@ pub async fn serve(route: Rc<HttpRoute>, mut stream: TcpStream, peer: SocketAddr
             }
         }
         first = false;
-        let mut upstream_head = route.buffers.take_write();
-        // Boxed for the same reason as the exchange below.
-        let head = Box::pin(read_head(
+        // Boxed: a request's state is large and lives only as long as the request, while this
+        // task lives as long as the (mostly idle) connection.
+        let request = serve_request(
             &route,
-            &rules,
             &mut stream,
             &mut input,
+            peer,
+            &peer_text,
             head_deadline,
-            &mut upstream_head,
-        ))
-        .await;
-        let keep_alive = match head {
-            Ok(Some(request)) => {
-                input.consume(request.len);
-                let mut client = Client {
-                    stream: &mut stream,
-                    input: &mut input,
-                    request: &request,
-                    upstream_head: &upstream_head,
-                    shutting_down: route.idle.is_stopped(),
-                };
-                // Boxed: the exchange's state is large and only lives for the request, while
-                // this task lives as long as the (mostly idle) connection.
-                Box::pin(exchange::proxy(&route, &mut client)).await
-            }
-            Ok(None) => false,
-            Err(error) => {
-                tracing::debug!(%peer, %error, "bad request");
-                Box::pin(respond_error(&route, &mut stream, error)).await;
-                false
-            }
-        };
-        route.buffers.give_write(upstream_head);
-        if !keep_alive || route.idle.is_stopped() {
+        );
+        if !Box::pin(request).await || route.idle.is_stopped() {
             return;
         }
     }
+}
+
+/// One request, from its head to the end of its response; returns whether the connection
+/// may carry another.
+async fn serve_request(
+    route: &HttpRoute,
+    stream: &mut TcpStream,
+    input: &mut ReadBuf,
+    peer: SocketAddr,
+    peer_text: &[u8],
+    head_deadline: Option<Instant>,
+) -> bool {
+    let rules = RequestRules {
+        max_request_line_bytes: route.limits.max_request_line_bytes,
+        settings: &route.pool.settings,
+        peer: peer.ip(),
+        peer_text,
+    };
+    let mut upstream_head = route.buffers.take_write();
+    let head = read_head(
+        route,
+        &rules,
+        stream,
+        input,
+        head_deadline,
+        &mut upstream_head,
+    )
+    .await;
+    let keep_alive = match head {
+        Ok(Some(request)) => {
+            input.consume(request.len);
+            let mut client = Client {
+                stream,
+                input,
+                request: &request,
+                upstream_head: &upstream_head,
+                shutting_down: route.idle.is_stopped(),
+            };
+            exchange::proxy(route, &mut client).await
+        }
+        Ok(None) => false,
+        Err(error) => {
+            tracing::debug!(%peer, %error, "bad request");
+            respond_error(route, stream, error).await;
+            false
+        }
+    };
+    route.buffers.give_write(upstream_head);
+    keep_alive
 }
 
 async fn respond_error(route: &HttpRoute, stream: &mut TcpStream, error: ProxyError) {
