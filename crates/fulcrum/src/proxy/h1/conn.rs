@@ -43,12 +43,9 @@ pub async fn serve(route: Rc<HttpRoute>, mut stream: TcpStream, peer: SocketAddr
             match route.idle.wait(&stream, limit).await {
                 Woke::Close if first && !route.idle.is_stopped() => {
                     // Nothing at all within the header timeout of accept.
-                    Box::pin(respond_error(
-                        &route,
-                        &mut stream,
-                        ProxyError::HeaderTimeout,
-                    ))
-                    .await;
+                    let answer =
+                        exchange::send_error(&route, &mut stream, ProxyError::HeaderTimeout, false);
+                    Box::pin(answer).await;
                     return;
                 }
                 Woke::Close => return,
@@ -122,18 +119,11 @@ async fn serve_request(
         Ok(None) => false,
         Err(error) => {
             tracing::debug!(%peer, %error, "bad request");
-            respond_error(route, stream, error).await;
-            false
+            exchange::send_error(route, stream, error, false).await
         }
     };
     route.buffers.give_write(upstream_head);
     keep_alive
-}
-
-async fn respond_error(route: &HttpRoute, stream: &mut TcpStream, error: ProxyError) {
-    let mut out = Vec::new();
-    error.write_response(&mut out, true);
-    let _ = relay::write_slice(stream, &out, route.idle_timeout).await;
 }
 
 /// Reads until a whole request head is buffered (`input` holds its first bytes). `Ok(None)`:

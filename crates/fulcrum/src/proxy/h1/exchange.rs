@@ -139,11 +139,22 @@ async fn respond_error(route: &HttpRoute, client: &mut Client<'_>, error: ProxyE
     tracing::debug!(listener = %route.listener, %error, "request failed");
     let keep_alive = client.request.keep_alive
         && client.request.framing == Framing::Empty
-        && !client.shutting_down
-        && !error.closes_connection();
+        && !client.shutting_down;
+    send_error(route, client.stream, error, keep_alive).await
+}
+
+/// Writes fulcrum's own answer for `error`; returns whether the connection stays open (only
+/// when `keep_alive` and the error does not end the connection anyway).
+pub async fn send_error(
+    route: &HttpRoute,
+    stream: &mut TcpStream,
+    error: ProxyError,
+    keep_alive: bool,
+) -> bool {
+    let keep_alive = keep_alive && !error.closes_connection();
     let mut out = route.buffers.take_write();
     error.write_response(&mut out, !keep_alive);
-    let written = relay::write_slice(client.stream, &out, route.idle_timeout).await;
+    let written = relay::write_slice(stream, &out, route.idle_timeout).await;
     route.buffers.give_write(out);
     keep_alive && written.is_ok()
 }
