@@ -208,6 +208,7 @@ async fn a_malformed_backend_answer_gives_502() {
     for backend in [
         "HTTP/1.1 200 OK\r\ncontent-length: nope\r\n\r\n",
         "NOT HTTP AT ALL\r\n\r\n",
+        "HTTP/1.1 099 Too Low\r\ncontent-length: 0\r\n\r\n",
     ] {
         let addr = scripted_backend(backend).await;
         let proxy = start_proxy("http", "round_robin", &[(addr, 1)], "", "");

@@ -82,8 +82,9 @@ impl ProxyError {
     }
 
     /// Appends the complete response; with `close` (or for a client error) it says
-    /// `connection: close`.
-    pub fn write_response(self, out: &mut Vec<u8>, close: bool) {
+    /// `connection: close`. The answer to a HEAD request has no body (its length is the one
+    /// a GET would get): a kept-alive client would read the body as the next response.
+    pub fn write_response(self, out: &mut Vec<u8>, close: bool, head_request: bool) {
         let message = self.message();
         out.extend_from_slice(b"HTTP/1.1 ");
         out.extend_from_slice(self.status_line().as_bytes());
@@ -93,7 +94,9 @@ impl ProxyError {
             out.extend_from_slice(b"\r\nconnection: close");
         }
         out.extend_from_slice(b"\r\n\r\n");
-        out.extend_from_slice(message.as_bytes());
+        if !head_request {
+            out.extend_from_slice(message.as_bytes());
+        }
     }
 }
 
@@ -104,14 +107,22 @@ mod tests {
     #[test]
     fn error_responses_are_complete_and_close_after_client_errors() {
         let mut out = Vec::new();
-        ProxyError::NoBackend.write_response(&mut out, false);
+        ProxyError::NoBackend.write_response(&mut out, false, false);
         assert_eq!(
             String::from_utf8_lossy(&out),
             "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n\
              content-length: 21\r\n\r\nno backend available\n"
         );
         out.clear();
-        ProxyError::HeadTooLarge.write_response(&mut out, false);
+        ProxyError::NoBackend.write_response(&mut out, false, true);
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n\
+             content-length: 21\r\n\r\n",
+            "a HEAD answer has the length but not the body"
+        );
+        out.clear();
+        ProxyError::HeadTooLarge.write_response(&mut out, false, false);
         let text = String::from_utf8_lossy(&out);
         assert!(text.starts_with("HTTP/1.1 431 "), "{text}");
         assert!(text.contains("\r\nconnection: close\r\n"), "{text}");

@@ -155,11 +155,26 @@ fn parse_length(value: &[u8]) -> Result<u64, InvalidLength> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InvalidLength;
 
-/// Whether the Transfer-Encoding values end in `chunked` (the only coding fulcrum frames by),
-/// and whether they name anything else.
-pub fn transfer_codings<'h>(values: impl Iterator<Item = &'h [u8]>) -> (bool, bool) {
-    let mut last_chunked = false;
-    let mut other = false;
+/// What a message's Transfer-Encoding values say about its framing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Codings {
+    /// The last coding is `chunked`: the body is framed by chunks.
+    pub chunked_last: bool,
+    /// A coding other than `chunked` is named.
+    pub other: bool,
+    /// `chunked` is named more than once, which RFC 9112 §6.1 forbids: no two readers agree
+    /// on how many layers to take off.
+    pub chunked_twice: bool,
+}
+
+/// Reads the Transfer-Encoding values (all of them, in order).
+pub fn transfer_codings<'h>(values: impl Iterator<Item = &'h [u8]>) -> Codings {
+    let mut codings = Codings {
+        chunked_last: false,
+        other: false,
+        chunked_twice: false,
+    };
+    let mut chunked = 0;
     for value in values {
         for coding in value.split(|&b| b == b',') {
             let coding = coding.trim_ascii();
@@ -167,14 +182,78 @@ pub fn transfer_codings<'h>(values: impl Iterator<Item = &'h [u8]>) -> (bool, bo
                 continue;
             }
             if coding.eq_ignore_ascii_case(b"chunked") {
-                last_chunked = true;
+                chunked += 1;
+                codings.chunked_last = true;
             } else {
-                other = true;
-                last_chunked = false;
+                codings.other = true;
+                codings.chunked_last = false;
             }
         }
     }
-    (last_chunked, other)
+    codings.chunked_twice = chunked > 1;
+    codings
+}
+
+/// Whether `value` is a valid Host (RFC 9110 §7.2): `uri-host [ ":" port ]`, where uri-host
+/// is a bracketed IP literal or a reg-name (IPv4 addresses are reg-names too) and port is
+/// decimal and at most 65535. An empty value is valid (a target without authority). Slashes,
+/// userinfo, spaces and anything else a backend could read as a second meaning are not.
+pub fn valid_host(value: &[u8]) -> bool {
+    let (host, port) = if let Some(rest) = value.strip_prefix(b"[") {
+        let Some(close) = rest.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        let literal = &rest[..close];
+        let valid_literal = !literal.is_empty()
+            && literal
+                .iter()
+                .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
+        if !valid_literal {
+            return false;
+        }
+        match &rest[close + 1..] {
+            [] => return true,
+            [b':', port @ ..] => (&b""[..], Some(port)),
+            _ => return false,
+        }
+    } else {
+        match value.iter().position(|&b| b == b':') {
+            Some(colon) => (&value[..colon], Some(&value[colon + 1..])),
+            None => (value, None),
+        }
+    };
+    valid_reg_name(host) && port.is_none_or(valid_port)
+}
+
+/// unreserved / pct-encoded / sub-delims (RFC 3986 §3.2.2).
+fn valid_reg_name(name: &[u8]) -> bool {
+    let mut i = 0;
+    while i < name.len() {
+        match name[i] {
+            b'%' => {
+                let escaped = name.get(i + 1..i + 3);
+                if !escaped.is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit)) {
+                    return false;
+                }
+                i += 3;
+                continue;
+            }
+            b if b.is_ascii_alphanumeric() => {}
+            b'-' | b'.' | b'_' | b'~' | b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+'
+            | b',' | b';' | b'=' => {}
+            _ => return false,
+        }
+        i += 1;
+    }
+    true
+}
+
+/// A port after a colon: one to five digits, at most 65535.
+fn valid_port(port: &[u8]) -> bool {
+    !port.is_empty()
+        && port.len() <= 5
+        && port.iter().all(u8::is_ascii_digit)
+        && port.iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0')) <= 65535
 }
 
 #[cfg(test)]
@@ -249,10 +328,51 @@ mod tests {
     }
 
     #[test]
-    fn transfer_codings_must_end_in_chunked() {
-        let tc = |values: &[&[u8]]| transfer_codings(values.iter().copied());
-        assert_eq!(tc(&[b"chunked"]), (true, false));
-        assert_eq!(tc(&[b"gzip", b"Chunked"]), (true, true));
-        assert_eq!(tc(&[b"chunked, gzip"]), (false, true));
+    fn transfer_codings_must_end_in_chunked_and_name_it_once() {
+        let tc = |values: &[&[u8]]| {
+            let c = transfer_codings(values.iter().copied());
+            (c.chunked_last, c.other, c.chunked_twice)
+        };
+        assert_eq!(tc(&[b"chunked"]), (true, false, false));
+        assert_eq!(tc(&[b"gzip", b"Chunked"]), (true, true, false));
+        assert_eq!(tc(&[b"chunked, gzip"]), (false, true, false));
+        assert_eq!(tc(&[b"chunked, chunked"]), (true, false, true));
+        assert_eq!(tc(&[b"chunked", b"chunked"]), (true, false, true));
+    }
+
+    #[test]
+    fn hosts_are_a_name_or_address_with_an_optional_decimal_port() {
+        for good in [
+            &b"example.com"[..],
+            b"example.com:8080",
+            b"127.0.0.1",
+            b"127.0.0.1:65535",
+            b"[::1]",
+            b"[2001:db8::1]:443",
+            b"xn--bcher-kva.example",
+            b"a%2Db",
+            b"",
+        ] {
+            assert!(valid_host(good), "{:?}", String::from_utf8_lossy(good));
+        }
+        for bad in [
+            &b"example.com/path"[..],
+            b"user@example.com",
+            b"example.com:http",
+            b"example.com:65536",
+            b"example.com:123456",
+            b"example.com:",
+            b"exa mple.com",
+            b"example.com:80:80",
+            b"[::1",
+            b"[::1]x",
+            b"[]",
+            b"a%2",
+            b"a\\b",
+            b"a?b",
+            b"a#b",
+        ] {
+            assert!(!valid_host(bad), "{:?}", String::from_utf8_lossy(bad));
+        }
     }
 }

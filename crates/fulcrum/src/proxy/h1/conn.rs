@@ -2,8 +2,9 @@
 //! proxied whole before the next head is read, with the two client timers a proxy needs:
 //!
 //! - a **header deadline**: from the first byte of a request head (from accept, for the first
-//!   request) the whole head must arrive within `header_timeout`, however slowly it trickles;
-//!   when it does not, the client gets `408 Request Timeout` and the connection is closed;
+//!   request; for a pipelined one, from when reading it first has to wait) the whole head must
+//!   arrive within `header_timeout`, however slowly it trickles; when it does not, the client
+//!   gets `408 Request Timeout` and the connection is closed;
 //! - an **idle timeout** between requests on a keep-alive connection: when it passes, the
 //!   connection is closed quietly.
 //!
@@ -18,6 +19,7 @@ use tokio::time::Instant;
 
 use super::buffer::ReadBuf;
 use super::exchange::{self, Client, HttpRoute};
+use super::head_end::HeadEnd;
 use super::idle::Woke;
 use super::relay;
 use super::request::{self, RequestHead, RequestRules};
@@ -28,9 +30,9 @@ use crate::proxy::error::ProxyError;
 pub async fn serve(route: Rc<HttpRoute>, mut stream: TcpStream, peer: SocketAddr) {
     let peer_text = exchange::peer_text(peer);
     let mut input = ReadBuf::new(Rc::clone(&route.buffers));
-    // The first head is due within the header timeout from accept; later ones from the
-    // moment their first bytes arrive (set only when a head has to be waited for).
-    let mut head_deadline = Some(Instant::now() + route.limits.header_timeout);
+    // The first head is due within the header timeout from accept; later ones (pipelined
+    // or not) from the moment a read of them first has to wait, set then by `read_head`.
+    let accepted_deadline = Instant::now() + route.limits.header_timeout;
     let mut first = true;
     loop {
         if input.is_empty() {
@@ -44,7 +46,13 @@ pub async fn serve(route: Rc<HttpRoute>, mut stream: TcpStream, peer: SocketAddr
                 Woke::Close if first && !route.idle.is_stopped() => {
                     // Nothing at all within the header timeout of accept.
                     let answer =
-                        exchange::send_error(&route, &mut stream, ProxyError::HeaderTimeout, false);
+                        exchange::send_error(
+                        &route,
+                        &mut stream,
+                        ProxyError::HeaderTimeout,
+                        false,
+                        false,
+                    );
                     Box::pin(answer).await;
                     return;
                 }
@@ -57,10 +65,8 @@ pub async fn serve(route: Rc<HttpRoute>, mut stream: TcpStream, peer: SocketAddr
                     Err(_) => return,
                 },
             }
-            if !first {
-                head_deadline = None;
-            }
         }
+        let head_deadline = first.then_some(accepted_deadline);
         first = false;
         // Boxed: a request's state is large and lives only as long as the request, while this
         // task lives as long as the (mostly idle) connection.
@@ -112,14 +118,15 @@ async fn serve_request(
                 input,
                 request: &request,
                 upstream_head: &upstream_head,
-                shutting_down: route.idle.is_stopped(),
             };
             exchange::proxy(route, &mut client).await
         }
         Ok(None) => false,
         Err(error) => {
             tracing::debug!(%peer, %error, "bad request");
-            exchange::send_error(route, stream, error, false).await
+            // The head did not parse, so whether it was HEAD is unknown; the answer closes
+            // the connection, so a body cannot be mistaken for a next response.
+            exchange::send_error(route, stream, error, false, false).await
         }
     };
     route.buffers.give_write(upstream_head);
@@ -137,9 +144,14 @@ async fn read_head(
     upstream_head: &mut Vec<u8>,
 ) -> Result<Option<RequestHead>, ProxyError> {
     let limit = route.limits.max_header_bytes;
+    let mut end = HeadEnd::default();
     loop {
-        if let Some(head) = request::parse(input.filled(), rules, upstream_head)? {
-            return Ok(Some(head));
+        if end.may_be_complete(input.filled()) {
+            if let Some(head) = request::parse(input.filled(), rules, upstream_head)? {
+                return Ok(Some(head));
+            }
+        } else if !end.line_ended() && input.len() > rules.max_request_line_bytes {
+            return Err(ProxyError::RequestLineTooLong);
         }
         if input.len() >= limit {
             return Err(ProxyError::HeadTooLarge);

@@ -19,6 +19,7 @@ use tokio::time::Instant;
 
 use super::buffer::{BufferPool, ReadBuf};
 use super::framing::Framing;
+use super::head_end::HeadEnd;
 use super::idle::IdleRegistry;
 use super::relay::{self, RelayError, Timeouts};
 use super::request::RequestHead;
@@ -56,7 +57,6 @@ pub struct Client<'a> {
     pub request: &'a RequestHead,
     /// The head to send upstream.
     pub upstream_head: &'a [u8],
-    pub shutting_down: bool,
 }
 
 /// How one attempt on one backend ended.
@@ -137,23 +137,25 @@ pub async fn proxy(route: &HttpRoute, client: &mut Client<'_>) -> bool {
 /// request had no body (an unread body would be taken for the next request).
 async fn respond_error(route: &HttpRoute, client: &mut Client<'_>, error: ProxyError) -> bool {
     tracing::debug!(listener = %route.listener, %error, "request failed");
-    let keep_alive = client.request.keep_alive
-        && client.request.framing == Framing::Empty
-        && !client.shutting_down;
-    send_error(route, client.stream, error, keep_alive).await
+    let request = client.request;
+    let keep_alive =
+        request.keep_alive && request.framing == Framing::Empty && !route.idle.is_stopped();
+    send_error(route, client.stream, error, keep_alive, request.is_head).await
 }
 
-/// Writes fulcrum's own answer for `error`; returns whether the connection stays open (only
-/// when `keep_alive` and the error does not end the connection anyway).
+/// Writes fulcrum's own answer for `error` (without a body when it answers a HEAD request);
+/// returns whether the connection stays open (only when `keep_alive` and the error does not
+/// end the connection anyway).
 pub async fn send_error(
     route: &HttpRoute,
     stream: &mut TcpStream,
     error: ProxyError,
     keep_alive: bool,
+    head_request: bool,
 ) -> bool {
     let keep_alive = keep_alive && !error.closes_connection();
     let mut out = route.buffers.take_write();
-    error.write_response(&mut out, !keep_alive);
+    error.write_response(&mut out, !keep_alive, head_request);
     let written = relay::write_slice(stream, &out, route.idle_timeout).await;
     route.buffers.give_write(out);
     keep_alive && written.is_ok()
@@ -301,10 +303,11 @@ async fn send_and_respond(
             request_is_head: request.is_head,
             http10: request.http10,
             // A response that comes before the whole request was read ends the connection.
-            keep_alive: request.keep_alive && !client.shutting_down && uploaded && !upload_broken,
+            keep_alive: request.keep_alive && uploaded && !upload_broken,
             set_cookie: request.set_cookie.as_deref(),
         };
-        let read_head = read_response_head(&mut upstream_read, response_buffer, &side, out);
+        let read_head =
+            read_response_head(&mut upstream_read, response_buffer, &side, &route.idle, out);
         tokio::select! {
             // In this order: the deadline is polled (and its timer armed) only when neither
             // the response nor the upload can make progress.
@@ -373,16 +376,23 @@ async fn send_and_respond(
 }
 
 /// Reads until the backend's response head is complete; the head for the client is then
-/// in `out`.
+/// in `out`. Whether fulcrum is shutting down is read when the head is written, so a response
+/// that arrives after SIGTERM tells the client to close.
 async fn read_response_head(
     upstream: &mut tokio::net::tcp::ReadHalf<'_>,
     buffer: &mut ReadBuf,
     side: &ClientSide<'_>,
+    idle: &IdleRegistry,
     out: &mut Vec<u8>,
 ) -> Result<ResponseHead, &'static str> {
+    let mut end = HeadEnd::default();
     loop {
-        if !buffer.is_empty() {
-            match response::parse(buffer.filled(), side, out) {
+        if end.may_be_complete(buffer.filled()) {
+            let side = ClientSide {
+                keep_alive: side.keep_alive && !idle.is_stopped(),
+                ..*side
+            };
+            match response::parse(buffer.filled(), &side, out) {
                 Ok(Some(head)) => return Ok(head),
                 Ok(None) => {}
                 Err(bad) => return Err(bad.0),

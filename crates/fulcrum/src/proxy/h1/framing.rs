@@ -26,6 +26,8 @@ const MAX_TRAILERS: u32 = 64 * 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Size { digits: u8 },
+    /// Whitespace after the size, before `;` or the line end.
+    SizeWhitespace,
     Extension,
     SizeLf,
     Data,
@@ -33,6 +35,7 @@ enum State {
     DataLf,
     TrailerStart,
     TrailerLine,
+    TrailerLf,
     EndLf,
     Done,
 }
@@ -101,6 +104,9 @@ impl ChunkScanner {
         })
     }
 
+    /// One byte of framing. Every line ends in CRLF: a bare LF is refused wherever it
+    /// appears (sizes, extensions, trailers), since fulcrum relays the framing as it came and
+    /// a backend that takes a bare LF for a line end would read different boundaries.
     fn step(&mut self, byte: u8) -> Result<(), BadChunk> {
         self.state = match self.state {
             State::Size { digits } => {
@@ -110,10 +116,20 @@ impl ChunkScanner {
                         self.remaining = (self.remaining << 4) | u64::from(d);
                         State::Size { digits: digits + 1 }
                     }
-                    None if digits > 0 && (byte == b';' || byte == b' ' || byte == b'\t') => {
-                        State::Extension
+                    None if digits > 0 && byte == b';' => State::Extension,
+                    None if digits > 0 && (byte == b' ' || byte == b'\t') => {
+                        State::SizeWhitespace
                     }
                     None if digits > 0 && byte == b'\r' => State::SizeLf,
+                    _ => return Err(BadChunk),
+                }
+            }
+            State::SizeWhitespace => {
+                self.count_line()?;
+                match byte {
+                    b' ' | b'\t' => State::SizeWhitespace,
+                    b';' => State::Extension,
+                    b'\r' => State::SizeLf,
                     _ => return Err(BadChunk),
                 }
             }
@@ -121,7 +137,8 @@ impl ChunkScanner {
                 self.count_line()?;
                 match byte {
                     b'\r' => State::SizeLf,
-                    b'\n' => return Err(BadChunk),
+                    // No control characters reach a backend inside an extension.
+                    b if is_control(b) => return Err(BadChunk),
                     _ => State::Extension,
                 }
             }
@@ -137,19 +154,28 @@ impl ChunkScanner {
             State::DataLf if byte == b'\n' => State::Size { digits: 0 },
             State::TrailerStart if byte == b'\r' => State::EndLf,
             State::TrailerStart | State::TrailerLine => {
-                self.trailers += 1;
-                if self.trailers > MAX_TRAILERS {
-                    return Err(BadChunk);
+                self.count_trailer()?;
+                match byte {
+                    b'\r' => State::TrailerLf,
+                    b if is_control(b) => return Err(BadChunk),
+                    _ => State::TrailerLine,
                 }
-                if byte == b'\n' {
-                    State::TrailerStart
-                } else {
-                    State::TrailerLine
-                }
+            }
+            State::TrailerLf if byte == b'\n' => {
+                self.count_trailer()?;
+                State::TrailerStart
             }
             State::EndLf if byte == b'\n' => State::Done,
             _ => return Err(BadChunk),
         };
+        Ok(())
+    }
+
+    fn count_trailer(&mut self) -> Result<(), BadChunk> {
+        self.trailers += 1;
+        if self.trailers > MAX_TRAILERS {
+            return Err(BadChunk);
+        }
         Ok(())
     }
 
@@ -160,6 +186,12 @@ impl ChunkScanner {
         }
         Ok(())
     }
+}
+
+/// A control character other than horizontal tab (CR and LF included: callers match the
+/// line end before asking).
+fn is_control(byte: u8) -> bool {
+    (byte < 0x20 && byte != b'\t') || byte == 0x7f
 }
 
 #[cfg(test)]
@@ -184,7 +216,7 @@ mod tests {
 
     #[test]
     fn chunked_bodies_end_where_the_coding_says_in_any_split() {
-        let body = b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nx-trailer: 1\r\n\r\nNEXT";
+        let body = b"5\r\nhello\r\n6 ;ext=1\r\n world\r\n0\r\nx-trailer: 1\r\nx-b: 2\r\n\r\nNEXT";
         let body_len = body.len() - 4;
         for split in 0..body.len() {
             let (a, b) = body.split_at(split);
@@ -207,6 +239,16 @@ mod tests {
             b"5\nhello",
             b"11111111111111111\r\n",
             b"0\r\n\r\r",
+            // Bare LF ending a size line, an extension, a trailer, or the trailers.
+            b"5;a=b\nhello\r\n",
+            b"0\r\nx-trailer: 1\n\r\n",
+            b"0\r\nx-trailer: 1\r\n\n",
+            b"0\r\n\n",
+            // Control characters in extensions and trailers, and junk after the size.
+            b"5;a=\x00\r\nhello\r\n",
+            b"5;a=\x1b[0m\r\nhello\r\n",
+            b"0\r\nx-t: \x7f\r\n\r\n",
+            b"5 x\r\nhello\r\n",
         ] {
             assert_eq!(scan_all(&[bad], false), Err(BadChunk), "{bad:?}");
         }

@@ -10,6 +10,7 @@ pub mod buffer;
 pub mod conn;
 pub mod exchange;
 pub mod framing;
+pub mod head_end;
 pub mod idle;
 pub mod relay;
 pub mod request;

@@ -78,6 +78,9 @@ pub fn parse(
     if scan.hosts > 1 {
         return Err(ProxyError::BadRequest("more than one Host header\n"));
     }
+    if scan.host.is_some_and(|host| !headers::valid_host(host)) {
+        return Err(ProxyError::BadRequest("invalid Host header\n"));
+    }
     let host = match target.authority {
         Some(authority) => Some(authority.as_bytes()),
         None if scan.hosts == 0 && !http10 => {
@@ -130,6 +133,11 @@ struct Target<'a> {
 
 impl<'a> Target<'a> {
     fn parse(method: &str, target: &'a str) -> Result<Self, ProxyError> {
+        // A fragment is the client's own business (RFC 9110 §4.2.4); sent on, backends that
+        // strip it and ones that route on it would see different paths.
+        if target.contains('#') {
+            return Err(ProxyError::BadRequest("invalid request target\n"));
+        }
         if target.starts_with('/') || (target == "*" && method == "OPTIONS") {
             return Ok(Self {
                 origin: target,
@@ -146,7 +154,7 @@ impl<'a> Target<'a> {
         }
         let end = rest.find(['/', '?']).unwrap_or(rest.len());
         let (authority, origin) = rest.split_at(end);
-        if authority.is_empty() || authority.contains('@') {
+        if authority.is_empty() || !headers::valid_host(authority.as_bytes()) {
             return Err(invalid);
         }
         Ok(Self {
@@ -177,9 +185,11 @@ fn framing(
             .zip(&scan.classes)
             .filter(|(_, class)| **class == Class::TransferEncoding)
             .map(|(h, _)| h.value);
-        return match headers::transfer_codings(codings) {
-            (true, false) => Ok(Framing::Chunked),
-            _ => Err(ProxyError::BadRequest("unsupported Transfer-Encoding\n")),
+        let codings = headers::transfer_codings(codings);
+        return if codings.chunked_last && !codings.other && !codings.chunked_twice {
+            Ok(Framing::Chunked)
+        } else {
+            Err(ProxyError::BadRequest("unsupported Transfer-Encoding\n"))
         };
     }
     Ok(match length {
@@ -236,9 +246,14 @@ fn write_upstream_head(
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let connection = &scan.connection;
     let mut forwarded_for = false;
+    let mut length_sent = false;
     for (h, class) in headers.iter().zip(&scan.classes) {
         let keep = match class {
-            Class::EndToEnd | Class::ContentLength => !connection.names(h.name),
+            Class::EndToEnd => !connection.names(h.name),
+            // Framing and Host are never dropped because `Connection` names them: a body
+            // forwarded without its length is a second request hidden in the first. Copies
+            // (all equal, or the head was refused) go upstream once.
+            Class::ContentLength => !std::mem::replace(&mut length_sent, true),
             Class::Host => target.authority.is_none(),
             Class::XForwardedFor => {
                 forwarded_for |= !connection.names(h.name);
@@ -346,6 +361,33 @@ mod tests {
                 "GET / HTTP/1.0\r\n\r\n",
                 "GET / HTTP/1.1\r\nx-forwarded-for: 127.0.0.1\r\nx-forwarded-proto: http\r\n\r\n",
             ),
+            (
+                // Connection naming the framing headers or Host removes none of them.
+                "POST / HTTP/1.1\r\nhost: a\r\nconnection: Content-Length, host, \
+                 transfer-encoding\r\ncontent-length: 5\r\n\r\n",
+                "POST / HTTP/1.1\r\nhost: a\r\ncontent-length: 5\r\n\
+                 x-forwarded-for: 127.0.0.1\r\nx-forwarded-proto: http\r\n\
+                 x-forwarded-host: a\r\n\r\n",
+            ),
+            (
+                "POST / HTTP/1.1\r\nhost: a\r\nconnection: transfer-encoding\r\n\
+                 transfer-encoding: chunked\r\n\r\n",
+                "POST / HTTP/1.1\r\nhost: a\r\nx-forwarded-for: 127.0.0.1\r\n\
+                 x-forwarded-proto: http\r\nx-forwarded-host: a\r\n\
+                 transfer-encoding: chunked\r\n\r\n",
+            ),
+            (
+                // Identical copies of Content-Length go upstream as one.
+                "POST / HTTP/1.1\r\nhost: a\r\ncontent-length: 3\r\nContent-Length: 3\r\n\r\n",
+                "POST / HTTP/1.1\r\nhost: a\r\ncontent-length: 3\r\n\
+                 x-forwarded-for: 127.0.0.1\r\nx-forwarded-proto: http\r\n\
+                 x-forwarded-host: a\r\n\r\n",
+            ),
+            (
+                "GET / HTTP/1.1\r\nhost: [::1]:8080\r\n\r\n",
+                "GET / HTTP/1.1\r\nhost: [::1]:8080\r\nx-forwarded-for: 127.0.0.1\r\n\
+                 x-forwarded-proto: http\r\nx-forwarded-host: [::1]:8080\r\n\r\n",
+            ),
         ];
         for (request, upstream) in table {
             let (sent, _) = forward(request).unwrap_or_else(|e| panic!("{request:?}: {e}"));
@@ -427,6 +469,15 @@ mod tests {
             ("CONNECT a:443 HTTP/1.1\r\nhost: a\r\n\r\n", 400),
             ("GET ftp://a/ HTTP/1.1\r\nhost: a\r\n\r\n", 400),
             ("GET / HTTP/1.1\r\nbad header\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nhost: a/b\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nhost: user@a\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nhost: a:http\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nhost: a:70000\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nhost: a b\r\n\r\n", 400),
+            ("GET http://a:99999/ HTTP/1.1\r\nhost: a\r\n\r\n", 400),
+            ("GET /page#section HTTP/1.1\r\nhost: a\r\n\r\n", 400),
+            ("POST / HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked, chunked\r\n\r\n", 400),
+            ("POST / HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\ntransfer-encoding: chunked\r\n\r\n", 400),
             (&long, 414),
             (&many, 431),
         ];

@@ -55,6 +55,9 @@ pub fn parse(
     };
     let reason = response.reason.unwrap_or("");
     let headers: &[httparse::Header<'_>] = response.headers;
+    if status < 100 {
+        return Err(BadResponse("status code below 100"));
+    }
     if status == 101 {
         return Err(BadResponse("protocol switch on a request without Upgrade"));
     }
@@ -76,9 +79,14 @@ pub fn parse(
     out.push(b' ');
     out.extend_from_slice(reason.as_bytes());
     out.extend_from_slice(b"\r\n");
+    let mut length_sent = false;
     for (h, class) in headers.iter().zip(&scan.classes) {
         let keep = match class {
-            Class::ContentLength => framing != Framing::Chunked && !connection.names(h.name),
+            // Never dropped because `Connection` names it: a kept-alive client would read
+            // the body as the next response. Equal copies go out once.
+            Class::ContentLength => {
+                framing != Framing::Chunked && !std::mem::replace(&mut length_sent, true)
+            }
             Class::HopByHop | Class::Connection | Class::TransferEncoding => false,
             _ => !connection.names(h.name),
         };
@@ -128,9 +136,14 @@ fn framing(
             .zip(&scan.classes)
             .filter(|(_, class)| **class == Class::TransferEncoding)
             .map(|(h, _)| h.value);
-        return Ok(match headers::transfer_codings(codings) {
-            (true, _) => Framing::Chunked,
-            (false, _) => Framing::UntilClose,
+        let codings = headers::transfer_codings(codings);
+        if codings.chunked_twice {
+            return Err(BadResponse("chunked coding applied twice"));
+        }
+        return Ok(if codings.chunked_last {
+            Framing::Chunked
+        } else {
+            Framing::UntilClose
         });
     }
     match scan.content_length {
@@ -227,6 +240,14 @@ mod tests {
                 Framing::Empty,
             ),
             (
+                // Connection naming Content-Length does not remove it.
+                "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: content-length\r\n\
+                 Content-Length: 2\r\n\r\n",
+                KEEP,
+                "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n",
+                Framing::Length(2),
+            ),
+            (
                 "HTTP/1.1 100 Continue\r\n\r\n",
                 KEEP,
                 "HTTP/1.1 100 Continue\r\n\r\n",
@@ -285,6 +306,9 @@ mod tests {
             "HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n",
             "HTTP/1.1 101 Switching Protocols\r\n\r\n",
             "HTTX/1.1 200 OK\r\n\r\n",
+            "HTTP/1.1 099 Odd\r\ncontent-length: 0\r\n\r\n",
+            "HTTP/1.1 000 Zero\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked, chunked\r\n\r\n",
         ] {
             assert!(
                 parse(bad.as_bytes(), &KEEP, &mut Vec::new()).is_err(),
