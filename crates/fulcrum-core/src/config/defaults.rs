@@ -2,6 +2,10 @@
 
 use std::time::Duration;
 
+/// The longest any configured duration may be. Timers and deadlines add configured
+/// durations to the clock; a ceiling keeps every such sum far from overflowing (and no
+/// timeout, TTL or window a load balancer needs is longer than a year).
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub const HTTP_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);

@@ -127,6 +127,15 @@ fn bad_configs_report_every_error_with_its_path() {
             ],
         ),
         (
+            // Parses as a duration, but added to the clock it would overflow.
+            "durations beyond the one-year ceiling",
+            ONE_LISTENER.to_string()
+                + "idle_timeout = \"300000000000y\"\n"
+                + app
+                + "response_timeout = \"366days\"\n",
+            &["pools.app.response_timeout", "listeners[0].idle_timeout"],
+        ),
+        (
             "unknown algorithm",
             format!("{ONE_LISTENER}{app}algorithm = \"fastest\"\n"),
             &["pools.app.algorithm"],

@@ -93,7 +93,7 @@ impl Validator {
         }
     }
 
-    /// A duration such as "250ms" or "30s", at least `min`.
+    /// A duration such as "250ms" or "30s", at least `min` and at most a year.
     fn duration(
         &mut self,
         path: &str,
@@ -107,6 +107,16 @@ impl Validator {
                 self.error(
                     path,
                     format!("must be at least {}", humantime::format_duration(min)),
+                );
+                default
+            }
+            Ok(d) if d > defaults::MAX_DURATION => {
+                self.error(
+                    path,
+                    format!(
+                        "must be at most {}",
+                        humantime::format_duration(defaults::MAX_DURATION)
+                    ),
                 );
                 default
             }

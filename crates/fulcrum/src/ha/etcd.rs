@@ -72,7 +72,7 @@ impl EtcdElection {
                 command = link.commands.recv() => match command {
                     Some(StoreCommand::StepDown) => {
                         self.give_up(&mut client, &mut lease).await;
-                        cooldown_until = link.clock.now() + self.ttl;
+                        cooldown_until = link.clock.now().saturating_add(self.ttl);
                     }
                     Some(StoreCommand::Resign) | None => {
                         self.give_up(&mut client, &mut lease).await;

@@ -78,7 +78,7 @@ impl ZooKeeperElection {
                 command = link.commands.recv() => match command {
                     Some(StoreCommand::StepDown) => {
                         self.leave(&mut state).await;
-                        cooldown_until = link.clock.now() + self.ttl;
+                        cooldown_until = link.clock.now().saturating_add(self.ttl);
                     }
                     Some(StoreCommand::Resign) | None => {
                         self.leave(&mut state).await;

@@ -291,7 +291,7 @@ impl Pool {
             if c.members[i].drain.is_none() {
                 c.members[i].drain = Some(Drain {
                     timeout,
-                    deadline: now + timeout,
+                    deadline: now.saturating_add(timeout),
                 });
             }
             c.health.drain(i, now, cause);

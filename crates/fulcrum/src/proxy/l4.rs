@@ -5,6 +5,7 @@
 use std::cell::Cell;
 use std::io;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -13,6 +14,7 @@ use tokio::time::Instant;
 
 use fulcrum_core::config::Algorithm;
 
+use super::h1::relay::poll_once;
 use super::hash_key;
 use super::upstream::connect_tcp;
 use crate::pool::{InFlight, Pool, Tried};
@@ -70,11 +72,13 @@ async fn connect_any(pool: &Pool, key: Option<u64>) -> Option<(TcpStream, InFlig
         let index = snapshot.pick(&tried, key)?;
         tried.push(index);
         let backend = &snapshot.backends[index];
+        // Counted from the pick: one request (connection) per attempt, each with exactly one
+        // outcome, so failures never exceed requests.
         let in_flight = InFlight::start(&backend.stats);
+        backend.stats.record_request();
         let started = Instant::now();
         match connect_tcp(backend.addr, pool.settings.connect_timeout).await {
             Ok(stream) => {
-                backend.stats.record_request();
                 backend.stats.record_success();
                 if pool.settings.algorithm == Algorithm::P2cEwma {
                     backend
@@ -112,7 +116,7 @@ async fn splice(a: &mut TcpStream, b: &mut TcpStream, idle: Duration) -> io::Res
     };
     let watchdog = async {
         loop {
-            let deadline = last_activity.get() + idle;
+            let deadline = crate::proxy::deadline(last_activity.get(), idle);
             if Instant::now() >= deadline {
                 return;
             }
@@ -131,17 +135,77 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut buffer = vec![0u8; COPY_BUFFER_MIN];
+    let mut buffer = CopyBuffer::default();
     loop {
-        let n = from.read(&mut buffer).await?;
+        let n = {
+            let mut read = std::pin::pin!(from.read(buffer.space()));
+            match poll_once(read.as_mut()).await {
+                Poll::Ready(n) => n?,
+                Poll::Pending => {
+                    // Dropping a pending read loses nothing; it is started again.
+                    drop(read);
+                    buffer.waiting();
+                    from.read(buffer.space()).await?
+                }
+            }
+        };
         if n == 0 {
             to.shutdown().await?;
             return Ok(());
         }
-        to.write_all(&buffer[..n]).await?;
+        to.write_all(&buffer.space()[..n]).await?;
         last_activity.set(Instant::now());
-        if n == buffer.len() && buffer.len() < COPY_BUFFER_MAX {
-            buffer.resize(buffer.len() * 2, 0);
+        buffer.filled(n);
+    }
+}
+
+/// One direction's copy buffer: it grows while reads fill it (a bulk transfer) and goes back
+/// to the small size whenever the connection has to wait, so thousands of quiet connections
+/// that each once moved a bulk transfer do not hold 256 KiB apiece.
+#[derive(Debug)]
+struct CopyBuffer(Vec<u8>);
+
+impl Default for CopyBuffer {
+    fn default() -> Self {
+        Self(vec![0u8; COPY_BUFFER_MIN])
+    }
+}
+
+impl CopyBuffer {
+    fn space(&mut self) -> &mut [u8] {
+        &mut self.0
+    }
+
+    /// A read returned `n` bytes: a full buffer doubles (up to the maximum).
+    fn filled(&mut self, n: usize) {
+        if n == self.0.len() && self.0.len() < COPY_BUFFER_MAX {
+            self.0.resize(self.0.len() * 2, 0);
         }
+    }
+
+    /// Nothing to read now: give back a grown buffer before waiting.
+    fn waiting(&mut self) {
+        if self.0.len() > COPY_BUFFER_MIN {
+            self.0 = vec![0u8; COPY_BUFFER_MIN];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_copy_buffer_grows_for_bulk_and_shrinks_when_the_connection_waits() {
+        let mut buffer = CopyBuffer::default();
+        for _ in 0..10 {
+            let n = buffer.space().len();
+            buffer.filled(n);
+        }
+        assert_eq!(buffer.space().len(), COPY_BUFFER_MAX);
+        buffer.filled(10);
+        assert_eq!(buffer.space().len(), COPY_BUFFER_MAX, "a short read alone keeps it");
+        buffer.waiting();
+        assert_eq!(buffer.space().len(), COPY_BUFFER_MIN);
     }
 }

@@ -7,3 +7,14 @@ pub mod headers;
 pub mod l4;
 pub mod upstream;
 pub mod worker;
+
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// `now + after`, never overflowing: configured durations are capped at a year by
+/// validation, and this keeps a clock meeting a configured value safe even without that.
+pub fn deadline(now: Instant, after: Duration) -> Instant {
+    now.checked_add(after)
+        .or_else(|| now.checked_add(fulcrum_core::config::defaults::MAX_DURATION))
+        .unwrap_or(now)
+}

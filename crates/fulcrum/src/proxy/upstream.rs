@@ -132,7 +132,7 @@ impl UpstreamPool {
         }
         list.push(IdleConn {
             stream,
-            expires: Instant::now() + idle_timeout,
+            expires: crate::proxy::deadline(Instant::now(), idle_timeout),
             stats: Arc::clone(stats),
         });
     }

@@ -13,12 +13,14 @@
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::task::Poll;
+use std::time::Duration;
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::buffer::ReadBuf;
-use super::exchange::{self, Client, HttpRoute};
+use super::exchange::{self, Client, HttpRoute, Next};
 use super::head_end::HeadEnd;
 use super::idle::Woke;
 use super::relay;
@@ -32,7 +34,7 @@ pub async fn serve(route: Rc<HttpRoute>, mut stream: TcpStream, peer: SocketAddr
     let mut input = ReadBuf::new(Rc::clone(&route.buffers));
     // The first head is due within the header timeout from accept; later ones (pipelined
     // or not) from the moment a read of them first has to wait, set then by `read_head`.
-    let accepted_deadline = Instant::now() + route.limits.header_timeout;
+    let accepted_deadline = crate::proxy::deadline(Instant::now(), route.limits.header_timeout);
     let mut first = true;
     loop {
         if input.is_empty() {
@@ -78,14 +80,40 @@ pub async fn serve(route: Rc<HttpRoute>, mut stream: TcpStream, peer: SocketAddr
             &peer_text,
             head_deadline,
         );
-        if !Box::pin(request).await || route.idle.is_stopped() {
-            return;
+        match Box::pin(request).await {
+            Next::KeepAlive if !route.idle.is_stopped() => {}
+            Next::KeepAlive | Next::Close => return,
+            Next::Linger => {
+                Box::pin(linger(&mut stream)).await;
+                return;
+            }
         }
     }
 }
 
-/// One request, from its head to the end of its response; returns whether the connection
-/// may carry another.
+/// The longest a lingering close reads and discards what the client still sends.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// A lingering close (nginx's and Apache's): stop writing, so the client sees the end of the
+/// answer, then read and discard until the client closes too or [`LINGER`] passes. Closing
+/// at once with unread bytes would send a reset, which can destroy the answer (an early
+/// `413`, a `400`) in the client's receive buffer before it is read.
+async fn linger(stream: &mut TcpStream) {
+    if stream.shutdown().await.is_err() {
+        return;
+    }
+    let deadline = crate::proxy::deadline(Instant::now(), LINGER);
+    let mut discard = vec![0u8; 4096];
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut discard)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return,
+        }
+    }
+}
+
+/// One request, from its head to the end of its response; returns what to do with the
+/// connection next.
 async fn serve_request(
     route: &HttpRoute,
     stream: &mut TcpStream,
@@ -93,7 +121,7 @@ async fn serve_request(
     peer: SocketAddr,
     peer_text: &[u8],
     head_deadline: Option<Instant>,
-) -> bool {
+) -> Next {
     let rules = RequestRules {
         max_request_line_bytes: route.limits.max_request_line_bytes,
         settings: &route.pool.settings,
@@ -110,7 +138,7 @@ async fn serve_request(
         &mut upstream_head,
     )
     .await;
-    let keep_alive = match head {
+    let next = match head {
         Ok(Some(request)) => {
             input.consume(request.len);
             let mut client = Client {
@@ -121,16 +149,22 @@ async fn serve_request(
             };
             exchange::proxy(route, &mut client).await
         }
-        Ok(None) => false,
+        Ok(None) => Next::Close,
         Err(error) => {
             tracing::debug!(%peer, %error, "bad request");
             // The head did not parse, so whether it was HEAD is unknown; the answer closes
             // the connection, so a body cannot be mistaken for a next response.
-            exchange::send_error(route, stream, error, false, false).await
+            exchange::send_error(route, stream, error, false, false).await;
+            if error == ProxyError::HeaderTimeout {
+                Next::Close
+            } else {
+                // The client may be sending the rest of what was refused.
+                Next::Linger
+            }
         }
     };
     route.buffers.give_write(upstream_head);
-    keep_alive
+    next
 }
 
 /// Reads until a whole request head is buffered (`input` holds its first bytes). `Ok(None)`:
@@ -161,7 +195,9 @@ async fn read_head(
             Poll::Ready(read) => read,
             Poll::Pending => {
                 let due =
-                    *deadline.get_or_insert_with(|| Instant::now() + route.limits.header_timeout);
+                    *deadline.get_or_insert_with(|| {
+                    crate::proxy::deadline(Instant::now(), route.limits.header_timeout)
+                });
                 tokio::time::timeout_at(due, read)
                     .await
                     .map_err(|_| ProxyError::HeaderTimeout)?

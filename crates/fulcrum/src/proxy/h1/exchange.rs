@@ -61,18 +61,34 @@ pub struct Client<'a> {
 
 /// How one attempt on one backend ended.
 enum Attempt {
-    /// The response went to the client; keep the client connection open or not.
-    Answered { keep_alive: bool },
+    /// The response went to the client; what to do with the client connection.
+    Answered { next: Next },
     /// Nothing reached the backend; another backend may be tried.
     NotSent(String),
+    /// A pooled connection turned out closed by the backend before it answered anything,
+    /// and the request can be sent again as it is: the backend processed none of it.
+    Stale,
     /// The exchange failed before any response reached the client.
     Failed(ProxyError),
     /// The client went away, or the exchange broke after the response had started.
     Closed,
 }
 
-/// Proxies one request; returns whether the client connection may carry another.
-pub async fn proxy(route: &HttpRoute, client: &mut Client<'_>) -> bool {
+/// What to do with a client connection after one exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Read the next request.
+    KeepAlive,
+    /// Close: the client sent nothing fulcrum left unread.
+    Close,
+    /// Close, but the client may still be sending a body fulcrum did not read: closing a
+    /// socket with unread bytes sends a reset, which can destroy the answer before the client
+    /// reads it. Stop writing, then read and discard for a bounded time (a lingering close).
+    Linger,
+}
+
+/// Proxies one request; returns what to do with the client connection.
+pub async fn proxy(route: &HttpRoute, client: &mut Client<'_>) -> Next {
     let pool = &route.pool;
     let snapshot = pool.snapshot_full();
     let mut tried = Tried::default();
@@ -90,16 +106,17 @@ pub async fn proxy(route: &HttpRoute, client: &mut Client<'_>) -> bool {
         };
         tried.push(index);
         let backend = &snapshot.backends[index];
-        let attempt = match route.upstreams.checkout(backend.addr, now) {
-            Some(stream) => attempt(route, backend, stream, false, client, now).await,
-            None => match connect_tcp(backend.addr, pool.settings.connect_timeout).await {
-                Ok(stream) => attempt(route, backend, stream, true, client, Instant::now()).await,
-                Err(e) => Attempt::NotSent(e.to_string()),
-            },
-        };
+        // Counted from the pick, as L4 does: a backend whose connects hang is busy, not idle,
+        // to least_conn and p2c, and a drain waits for connects still pending. Each attempt
+        // is one request with exactly one outcome, so failures never exceed requests.
+        let in_flight = InFlight::start(&backend.stats);
+        backend.stats.record_request();
+        let attempt = attempt_backend(route, backend, client, now).await;
+        backend.stats.latency.record(now.elapsed());
+        drop(in_flight);
         match attempt {
-            Attempt::Answered { keep_alive } => return keep_alive,
-            Attempt::Closed => return false,
+            Attempt::Answered { next } => return next,
+            Attempt::Closed => return Next::Close,
             Attempt::NotSent(error) => {
                 backend.stats.record_failure();
                 tracing::warn!(pool = %pool.name, backend = %backend.addr, %error, "connect failed; trying another backend");
@@ -111,10 +128,15 @@ pub async fn proxy(route: &HttpRoute, client: &mut Client<'_>) -> bool {
                 tracing::debug!(pool = %pool.name, %error, "request body not received whole");
                 return respond_error(route, client, error).await;
             }
-            Attempt::Failed(ProxyError::UpstreamFailed) if replay => {
+            Attempt::Failed(ProxyError::UpstreamFailed) | Attempt::Stale if replay => {
                 backend.stats.record_failure();
                 tracing::warn!(pool = %pool.name, backend = %backend.addr, "upstream broke the exchange; retrying the idempotent request on another backend");
                 broke = true;
+            }
+            Attempt::Stale => {
+                backend.stats.record_failure();
+                tracing::warn!(pool = %pool.name, backend = %backend.addr, "upstream closed a fresh connection before answering");
+                return respond_error(route, client, ProxyError::UpstreamFailed).await;
             }
             Attempt::Failed(error) => {
                 backend.stats.record_failure();
@@ -133,14 +155,44 @@ pub async fn proxy(route: &HttpRoute, client: &mut Client<'_>) -> bool {
     respond_error(route, client, error).await
 }
 
+/// One attempt on `backend`: over a pooled connection when there is one, and once more over
+/// a new connection, without counting a failure, when the pooled one turns out stale (the
+/// backend closed it while it sat idle, and the request can be sent again whole) — as nginx
+/// and Go's client do.
+async fn attempt_backend(
+    route: &HttpRoute,
+    backend: &LiveBackend,
+    client: &mut Client<'_>,
+    now: Instant,
+) -> Attempt {
+    let connect_timeout = route.pool.settings.connect_timeout;
+    if let Some(stream) = route.upstreams.checkout(backend.addr, now) {
+        match attempt(route, backend, stream, true, client, now).await {
+            Attempt::Stale => {
+                tracing::debug!(backend = %backend.addr, "pooled connection was closed by the backend; sending on a new one");
+            }
+            other => return other,
+        }
+    }
+    match connect_tcp(backend.addr, connect_timeout).await {
+        Ok(stream) => attempt(route, backend, stream, false, client, Instant::now()).await,
+        Err(e) => Attempt::NotSent(e.to_string()),
+    }
+}
+
 /// Sends fulcrum's own response for `error`; the connection stays open only when the
 /// request had no body (an unread body would be taken for the next request).
-async fn respond_error(route: &HttpRoute, client: &mut Client<'_>, error: ProxyError) -> bool {
+async fn respond_error(route: &HttpRoute, client: &mut Client<'_>, error: ProxyError) -> Next {
     tracing::debug!(listener = %route.listener, %error, "request failed");
     let request = client.request;
-    let keep_alive =
-        request.keep_alive && request.framing == Framing::Empty && !route.idle.is_stopped();
-    send_error(route, client.stream, error, keep_alive, request.is_head).await
+    let bodiless = request.framing == Framing::Empty;
+    let keep_alive = request.keep_alive && bodiless && !route.idle.is_stopped();
+    let kept = send_error(route, client.stream, error, keep_alive, request.is_head).await;
+    match (kept, bodiless) {
+        (true, _) => Next::KeepAlive,
+        (false, true) => Next::Close,
+        (false, false) => Next::Linger,
+    }
 }
 
 /// Writes fulcrum's own answer for `error` (without a body when it answers a HEAD request);
@@ -162,33 +214,31 @@ pub async fn send_error(
 }
 
 /// One exchange with one backend over `upstream`, guarded by the backend's drain abort.
+/// `reused`: the connection came from the pool (so it may be stale).
 async fn attempt(
     route: &HttpRoute,
     backend: &LiveBackend,
     upstream: TcpStream,
-    fresh: bool,
+    reused: bool,
     client: &mut Client<'_>,
     started: Instant,
 ) -> Attempt {
-    let in_flight = InFlight::start(&backend.stats);
     let responded = Cell::new(false);
     let aborted = backend.stats.aborted();
-    let outcome = tokio::select! {
-        outcome = exchange(route, backend, upstream, fresh, client, &responded, started) => outcome,
+    tokio::select! {
+        outcome = exchange(route, backend, upstream, reused, client, &responded, started) => outcome,
         () = aborted => {
             tracing::debug!(backend = %backend.addr, "upstream connection closed: drain timed out");
             if responded.get() { Attempt::Closed } else { Attempt::Failed(ProxyError::UpstreamFailed) }
         }
-    };
-    in_flight.stats().latency.record(started.elapsed());
-    outcome
+    }
 }
 
 async fn exchange(
     route: &HttpRoute,
     backend: &LiveBackend,
     mut upstream: TcpStream,
-    fresh: bool,
+    reused: bool,
     client: &mut Client<'_>,
     responded: &Cell<bool>,
     started: Instant,
@@ -201,19 +251,13 @@ async fn exchange(
     } else {
         client.upstream_head
     };
-    // Send the head; a pooled connection the backend closed meanwhile is replaced once.
     if let Err(error) = relay::write_slice(&mut upstream, head, settings.response_timeout).await {
-        if fresh {
-            return Attempt::NotSent(format!("{error:?}"));
-        }
-        upstream = match connect_tcp(backend.addr, settings.connect_timeout).await {
-            Ok(stream) => stream,
-            Err(e) => return Attempt::NotSent(e.to_string()),
+        // Nothing of the body has been read from the client yet: any request can go again.
+        return if reused {
+            Attempt::Stale
+        } else {
+            Attempt::NotSent(format!("{error:?}"))
         };
-        if let Err(error) = relay::write_slice(&mut upstream, head, settings.response_timeout).await
-        {
-            return Attempt::NotSent(format!("{error:?}"));
-        }
     }
     let mut response_buffer = ReadBuf::new(Rc::clone(&route.buffers));
     let mut out = route.buffers.take_write();
@@ -230,8 +274,8 @@ async fn exchange(
     .await;
     route.buffers.give_write(out);
     match result {
-        Ok((reusable, keep_alive)) => {
-            if reusable && response_buffer.is_empty() {
+        Ok(relayed) => {
+            if relayed.upstream_reusable && response_buffer.is_empty() {
                 route.upstreams.checkin(
                     backend.addr,
                     upstream,
@@ -240,7 +284,16 @@ async fn exchange(
                     settings.max_idle_per_backend,
                 );
             }
-            Attempt::Answered { keep_alive }
+            Attempt::Answered { next: relayed.next }
+        }
+        // Closed without a byte of answer: on a pooled connection that is most likely the
+        // backend having closed it while idle, just as the request arrived. Only a request
+        // that is safe to apply twice goes again (RFC 9112 §9.3.1, Go's client's rule): the
+        // backend may also have crashed while processing it.
+        Err(Attempt::Failed(ProxyError::UpstreamFailed))
+            if reused && response_buffer.is_empty() && client.request.replayable =>
+        {
+            Attempt::Stale
         }
         Err(attempt) => attempt,
     }
@@ -256,8 +309,8 @@ fn head_with_host(head: &[u8], backend: SocketAddr) -> Vec<u8> {
     with_host
 }
 
-/// Uploads the request body while waiting for the response head, then streams the response.
-/// Returns (upstream reusable, client keep-alive).
+/// Uploads the request body while waiting for the response head, then streams the response
+/// (the upload going on meanwhile if it has not ended).
 #[allow(clippy::too_many_arguments)]
 async fn send_and_respond(
     route: &HttpRoute,
@@ -268,7 +321,7 @@ async fn send_and_respond(
     out: &mut Vec<u8>,
     responded: &Cell<bool>,
     started: Instant,
-) -> Result<(bool, bool), Attempt> {
+) -> Result<Relayed, Attempt> {
     let settings = &route.pool.settings;
     let request = client.request;
     let (mut upstream_read, mut upstream_write) = upstream.split();
@@ -297,7 +350,7 @@ async fn send_and_respond(
     tokio::pin!(upload);
     // The response timeout runs from the moment the whole request has been sent (for a
     // bodiless request, the head went out just now).
-    let mut deadline = started + settings.response_timeout;
+    let mut deadline = crate::proxy::deadline(started, settings.response_timeout);
     let head: ResponseHead = loop {
         let side = ClientSide {
             request_is_head: request.is_head,
@@ -332,7 +385,7 @@ async fn send_and_respond(
             sent = &mut upload, if !uploaded => match sent {
                 Ok(()) => {
                     uploaded = true;
-                    deadline = Instant::now() + settings.response_timeout;
+                    deadline = crate::proxy::deadline(Instant::now(), settings.response_timeout);
                 }
                 Err(RelayError::Stalled) => return Err(Attempt::Failed(ProxyError::ClientBodyTimeout)),
                 Err(RelayError::Sink(_)) => {
@@ -349,10 +402,10 @@ async fn send_and_respond(
             }
         }
     };
-    record(route, backend, head.status, started);
+    let status_failed = observe(route, backend, head.status, started);
     response_buffer.consume(head.len);
     responded.set(true);
-    let relayed = relay::body(
+    let response = relay::body(
         &mut upstream_read,
         response_buffer,
         &mut client_write,
@@ -363,16 +416,60 @@ async fn send_and_respond(
             write: client_timeouts.write,
         },
         out,
-    )
-    .await;
-    if let Err(error) = relayed {
-        tracing::debug!(backend = %backend.addr, ?error, "response body not relayed whole");
-        return Err(Attempt::Closed);
+    );
+    let relayed = if uploaded {
+        response.await
+    } else {
+        // Full duplex: a backend may stream its answer while it still reads the upload (an
+        // echo, a transcoder), so the upload goes on while the response streams. When the
+        // response ends first, the rest of the upload is left unread (as nginx does).
+        tokio::pin!(response);
+        loop {
+            tokio::select! {
+                biased;
+                relayed = &mut response => break relayed,
+                sent = &mut upload, if !uploaded => {
+                    uploaded = true;
+                    if let Err(error) = sent {
+                        tracing::debug!(backend = %backend.addr, ?error, "upload ended early while the response streamed");
+                        upload_broken = true;
+                    }
+                }
+            }
+        }
+    };
+    let upload_whole = uploaded && !upload_broken;
+    match relayed {
+        Ok(()) => record_outcome(backend, status_failed),
+        Err(error @ RelayError::Sink(_)) => {
+            // The client went away: the backend did its part.
+            record_outcome(backend, status_failed);
+            tracing::debug!(backend = %backend.addr, ?error, "client left before the response ended");
+            return Err(Attempt::Closed);
+        }
+        Err(error) => {
+            // A failure mid-body is the backend's, whatever its status said.
+            backend.stats.record_failure();
+            tracing::debug!(backend = %backend.addr, ?error, "response body not relayed whole");
+            return Err(Attempt::Closed);
+        }
     }
-    Ok((
-        head.upstream_reusable && uploaded && !upload_broken,
-        !head.client_close,
-    ))
+    Ok(Relayed {
+        upstream_reusable: head.upstream_reusable && upload_whole,
+        next: if !head.client_close {
+            Next::KeepAlive
+        } else if upload_whole {
+            Next::Close
+        } else {
+            Next::Linger
+        },
+    })
+}
+
+/// How a relayed exchange left the two connections.
+struct Relayed {
+    upstream_reusable: bool,
+    next: Next,
 }
 
 /// Reads until the backend's response head is complete; the head for the client is then
@@ -407,18 +504,24 @@ async fn read_response_head(
     }
 }
 
-/// Counts the response for the backend: requests, failures by status, latency for p2c_ewma.
-fn record(route: &HttpRoute, backend: &LiveBackend, status: u16, started: Instant) {
-    let stats = &backend.stats;
-    stats.record_request();
+/// Feeds the time to the response head to p2c_ewma; returns whether the status counts as
+/// a backend failure (the outcome is recorded once the body has been relayed).
+fn observe(route: &HttpRoute, backend: &LiveBackend, status: u16, started: Instant) -> bool {
     let pool = &route.pool;
     if pool.settings.algorithm == Algorithm::P2cEwma {
-        stats.ewma.observe(pool.clock().now(), started.elapsed());
+        backend
+            .stats
+            .ewma
+            .observe(pool.clock().now(), started.elapsed());
     }
-    if route.failure_statuses.contains(status) {
-        stats.record_failure();
+    route.failure_statuses.contains(status)
+}
+
+fn record_outcome(backend: &LiveBackend, failed: bool) {
+    if failed {
+        backend.stats.record_failure();
     } else {
-        stats.record_success();
+        backend.stats.record_success();
     }
 }
 

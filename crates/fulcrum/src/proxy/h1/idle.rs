@@ -59,7 +59,7 @@ impl IdleRegistry {
         if self.stopped.get() {
             return Woke::Close;
         }
-        let slot = self.register(self.now.get() + timeout);
+        let slot = self.register(crate::proxy::deadline(self.now.get(), timeout));
         let _release = Release {
             registry: self,
             slot,
