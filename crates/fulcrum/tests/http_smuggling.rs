@@ -64,26 +64,24 @@ impl Recorder {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        panic!("the backend's connections did not end: {:?}", self.requests());
+        panic!(
+            "the backend's connections did not end: {:?}",
+            self.requests()
+        );
     }
 }
 
 async fn serve_recorded(mut stream: TcpStream, log: Arc<Mutex<Log>>) {
     let mut input = Vec::new();
-    loop {
-        match read_request(&mut stream, &mut input).await {
-            Some(request) => {
-                let answer = request.body.len().to_string();
-                log.lock().unwrap().requests.push(request);
-                let response = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{answer}",
-                    answer.len()
-                );
-                if stream.write_all(response.as_bytes()).await.is_err() {
-                    break;
-                }
-            }
-            None => break,
+    while let Some(request) = read_request(&mut stream, &mut input).await {
+        let answer = request.body.len().to_string();
+        log.lock().unwrap().requests.push(request);
+        let response = format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{answer}",
+            answer.len()
+        );
+        if stream.write_all(response.as_bytes()).await.is_err() {
+            break;
         }
     }
     log.lock().unwrap().closed += 1;
@@ -181,7 +179,11 @@ const HIDDEN: &str = "GET /smuggled HTTP/1.1\r\nhost: a\r\n\r\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_naming_the_framing_headers_hides_no_request_in_a_body() {
-    for connection in ["content-length", "Content-Length, host", "transfer-encoding"] {
+    for connection in [
+        "content-length",
+        "Content-Length, host",
+        "transfer-encoding",
+    ] {
         let backend = Recorder::start().await;
         let proxy = start_proxy("http", "round_robin", &[(backend.addr, 1)], "", "");
         let smuggling = if connection == "transfer-encoding" {
@@ -208,7 +210,10 @@ async fn connection_naming_the_framing_headers_hides_no_request_in_a_body() {
         let paths: Vec<&str> = seen.iter().map(|r| r.path.as_str()).collect();
         assert_eq!(paths, ["/up", "/next"], "{connection}: {seen:?}");
         assert_eq!(seen[0].body, HIDDEN.as_bytes(), "{connection}");
-        assert!(seen[0].head.contains("host: a\r\n"), "{connection}: {seen:?}");
+        assert!(
+            seen[0].head.contains("host: a\r\n"),
+            "{connection}: {seen:?}"
+        );
     }
 }
 
@@ -226,7 +231,10 @@ async fn bare_line_feeds_and_control_characters_in_chunked_framing_are_refused()
         let request =
             format!("POST /up HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\n\r\n{body}");
         let response = raw_exchange(proxy.addr, request.as_bytes()).await;
-        assert!(response.starts_with("HTTP/1.1 400 "), "{body:?}: {response}");
+        assert!(
+            response.starts_with("HTTP/1.1 400 "),
+            "{body:?}: {response}"
+        );
         backend.wait_closed(1).await;
         let seen = backend.requests();
         assert!(
@@ -273,7 +281,11 @@ async fn identical_content_lengths_go_upstream_once() {
     let seen = backend.requests();
     assert_eq!(seen.len(), 1, "{seen:?}");
     assert_eq!(seen[0].method, "POST");
-    assert_eq!(seen[0].head.matches("content-length").count(), 1, "{seen:?}");
+    assert_eq!(
+        seen[0].head.matches("content-length").count(),
+        1,
+        "{seen:?}"
+    );
     assert_eq!(seen[0].body, b"abc");
 }
 
@@ -308,7 +320,11 @@ async fn a_response_whose_connection_names_its_length_keeps_it() {
     )
     .await;
     let lower = response.to_ascii_lowercase();
-    assert_eq!(lower.matches("content-length: 5\r\n").count(), 2, "{response}");
+    assert_eq!(
+        lower.matches("content-length: 5\r\n").count(),
+        2,
+        "{response}"
+    );
     let first_end = response.find("\r\n\r\nhello").unwrap() + 9;
     assert!(
         response[first_end..].starts_with("HTTP/1.1 200 OK\r\n"),

@@ -4,7 +4,7 @@
 
 use std::cmp::Ordering;
 
-use super::round_robin::SmoothRoundRobin;
+use super::round_robin::{Rotation, SmoothRoundRobin};
 use super::{lighter, Balancer, Candidates};
 use crate::rand::RandomSource;
 
@@ -20,9 +20,14 @@ pub struct LeastConn {
 
 impl LeastConn {
     pub fn new(weights: &[u32]) -> Self {
+        Self::with_rotation(weights, Rotation::default())
+    }
+
+    /// Ties are broken by a rotation that continues the pool's earlier balancers' one.
+    pub fn with_rotation(weights: &[u32], rotation: Rotation) -> Self {
         Self {
             weights: weights.iter().map(|&w| w.max(1)).collect(),
-            rotation: SmoothRoundRobin::new(weights),
+            rotation: SmoothRoundRobin::with_rotation(weights, rotation),
         }
     }
 

@@ -24,7 +24,7 @@ pub use p2c::PowerOfTwoChoices;
 pub use p2c_ewma::PeakEwmaP2c;
 pub use random::WeightedRandom;
 pub use ring_hash::RingHash;
-pub use round_robin::SmoothRoundRobin;
+pub use round_robin::{Rotation, SmoothRoundRobin};
 
 /// What a balancer needs to know about the backends at the moment of a pick.
 /// Index `i` is the position of the backend in the set the balancer was built for.
@@ -105,9 +105,23 @@ pub fn build_for(
     weights: &[u32],
     params: &HashParams,
 ) -> Box<dyn Balancer> {
+    build_continuing(algorithm, ids, weights, params, &Rotation::default())
+}
+
+/// As [`build_for`], with round-robin positions (round robin, least_conn's tie-break, the
+/// hashing fallback) continuing `rotation`: a pool passes the same one to every rebuild.
+pub fn build_continuing(
+    algorithm: Algorithm,
+    ids: &[&[u8]],
+    weights: &[u32],
+    params: &HashParams,
+    rotation: &Rotation,
+) -> Box<dyn Balancer> {
     match algorithm {
-        Algorithm::RoundRobin => Box::new(SmoothRoundRobin::new(weights)),
-        Algorithm::LeastConn => Box::new(LeastConn::new(weights)),
+        Algorithm::RoundRobin => {
+            Box::new(SmoothRoundRobin::with_rotation(weights, rotation.clone()))
+        }
+        Algorithm::LeastConn => Box::new(LeastConn::with_rotation(weights, rotation.clone())),
         Algorithm::Random => Box::new(WeightedRandom::new(weights)),
         Algorithm::P2c => Box::new(PowerOfTwoChoices::new(weights)),
         Algorithm::P2cEwma => Box::new(PeakEwmaP2c::new(weights)),
@@ -116,21 +130,23 @@ pub fn build_for(
             weights,
             params.ring_points,
             params.balance_factor,
-            fallback(params, weights),
+            fallback(params, weights, rotation),
         )),
         Algorithm::Maglev => Box::new(Maglev::new(
             ids,
             weights,
             params.maglev_table_size,
             params.balance_factor,
-            fallback(params, weights),
+            fallback(params, weights, rotation),
         )),
     }
 }
 
-fn fallback(params: &HashParams, weights: &[u32]) -> Box<dyn Balancer> {
+fn fallback(params: &HashParams, weights: &[u32], rotation: &Rotation) -> Box<dyn Balancer> {
     match params.fallback {
-        Algorithm::RoundRobin => Box::new(SmoothRoundRobin::new(weights)),
+        Algorithm::RoundRobin => {
+            Box::new(SmoothRoundRobin::with_rotation(weights, rotation.clone()))
+        }
         _ => Box::new(WeightedRandom::new(weights)),
     }
 }

@@ -115,8 +115,21 @@ impl Streak {
     }
 }
 
+/// A backend's identity within its pool for as long as it is a member: given once, never
+/// reused, and never shifted by another backend's removal (a position in a list would be).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct BackendId(pub u64);
+
+impl fmt::Display for BackendId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub(super) struct Lifecycle {
+    pub id: BackendId,
     pub state: BackendState,
     pub since: Duration,
     pub cause: Cause,
@@ -126,7 +139,14 @@ pub(super) struct Lifecycle {
     pub readiness: Streak,
     /// Live-traffic failures in a row.
     pub outlier_failures: u32,
+    /// Times ejected, in all (reported).
     pub ejections: u32,
+    /// What the next outlier ejection's length is multiplied by: one more per outlier
+    /// ejection, one less per `base_ejection` spent back in rotation since (Envoy's rule), so a
+    /// backend that was ejected a few times long ago is not punished as a repeat offender.
+    pub ejection_multiplier: u32,
+    /// When the multiplier last changed, or the backend last came back into rotation.
+    pub multiplier_since: Duration,
     /// End of a timed (outlier) ejection.
     pub ejected_until: Option<Duration>,
     /// The last time live traffic to this backend succeeded.
@@ -138,8 +158,9 @@ pub(super) struct Lifecycle {
 }
 
 impl Lifecycle {
-    pub fn new(state: BackendState, now: Duration, cause: Cause) -> Self {
+    pub fn new(id: BackendId, state: BackendState, now: Duration, cause: Cause) -> Self {
         Self {
+            id,
             state,
             since: now,
             cause,
@@ -148,6 +169,8 @@ impl Lifecycle {
             readiness: Streak::default(),
             outlier_failures: 0,
             ejections: 0,
+            ejection_multiplier: 0,
+            multiplier_since: now,
             ejected_until: None,
             last_live_success: None,
             suppressed: false,

@@ -9,7 +9,7 @@
 mod lifecycle;
 mod pool;
 
-pub use lifecycle::{BackendState, Cause, ProbeOutcome};
+pub use lifecycle::{BackendId, BackendState, Cause, ProbeOutcome};
 pub use pool::{BackendView, HealthRules, OutlierRules, PoolHealth, Transition};
 
 use crate::config::{defaults, Pool};

@@ -14,7 +14,7 @@
 
 use std::time::Duration;
 
-use super::lifecycle::{BackendState, Cause, Lifecycle, ProbeOutcome};
+use super::lifecycle::{BackendId, BackendState, Cause, Lifecycle, ProbeOutcome};
 
 /// The settings the state machine runs by (from `[pools.NAME]`, `.health` and `.outlier`).
 #[derive(Debug, Clone, PartialEq)]
@@ -61,14 +61,14 @@ impl Default for HealthRules {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Transition {
     State {
-        backend: usize,
+        backend: BackendId,
         from: BackendState,
         to: BackendState,
         cause: Cause,
     },
     /// An ejection the cap did not allow; the backend stays in rotation.
     Suppressed {
-        backend: usize,
+        backend: BackendId,
         wanted: BackendState,
         cause: Cause,
     },
@@ -92,27 +92,58 @@ pub struct BackendView {
     pub slow_checks: u64,
 }
 
+/// The lifecycles of a pool's backends, each known by its [`BackendId`]. Backends are kept
+/// in the order they joined; the internal positions never leave this type.
 #[derive(Debug, Clone)]
 pub struct PoolHealth {
     rules: HealthRules,
     backends: Vec<Lifecycle>,
+    next_id: u64,
     panic: bool,
     suppressed_ejections: u64,
     events: Vec<Transition>,
 }
 
 impl PoolHealth {
-    /// A pool whose `n` backends were there from the start: they begin active.
+    /// A pool whose `n` backends were there from the start: they begin active, with ids
+    /// 0 … n − 1 in order.
     pub fn new(rules: HealthRules, n: usize, now: Duration) -> Self {
-        Self {
+        let mut pool = Self {
             rules,
-            backends: (0..n)
-                .map(|_| Lifecycle::new(BackendState::Active, now, Cause::Start))
-                .collect(),
+            backends: Vec::with_capacity(n),
+            next_id: 0,
             panic: false,
             suppressed_ejections: 0,
             events: Vec::new(),
+        };
+        for _ in 0..n {
+            pool.add_present(now);
         }
+        pool
+    }
+
+    /// A backend that was there from the start: it begins active.
+    pub fn add_present(&mut self, now: Duration) -> BackendId {
+        let id = self.new_id();
+        self.backends
+            .push(Lifecycle::new(id, BackendState::Active, now, Cause::Start));
+        id
+    }
+
+    fn new_id(&mut self) -> BackendId {
+        let id = BackendId(self.next_id);
+        self.next_id += 1;
+        id
+    }
+
+    /// The position of backend `id` in this pool's list, if it is a member.
+    fn find(&self, id: BackendId) -> Option<usize> {
+        self.backends.iter().position(|b| b.id == id)
+    }
+
+    /// The ids of every member, in the order they joined.
+    pub fn ids(&self) -> impl Iterator<Item = BackendId> + '_ {
+        self.backends.iter().map(|b| b.id)
     }
 
     pub fn rules(&self) -> &HealthRules {
@@ -140,20 +171,21 @@ impl PoolHealth {
         std::mem::take(&mut self.events)
     }
 
-    /// A backend added at runtime: it warms up (slow start). Returns its index.
-    pub fn add(&mut self, now: Duration, cause: Cause) -> usize {
-        let mut lifecycle = Lifecycle::new(BackendState::Warming, now, cause);
+    /// A backend added at runtime: it warms up (slow start). Returns its id.
+    pub fn add(&mut self, now: Duration, cause: Cause) -> BackendId {
+        let id = self.new_id();
+        let mut lifecycle = Lifecycle::new(id, BackendState::Warming, now, cause);
         lifecycle.ramp_from = self.rules.slow_start_min;
         if self.rules.slow_start.is_zero() {
             lifecycle.state = BackendState::Active;
         }
         self.backends.push(lifecycle);
-        self.backends.len() - 1
+        id
     }
 
-    /// Forgets backend `i`; later indices shift down by one (as in the caller's list).
-    pub fn remove(&mut self, i: usize) {
-        if i < self.backends.len() {
+    /// Forgets backend `id`; every other id stays what it was.
+    pub fn remove(&mut self, id: BackendId) {
+        if let Some(i) = self.find(id) {
             self.backends.remove(i);
         }
     }
@@ -185,12 +217,17 @@ impl PoolHealth {
     // --- inputs ------------------------------------------------------------------------------
 
     /// A liveness probe ("is the process alive?"): `fall` failures make it dead at once.
-    pub fn liveness(&mut self, i: usize, now: Duration, pass: bool) {
+    pub fn liveness(&mut self, id: BackendId, now: Duration, pass: bool) {
         let rules = self.rules.clone();
-        let Some(b) = self.backends.get_mut(i) else {
+        let Some(i) = self.find(id) else {
             return;
         };
+        let b = &mut self.backends[i];
         b.liveness.record(pass);
+        if pass {
+            // Failures from before the backend answered its probe again are history.
+            b.outlier_failures = 0;
+        }
         if b.state.is_administrative() {
             return;
         }
@@ -208,11 +245,12 @@ impl PoolHealth {
     }
 
     /// A readiness probe ("should it get traffic?"): `fall` failures start the weight decay.
-    pub fn readiness(&mut self, i: usize, now: Duration, outcome: ProbeOutcome) {
+    pub fn readiness(&mut self, id: BackendId, now: Duration, outcome: ProbeOutcome) {
         let rules = self.rules.clone();
-        let Some(b) = self.backends.get_mut(i) else {
+        let Some(i) = self.find(id) else {
             return;
         };
+        let b = &mut self.backends[i];
         let pass = match outcome {
             ProbeOutcome::Pass => true,
             ProbeOutcome::Fail => false,
@@ -229,6 +267,9 @@ impl PoolHealth {
             }
         };
         b.readiness.record(pass);
+        if pass {
+            b.outlier_failures = 0;
+        }
         if b.state.is_administrative() {
             return;
         }
@@ -253,10 +294,11 @@ impl PoolHealth {
     }
 
     /// The outcome of one live request or connection (passive checks).
-    pub fn live_outcome(&mut self, i: usize, now: Duration, ok: bool) {
-        let Some(b) = self.backends.get_mut(i) else {
+    pub fn live_outcome(&mut self, id: BackendId, now: Duration, ok: bool) {
+        let Some(i) = self.find(id) else {
             return;
         };
+        let b = &mut self.backends[i];
         if ok {
             b.last_live_success = Some(now);
             b.outlier_failures = 0;
@@ -268,10 +310,17 @@ impl PoolHealth {
 
     /// Live traffic as the data path counts it between two control ticks: whether anything
     /// succeeded, and the current run of consecutive failures (reset by every success).
-    pub fn live_traffic(&mut self, i: usize, now: Duration, succeeded: bool, failure_streak: u32) {
-        let Some(b) = self.backends.get_mut(i) else {
+    pub fn live_traffic(
+        &mut self,
+        id: BackendId,
+        now: Duration,
+        succeeded: bool,
+        failure_streak: u32,
+    ) {
+        let Some(i) = self.find(id) else {
             return;
         };
+        let b = &mut self.backends[i];
         if succeeded {
             b.last_live_success = Some(now);
         }
@@ -291,58 +340,58 @@ impl PoolHealth {
         if !eligible || b.outlier_failures < outlier.consecutive_failures {
             return;
         }
-        let times = b.ejections.saturating_add(1);
+        let times = b.ejection_multiplier.saturating_add(1);
         let duration = outlier
             .base_ejection
             .saturating_mul(times)
             .min(outlier.max_ejection);
         if self.eject(i, now, BackendState::Ejected, Cause::Outlier) {
             let b = &mut self.backends[i];
-            b.ejected_until = Some(now + duration);
+            b.ejected_until = Some(now.saturating_add(duration));
             b.outlier_failures = 0;
+            b.ejection_multiplier = times;
         }
     }
 
     /// Stop sending new requests; in-flight ones finish.
-    pub fn drain(&mut self, i: usize, now: Duration, cause: Cause) {
-        if self
-            .backends
-            .get(i)
-            .is_some_and(|b| !matches!(b.state, BackendState::Draining | BackendState::Drained))
-        {
+    pub fn drain(&mut self, id: BackendId, now: Duration, cause: Cause) {
+        let Some(i) = self.find(id) else {
+            return;
+        };
+        if !matches!(
+            self.backends[i].state,
+            BackendState::Draining | BackendState::Drained
+        ) {
             self.set_state(i, now, BackendState::Draining, cause, 0.0);
         }
     }
 
     /// The drain finished (nothing in flight any more, or the drain timeout passed).
-    pub fn drained(&mut self, i: usize, now: Duration) {
-        if self
-            .backends
-            .get(i)
-            .is_some_and(|b| b.state == BackendState::Draining)
-        {
+    pub fn drained(&mut self, id: BackendId, now: Duration) {
+        let Some(i) = self.find(id) else {
+            return;
+        };
+        if self.backends[i].state == BackendState::Draining {
             let cause = self.backends[i].cause;
             self.set_state(i, now, BackendState::Drained, cause, 0.0);
         }
     }
 
-    pub fn disable(&mut self, i: usize, now: Duration) {
-        if self
-            .backends
-            .get(i)
-            .is_some_and(|b| b.state != BackendState::Disabled)
-        {
+    pub fn disable(&mut self, id: BackendId, now: Duration) {
+        let Some(i) = self.find(id) else {
+            return;
+        };
+        if self.backends[i].state != BackendState::Disabled {
             self.set_state(i, now, BackendState::Disabled, Cause::Admin, 0.0);
         }
     }
 
     /// Back into rotation after drain or disable, through slow start.
-    pub fn enable(&mut self, i: usize, now: Duration) {
-        if self
-            .backends
-            .get(i)
-            .is_some_and(|b| b.state.is_administrative())
-        {
+    pub fn enable(&mut self, id: BackendId, now: Duration) {
+        let Some(i) = self.find(id) else {
+            return;
+        };
+        if self.backends[i].state.is_administrative() {
             let b = &mut self.backends[i];
             b.liveness = Default::default();
             b.readiness = Default::default();
@@ -377,17 +426,36 @@ impl PoolHealth {
                 }
                 _ => {}
             }
+            self.forgive(i, now);
         }
         self.update_panic();
     }
 
+    /// One outlier ejection is forgiven per `base_ejection` the backend spends in rotation.
+    fn forgive(&mut self, i: usize, now: Duration) {
+        let Some(base) = self.rules.outlier.as_ref().map(|o| o.base_ejection) else {
+            return;
+        };
+        let b = &mut self.backends[i];
+        let in_rotation = matches!(b.state, BackendState::Active | BackendState::Warming);
+        if in_rotation
+            && b.ejection_multiplier > 0
+            && now.saturating_sub(b.multiplier_since) >= base
+        {
+            b.ejection_multiplier -= 1;
+            b.multiplier_since = now;
+        }
+    }
+
     // --- outputs -----------------------------------------------------------------------------
 
-    /// Effective weight of backend `i` as a fraction of its configured weight.
-    pub fn fraction(&self, i: usize, now: Duration) -> f64 {
-        let Some(b) = self.backends.get(i) else {
-            return 0.0;
-        };
+    /// Effective weight of backend `id` as a fraction of its configured weight.
+    pub fn fraction(&self, id: BackendId, now: Duration) -> f64 {
+        self.find(id).map_or(0.0, |i| self.fraction_at(i, now))
+    }
+
+    fn fraction_at(&self, i: usize, now: Duration) -> f64 {
+        let b = &self.backends[i];
         if b.state.is_administrative() {
             return 0.0;
         }
@@ -401,13 +469,14 @@ impl PoolHealth {
         self.health_fraction(i, now)
     }
 
-    pub fn view(&self, i: usize, now: Duration) -> Option<BackendView> {
-        let b = self.backends.get(i)?;
+    pub fn view(&self, id: BackendId, now: Duration) -> Option<BackendView> {
+        let i = self.find(id)?;
+        let b = &self.backends[i];
         Some(BackendView {
             state: b.state,
             since: b.since,
             cause: b.cause,
-            weight_fraction: self.fraction(i, now),
+            weight_fraction: self.fraction_at(i, now),
             ejections: b.ejections,
             suppressed: b.suppressed,
             slow_checks: b.slow_checks,
@@ -469,7 +538,7 @@ impl PoolHealth {
         b.suppressed = false;
         if from != to {
             self.events.push(Transition::State {
-                backend: i,
+                backend: b.id,
                 from,
                 to,
                 cause,
@@ -477,11 +546,15 @@ impl PoolHealth {
         }
     }
 
+    /// Back into rotation through slow start. Failures counted before it left are history:
+    /// a backend that recovered is not ejected again for what it did while it was down.
     fn warm(&mut self, i: usize, now: Duration, cause: Cause) {
         let current = self.health_fraction(i, now);
         let b = &mut self.backends[i];
         b.readiness.failures = 0;
         b.liveness.failures = 0;
+        b.outlier_failures = 0;
+        b.multiplier_since = now;
         if self.rules.slow_start.is_zero() {
             self.set_state(i, now, BackendState::Active, cause, 1.0);
         } else {
@@ -497,7 +570,7 @@ impl PoolHealth {
                 b.suppressed = true;
                 self.suppressed_ejections += 1;
                 self.events.push(Transition::Suppressed {
-                    backend: i,
+                    backend: b.id,
                     wanted: to,
                     cause,
                 });

@@ -21,8 +21,9 @@ pub struct BackendStats {
     failure_streak: AtomicU32,
     /// Request (L7) or connection (L4) durations, for the automatic drain timeout.
     pub latency: LatencyHistogram,
-    /// Set while the backend drains: workers close their idle connections to it.
-    closing: AtomicBool,
+    /// Cleared while the backend is draining, drained or disabled: workers keep no idle
+    /// keep-alive connection to it (and close the ones they have).
+    pool_connections: AtomicBool,
     /// Fired when a drain times out: every connection to the backend is closed.
     abort: Arc<Notify>,
     /// Peak-EWMA of time to response headers (L7) or connect time (L4), for `p2c_ewma`.
@@ -44,7 +45,7 @@ impl BackendStats {
             failures: AtomicU64::new(0),
             failure_streak: AtomicU32::new(0),
             latency: LatencyHistogram::default(),
-            closing: AtomicBool::new(false),
+            pool_connections: AtomicBool::new(true),
             abort: Arc::new(Notify::new()),
             ewma: PeakEwma::new(ewma_decay, ewma_default_rtt),
         }
@@ -89,12 +90,13 @@ impl BackendStats {
         self.failure_streak.store(0, Ordering::Relaxed);
     }
 
-    pub fn is_closing(&self) -> bool {
-        self.closing.load(Ordering::Relaxed)
+    /// Whether idle keep-alive connections to this backend may be kept for reuse.
+    pub fn pools_connections(&self) -> bool {
+        self.pool_connections.load(Ordering::Relaxed)
     }
 
-    pub(super) fn set_closing(&self, closing: bool) {
-        self.closing.store(closing, Ordering::Relaxed);
+    pub(super) fn set_pool_connections(&self, allowed: bool) {
+        self.pool_connections.store(allowed, Ordering::Relaxed);
     }
 
     /// Resolves when the backend's remaining connections must be closed (drain timeout).

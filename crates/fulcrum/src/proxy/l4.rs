@@ -25,39 +25,40 @@ use crate::pool::{InFlight, Pool, Tried};
 const COPY_BUFFER_MIN: usize = 16 * 1024;
 const COPY_BUFFER_MAX: usize = 256 * 1024;
 
+/// Everything one worker thread needs to proxy TCP for one listener.
 #[derive(Debug)]
-pub struct TcpRoute {
+pub struct TcpContext {
     pub listener: String,
     pub pool: Arc<Pool>,
     pub idle_timeout: Duration,
 }
 
-pub async fn serve(route: &TcpRoute, mut client: TcpStream, peer: std::net::SocketAddr) {
+pub async fn serve(ctx: &TcpContext, mut client: TcpStream, peer: std::net::SocketAddr) {
     // Over TCP only the client address can be a hash key (validated with the config).
-    let key = route
+    let key = ctx
         .pool
         .settings
         .hash_key
         .as_ref()
         .map(|_| hash_key::ip_key(peer.ip()));
-    let Some((mut upstream, in_flight)) = connect_any(&route.pool, key).await else {
+    let Some((mut upstream, in_flight)) = connect_any(&ctx.pool, key).await else {
         // Nothing to tell a TCP client: closing is the only answer.
         return;
     };
     let started = Instant::now();
     let aborted = in_flight.stats().aborted();
     tokio::select! {
-        result = splice(&mut client, &mut upstream, route.idle_timeout) => match result {
+        result = splice(&mut client, &mut upstream, ctx.idle_timeout) => match result {
             Ok(Splice::Finished) => {}
             Ok(Splice::Idle) => {
-                tracing::debug!(listener = %route.listener, "closing idle TCP connection");
+                tracing::debug!(listener = %ctx.listener, "closing idle TCP connection");
             }
             Err(e) => {
-                tracing::debug!(listener = %route.listener, error = %e, "TCP connection ended with an error");
+                tracing::debug!(listener = %ctx.listener, error = %e, "TCP connection ended with an error");
             }
         },
         () = aborted => {
-            tracing::debug!(listener = %route.listener, "closing TCP connection: the backend's drain timed out");
+            tracing::debug!(listener = %ctx.listener, "closing TCP connection: the backend's drain timed out");
         }
     }
     in_flight.stats().latency.record(started.elapsed());
@@ -66,7 +67,7 @@ pub async fn serve(route: &TcpRoute, mut client: TcpStream, peer: std::net::Sock
 
 /// Connects to a picked backend, trying others (up to the pool's attempts) when it fails.
 async fn connect_any(pool: &Pool, key: Option<u64>) -> Option<(TcpStream, InFlight)> {
-    let snapshot = pool.snapshot_full();
+    let snapshot = pool.snapshot_owned();
     let mut tried = Tried::default();
     for _ in 0..pool.settings.connect_attempts {
         let index = snapshot.pick(&tried, key)?;
@@ -137,16 +138,17 @@ where
 {
     let mut buffer = CopyBuffer::default();
     loop {
-        let n = {
+        let ready = {
             let mut read = std::pin::pin!(from.read(buffer.space()));
-            match poll_once(read.as_mut()).await {
-                Poll::Ready(n) => n?,
-                Poll::Pending => {
-                    // Dropping a pending read loses nothing; it is started again.
-                    drop(read);
-                    buffer.waiting();
-                    from.read(buffer.space()).await?
-                }
+            poll_once(read.as_mut()).await
+        };
+        let n = match ready {
+            Poll::Ready(n) => n?,
+            Poll::Pending => {
+                // The first read was dropped with its block; a read loses nothing when
+                // dropped before completing, so it is simply started again.
+                buffer.waiting();
+                from.read(buffer.space()).await?
             }
         };
         if n == 0 {
@@ -204,7 +206,11 @@ mod tests {
         }
         assert_eq!(buffer.space().len(), COPY_BUFFER_MAX);
         buffer.filled(10);
-        assert_eq!(buffer.space().len(), COPY_BUFFER_MAX, "a short read alone keeps it");
+        assert_eq!(
+            buffer.space().len(),
+            COPY_BUFFER_MAX,
+            "a short read alone keeps it"
+        );
         buffer.waiting();
         assert_eq!(buffer.space().len(), COPY_BUFFER_MIN);
     }

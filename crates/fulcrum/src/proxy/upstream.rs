@@ -121,7 +121,7 @@ impl UpstreamPool {
         idle_timeout: Duration,
         max_idle: usize,
     ) {
-        if max_idle == 0 || stats.is_closing() {
+        if max_idle == 0 || !stats.pools_connections() {
             return;
         }
         let mut idle = self.idle.borrow_mut();
@@ -143,7 +143,9 @@ impl UpstreamPool {
         let now = Instant::now();
         let mut idle = self.idle.borrow_mut();
         idle.retain(|_, list| {
-            list.retain(|c| c.expires > now && !c.stats.is_closing() && still_open(&c.stream));
+            list.retain(|c| {
+                c.expires > now && c.stats.pools_connections() && still_open(&c.stream)
+            });
             !list.is_empty()
         });
     }

@@ -19,9 +19,9 @@ use tokio::task::LocalSet;
 
 use super::h1::buffer::BufferPool;
 use super::h1::conn;
-use super::h1::exchange::HttpRoute;
+use super::h1::exchange::HttpContext;
 use super::h1::idle::{IdleRegistry, TICK};
-use super::l4::{self, TcpRoute};
+use super::l4::{self, TcpContext};
 use super::upstream::UpstreamPool;
 use crate::pool::Pool;
 
@@ -92,7 +92,7 @@ async fn run(listeners: Vec<WorkerListener>, mut shutdown: watch::Receiver<bool>
             }
         };
         let service = match &l.config.protocol {
-            ListenerProtocol::Http(limits) => Service::Http(Rc::new(HttpRoute {
+            ListenerProtocol::Http(limits) => Service::Http(Rc::new(HttpContext {
                 listener: l.config.name.clone(),
                 failure_statuses: l.pool.settings.outlier.as_ref().map_or(
                     StatusRange {
@@ -108,7 +108,7 @@ async fn run(listeners: Vec<WorkerListener>, mut shutdown: watch::Receiver<bool>
                 limits: limits.clone(),
                 idle_timeout: l.config.idle_timeout,
             })),
-            ListenerProtocol::Tcp => Service::Tcp(Rc::new(TcpRoute {
+            ListenerProtocol::Tcp => Service::Tcp(Rc::new(TcpContext {
                 listener: l.config.name.clone(),
                 pool: l.pool,
                 idle_timeout: l.config.idle_timeout,
@@ -136,8 +136,8 @@ async fn run(listeners: Vec<WorkerListener>, mut shutdown: watch::Receiver<bool>
 
 #[derive(Clone)]
 enum Service {
-    Http(Rc<HttpRoute>),
-    Tcp(Rc<TcpRoute>),
+    Http(Rc<HttpContext>),
+    Tcp(Rc<TcpContext>),
 }
 
 async fn accept_loop(
@@ -165,18 +165,18 @@ async fn accept_loop(
         // One task shape per protocol: a task is as large as its biggest future, and an idle
         // HTTP connection should not pay for the TCP splice's state.
         match &service {
-            Service::Http(route) => {
-                let route = Rc::clone(route);
+            Service::Http(ctx) => {
+                let ctx = Rc::clone(ctx);
                 tokio::task::spawn_local(async move {
-                    conn::serve(route, stream, peer).await;
+                    conn::serve(ctx, stream, peer).await;
                     drop(guard);
                 });
             }
-            Service::Tcp(route) => {
-                let route = Rc::clone(route);
+            Service::Tcp(ctx) => {
+                let ctx = Rc::clone(ctx);
                 tokio::task::spawn_local(async move {
                     // TCP has no graceful close: connections run on until the grace period ends.
-                    l4::serve(&route, stream, peer).await;
+                    l4::serve(&ctx, stream, peer).await;
                     drop(guard);
                 });
             }

@@ -20,7 +20,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::buffer::ReadBuf;
-use super::exchange::{self, Client, HttpRoute, Next};
+use super::exchange::{self, Client, HttpContext, Next};
 use super::head_end::HeadEnd;
 use super::idle::Woke;
 use super::relay;
@@ -29,27 +29,26 @@ use crate::proxy::error::ProxyError;
 
 /// Serves `stream` until the client closes, a timer ends it, an error makes it unusable, or
 /// fulcrum shuts down (a request in progress is finished first).
-pub async fn serve(route: Rc<HttpRoute>, mut stream: TcpStream, peer: SocketAddr) {
+pub async fn serve(ctx: Rc<HttpContext>, mut stream: TcpStream, peer: SocketAddr) {
     let peer_text = exchange::peer_text(peer);
-    let mut input = ReadBuf::new(Rc::clone(&route.buffers));
+    let mut input = ReadBuf::new(Rc::clone(&ctx.buffers));
     // The first head is due within the header timeout from accept; later ones (pipelined
     // or not) from the moment a read of them first has to wait, set then by `read_head`.
-    let accepted_deadline = crate::proxy::deadline(Instant::now(), route.limits.header_timeout);
+    let accepted_deadline = crate::proxy::deadline(Instant::now(), ctx.limits.header_timeout);
     let mut first = true;
     loop {
         if input.is_empty() {
             input.release_if_empty();
             let limit = if first {
-                route.limits.header_timeout
+                ctx.limits.header_timeout
             } else {
-                route.idle_timeout
+                ctx.idle_timeout
             };
-            match route.idle.wait(&stream, limit).await {
-                Woke::Close if first && !route.idle.is_stopped() => {
+            match ctx.idle.wait(&stream, limit).await {
+                Woke::Close if first && !ctx.idle.is_stopped() => {
                     // Nothing at all within the header timeout of accept.
-                    let answer =
-                        exchange::send_error(
-                        &route,
+                    let answer = exchange::send_error(
+                        &ctx,
                         &mut stream,
                         ProxyError::HeaderTimeout,
                         false,
@@ -73,7 +72,7 @@ pub async fn serve(route: Rc<HttpRoute>, mut stream: TcpStream, peer: SocketAddr
         // Boxed: a request's state is large and lives only as long as the request, while this
         // task lives as long as the (mostly idle) connection.
         let request = serve_request(
-            &route,
+            &ctx,
             &mut stream,
             &mut input,
             peer,
@@ -81,7 +80,7 @@ pub async fn serve(route: Rc<HttpRoute>, mut stream: TcpStream, peer: SocketAddr
             head_deadline,
         );
         match Box::pin(request).await {
-            Next::KeepAlive if !route.idle.is_stopped() => {}
+            Next::KeepAlive if !ctx.idle.is_stopped() => {}
             Next::KeepAlive | Next::Close => return,
             Next::Linger => {
                 Box::pin(linger(&mut stream)).await;
@@ -115,7 +114,7 @@ async fn linger(stream: &mut TcpStream) {
 /// One request, from its head to the end of its response; returns what to do with the
 /// connection next.
 async fn serve_request(
-    route: &HttpRoute,
+    ctx: &HttpContext,
     stream: &mut TcpStream,
     input: &mut ReadBuf,
     peer: SocketAddr,
@@ -123,14 +122,14 @@ async fn serve_request(
     head_deadline: Option<Instant>,
 ) -> Next {
     let rules = RequestRules {
-        max_request_line_bytes: route.limits.max_request_line_bytes,
-        settings: &route.pool.settings,
+        max_request_line_bytes: ctx.limits.max_request_line_bytes,
+        settings: &ctx.pool.settings,
         peer: peer.ip(),
         peer_text,
     };
-    let mut upstream_head = route.buffers.take_write();
+    let mut upstream_head = ctx.buffers.take_write();
     let head = read_head(
-        route,
+        ctx,
         &rules,
         stream,
         input,
@@ -147,14 +146,14 @@ async fn serve_request(
                 request: &request,
                 upstream_head: &upstream_head,
             };
-            exchange::proxy(route, &mut client).await
+            exchange::proxy(ctx, &mut client).await
         }
         Ok(None) => Next::Close,
         Err(error) => {
             tracing::debug!(%peer, %error, "bad request");
             // The head did not parse, so whether it was HEAD is unknown; the answer closes
             // the connection, so a body cannot be mistaken for a next response.
-            exchange::send_error(route, stream, error, false, false).await;
+            exchange::send_error(ctx, stream, error, false, false).await;
             if error == ProxyError::HeaderTimeout {
                 Next::Close
             } else {
@@ -163,21 +162,21 @@ async fn serve_request(
             }
         }
     };
-    route.buffers.give_write(upstream_head);
+    ctx.buffers.give_write(upstream_head);
     next
 }
 
 /// Reads until a whole request head is buffered (`input` holds its first bytes). `Ok(None)`:
 /// the client closed before the head was complete.
 async fn read_head(
-    route: &HttpRoute,
+    ctx: &HttpContext,
     rules: &RequestRules<'_>,
     stream: &mut TcpStream,
     input: &mut ReadBuf,
     mut deadline: Option<Instant>,
     upstream_head: &mut Vec<u8>,
 ) -> Result<Option<RequestHead>, ProxyError> {
-    let limit = route.limits.max_header_bytes;
+    let limit = ctx.limits.max_header_bytes;
     let mut end = HeadEnd::default();
     loop {
         if end.may_be_complete(input.filled()) {
@@ -194,9 +193,8 @@ async fn read_head(
         let read = match relay::poll_once(read.as_mut()).await {
             Poll::Ready(read) => read,
             Poll::Pending => {
-                let due =
-                    *deadline.get_or_insert_with(|| {
-                    crate::proxy::deadline(Instant::now(), route.limits.header_timeout)
+                let due = *deadline.get_or_insert_with(|| {
+                    crate::proxy::deadline(Instant::now(), ctx.limits.header_timeout)
                 });
                 tokio::time::timeout_at(due, read)
                     .await

@@ -31,9 +31,10 @@ use crate::proxy::upstream::{connect_tcp, UpstreamPool};
 /// Largest response head fulcrum accepts from a backend.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 
-/// Everything a worker needs to proxy HTTP for one listener.
+/// Everything one worker thread needs to proxy HTTP for one listener (one per listener and
+/// worker; the listener's pool, this worker's connection and buffer pools, the limits).
 #[derive(Debug)]
-pub struct HttpRoute {
+pub struct HttpContext {
     pub listener: String,
     pub pool: Arc<Pool>,
     pub upstreams: Rc<UpstreamPool>,
@@ -88,9 +89,9 @@ pub enum Next {
 }
 
 /// Proxies one request; returns what to do with the client connection.
-pub async fn proxy(route: &HttpRoute, client: &mut Client<'_>) -> Next {
-    let pool = &route.pool;
-    let snapshot = pool.snapshot_full();
+pub async fn proxy(ctx: &HttpContext, client: &mut Client<'_>) -> Next {
+    let pool = &ctx.pool;
+    let snapshot = pool.snapshot_owned();
     let mut tried = Tried::default();
     let replay = client.request.replayable
         && pool.settings.connect_attempts > 1
@@ -111,7 +112,7 @@ pub async fn proxy(route: &HttpRoute, client: &mut Client<'_>) -> Next {
         // is one request with exactly one outcome, so failures never exceed requests.
         let in_flight = InFlight::start(&backend.stats);
         backend.stats.record_request();
-        let attempt = attempt_backend(route, backend, client, now).await;
+        let attempt = attempt_backend(ctx, backend, client, now).await;
         backend.stats.latency.record(now.elapsed());
         drop(in_flight);
         match attempt {
@@ -126,7 +127,7 @@ pub async fn proxy(route: &HttpRoute, client: &mut Client<'_>) -> Next {
                 error @ (ProxyError::ClientBodyTimeout | ProxyError::BadRequest(_)),
             ) => {
                 tracing::debug!(pool = %pool.name, %error, "request body not received whole");
-                return respond_error(route, client, error).await;
+                return respond_error(ctx, client, error).await;
             }
             Attempt::Failed(ProxyError::UpstreamFailed) | Attempt::Stale if replay => {
                 backend.stats.record_failure();
@@ -136,12 +137,12 @@ pub async fn proxy(route: &HttpRoute, client: &mut Client<'_>) -> Next {
             Attempt::Stale => {
                 backend.stats.record_failure();
                 tracing::warn!(pool = %pool.name, backend = %backend.addr, "upstream closed a fresh connection before answering");
-                return respond_error(route, client, ProxyError::UpstreamFailed).await;
+                return respond_error(ctx, client, ProxyError::UpstreamFailed).await;
             }
             Attempt::Failed(error) => {
                 backend.stats.record_failure();
                 tracing::warn!(pool = %pool.name, backend = %backend.addr, %error, "upstream failed");
-                return respond_error(route, client, error).await;
+                return respond_error(ctx, client, error).await;
             }
         }
     }
@@ -152,7 +153,7 @@ pub async fn proxy(route: &HttpRoute, client: &mut Client<'_>) -> Next {
     } else {
         ProxyError::ConnectFailed
     };
-    respond_error(route, client, error).await
+    respond_error(ctx, client, error).await
 }
 
 /// One attempt on `backend`: over a pooled connection when there is one, and once more over
@@ -160,14 +161,14 @@ pub async fn proxy(route: &HttpRoute, client: &mut Client<'_>) -> Next {
 /// backend closed it while it sat idle, and the request can be sent again whole) — as nginx
 /// and Go's client do.
 async fn attempt_backend(
-    route: &HttpRoute,
+    ctx: &HttpContext,
     backend: &LiveBackend,
     client: &mut Client<'_>,
     now: Instant,
 ) -> Attempt {
-    let connect_timeout = route.pool.settings.connect_timeout;
-    if let Some(stream) = route.upstreams.checkout(backend.addr, now) {
-        match attempt(route, backend, stream, true, client, now).await {
+    let connect_timeout = ctx.pool.settings.connect_timeout;
+    if let Some(stream) = ctx.upstreams.checkout(backend.addr, now) {
+        match attempt(ctx, backend, stream, true, client, now).await {
             Attempt::Stale => {
                 tracing::debug!(backend = %backend.addr, "pooled connection was closed by the backend; sending on a new one");
             }
@@ -175,19 +176,19 @@ async fn attempt_backend(
         }
     }
     match connect_tcp(backend.addr, connect_timeout).await {
-        Ok(stream) => attempt(route, backend, stream, false, client, Instant::now()).await,
+        Ok(stream) => attempt(ctx, backend, stream, false, client, Instant::now()).await,
         Err(e) => Attempt::NotSent(e.to_string()),
     }
 }
 
 /// Sends fulcrum's own response for `error`; the connection stays open only when the
 /// request had no body (an unread body would be taken for the next request).
-async fn respond_error(route: &HttpRoute, client: &mut Client<'_>, error: ProxyError) -> Next {
-    tracing::debug!(listener = %route.listener, %error, "request failed");
+async fn respond_error(ctx: &HttpContext, client: &mut Client<'_>, error: ProxyError) -> Next {
+    tracing::debug!(listener = %ctx.listener, %error, "request failed");
     let request = client.request;
     let bodiless = request.framing == Framing::Empty;
-    let keep_alive = request.keep_alive && bodiless && !route.idle.is_stopped();
-    let kept = send_error(route, client.stream, error, keep_alive, request.is_head).await;
+    let keep_alive = request.keep_alive && bodiless && !ctx.idle.is_stopped();
+    let kept = send_error(ctx, client.stream, error, keep_alive, request.is_head).await;
     match (kept, bodiless) {
         (true, _) => Next::KeepAlive,
         (false, true) => Next::Close,
@@ -199,24 +200,24 @@ async fn respond_error(route: &HttpRoute, client: &mut Client<'_>, error: ProxyE
 /// returns whether the connection stays open (only when `keep_alive` and the error does not
 /// end the connection anyway).
 pub async fn send_error(
-    route: &HttpRoute,
+    ctx: &HttpContext,
     stream: &mut TcpStream,
     error: ProxyError,
     keep_alive: bool,
     head_request: bool,
 ) -> bool {
     let keep_alive = keep_alive && !error.closes_connection();
-    let mut out = route.buffers.take_write();
+    let mut out = ctx.buffers.take_write();
     error.write_response(&mut out, !keep_alive, head_request);
-    let written = relay::write_slice(stream, &out, route.idle_timeout).await;
-    route.buffers.give_write(out);
+    let written = relay::write_slice(stream, &out, ctx.idle_timeout).await;
+    ctx.buffers.give_write(out);
     keep_alive && written.is_ok()
 }
 
 /// One exchange with one backend over `upstream`, guarded by the backend's drain abort.
 /// `reused`: the connection came from the pool (so it may be stale).
 async fn attempt(
-    route: &HttpRoute,
+    ctx: &HttpContext,
     backend: &LiveBackend,
     upstream: TcpStream,
     reused: bool,
@@ -226,7 +227,7 @@ async fn attempt(
     let responded = Cell::new(false);
     let aborted = backend.stats.aborted();
     tokio::select! {
-        outcome = exchange(route, backend, upstream, reused, client, &responded, started) => outcome,
+        outcome = exchange(ctx, backend, upstream, reused, client, &responded, started) => outcome,
         () = aborted => {
             tracing::debug!(backend = %backend.addr, "upstream connection closed: drain timed out");
             if responded.get() { Attempt::Closed } else { Attempt::Failed(ProxyError::UpstreamFailed) }
@@ -235,7 +236,7 @@ async fn attempt(
 }
 
 async fn exchange(
-    route: &HttpRoute,
+    ctx: &HttpContext,
     backend: &LiveBackend,
     mut upstream: TcpStream,
     reused: bool,
@@ -243,7 +244,7 @@ async fn exchange(
     responded: &Cell<bool>,
     started: Instant,
 ) -> Attempt {
-    let settings = &route.pool.settings;
+    let settings = &ctx.pool.settings;
     let with_host;
     let head = if client.request.host_missing {
         with_host = head_with_host(client.upstream_head, backend.addr);
@@ -259,10 +260,10 @@ async fn exchange(
             Attempt::NotSent(format!("{error:?}"))
         };
     }
-    let mut response_buffer = ReadBuf::new(Rc::clone(&route.buffers));
-    let mut out = route.buffers.take_write();
+    let mut response_buffer = ReadBuf::new(Rc::clone(&ctx.buffers));
+    let mut out = ctx.buffers.take_write();
     let result = send_and_respond(
-        route,
+        ctx,
         backend,
         &mut upstream,
         client,
@@ -272,11 +273,11 @@ async fn exchange(
         started,
     )
     .await;
-    route.buffers.give_write(out);
+    ctx.buffers.give_write(out);
     match result {
         Ok(relayed) => {
             if relayed.upstream_reusable && response_buffer.is_empty() {
-                route.upstreams.checkin(
+                ctx.upstreams.checkin(
                     backend.addr,
                     upstream,
                     &backend.stats,
@@ -313,7 +314,7 @@ fn head_with_host(head: &[u8], backend: SocketAddr) -> Vec<u8> {
 /// (the upload going on meanwhile if it has not ended).
 #[allow(clippy::too_many_arguments)]
 async fn send_and_respond(
-    route: &HttpRoute,
+    ctx: &HttpContext,
     backend: &LiveBackend,
     upstream: &mut TcpStream,
     client: &mut Client<'_>,
@@ -322,13 +323,13 @@ async fn send_and_respond(
     responded: &Cell<bool>,
     started: Instant,
 ) -> Result<Relayed, Attempt> {
-    let settings = &route.pool.settings;
+    let settings = &ctx.pool.settings;
     let request = client.request;
     let (mut upstream_read, mut upstream_write) = upstream.split();
     let (mut client_read, mut client_write) = client.stream.split();
     let client_timeouts = Timeouts {
-        read: route.idle_timeout,
-        write: route.idle_timeout,
+        read: ctx.idle_timeout,
+        write: ctx.idle_timeout,
     };
     let mut uploaded = request.framing == Framing::Empty;
     // The backend stopped taking the body: it may still answer (413, say), but the rest of
@@ -342,7 +343,7 @@ async fn send_and_respond(
         request.framing,
         false,
         Timeouts {
-            read: route.idle_timeout,
+            read: ctx.idle_timeout,
             write: settings.response_timeout,
         },
         &mut no_prefix,
@@ -360,7 +361,7 @@ async fn send_and_respond(
             set_cookie: request.set_cookie.as_deref(),
         };
         let read_head =
-            read_response_head(&mut upstream_read, response_buffer, &side, &route.idle, out);
+            read_response_head(&mut upstream_read, response_buffer, &side, &ctx.idle, out);
         tokio::select! {
             // In this order: the deadline is polled (and its timer armed) only when neither
             // the response nor the upload can make progress.
@@ -370,7 +371,7 @@ async fn send_and_respond(
                     response_buffer.consume(head.len);
                     // HTTP/1.0 clients do not know 1xx responses.
                     if !request.http10
-                        && relay::write_slice(&mut client_write, out, route.idle_timeout).await.is_err()
+                        && relay::write_slice(&mut client_write, out, ctx.idle_timeout).await.is_err()
                     {
                         return Err(Attempt::Closed);
                     }
@@ -402,7 +403,7 @@ async fn send_and_respond(
             }
         }
     };
-    let status_failed = observe(route, backend, head.status, started);
+    let status_failed = observe(ctx, backend, head.status, started);
     response_buffer.consume(head.len);
     responded.set(true);
     let response = relay::body(
@@ -506,15 +507,15 @@ async fn read_response_head(
 
 /// Feeds the time to the response head to p2c_ewma; returns whether the status counts as
 /// a backend failure (the outcome is recorded once the body has been relayed).
-fn observe(route: &HttpRoute, backend: &LiveBackend, status: u16, started: Instant) -> bool {
-    let pool = &route.pool;
+fn observe(ctx: &HttpContext, backend: &LiveBackend, status: u16, started: Instant) -> bool {
+    let pool = &ctx.pool;
     if pool.settings.algorithm == Algorithm::P2cEwma {
         backend
             .stats
             .ewma
             .observe(pool.clock().now(), started.elapsed());
     }
-    route.failure_statuses.contains(status)
+    ctx.failure_statuses.contains(status)
 }
 
 fn record_outcome(backend: &LiveBackend, failed: bool) {

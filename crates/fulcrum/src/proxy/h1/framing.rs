@@ -25,7 +25,9 @@ const MAX_TRAILERS: u32 = 64 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
-    Size { digits: u8 },
+    Size {
+        digits: u8,
+    },
     /// Whitespace after the size, before `;` or the line end.
     SizeWhitespace,
     Extension,
@@ -117,9 +119,7 @@ impl ChunkScanner {
                         State::Size { digits: digits + 1 }
                     }
                     None if digits > 0 && byte == b';' => State::Extension,
-                    None if digits > 0 && (byte == b' ' || byte == b'\t') => {
-                        State::SizeWhitespace
-                    }
+                    None if digits > 0 && (byte == b' ' || byte == b'\t') => State::SizeWhitespace,
                     None if digits > 0 && byte == b'\r' => State::SizeLf,
                     _ => return Err(BadChunk),
                 }

@@ -23,10 +23,9 @@ impl HeadEnd {
         if !self.line_ended && fresh.contains(&b'\n') {
             self.line_ended = true;
         }
-        fresh
-            .iter()
-            .enumerate()
-            .any(|(i, &b)| b == b'\n' && matches!(&fresh[i + 1..], [b'\n', ..] | [b'\r', b'\n', ..]))
+        fresh.iter().enumerate().any(|(i, &b)| {
+            b == b'\n' && matches!(&fresh[i + 1..], [b'\n', ..] | [b'\r', b'\n', ..])
+        })
     }
 
     /// True once the first line (request or status line) is complete.
@@ -50,7 +49,10 @@ mod tests {
             assert!(!first || split == head.len(), "split at {split}");
         }
         let mut end = HeadEnd::default();
-        assert!(end.may_be_complete(b"GET / HTTP/1.1\nhost: a\n\n"), "bare LF");
+        assert!(
+            end.may_be_complete(b"GET / HTTP/1.1\nhost: a\n\n"),
+            "bare LF"
+        );
     }
 
     #[test]

@@ -1,0 +1,172 @@
+//! A pool's control plane: backend membership, the lifecycle state machine from
+//! `fulcrum-core`, and publishing a new snapshot whenever what the data path should see
+//! changes. Everything here runs under the pool's control mutex, off the data path.
+//!
+//! Every backend is known by its [`BackendId`], given when it joins and never reused, so a
+//! state change queued before another backend's removal still reaches the right one. Each
+//! change is a transaction: the lock is taken once, the membership edited, and one snapshot
+//! published at the end ([`Pool::apply`]).
+//!
+//! - `membership`: add, drain, remove, disable, enable, replace the whole set;
+//! - `discovery`: the blast-radius window for discovery removals, holds and their release;
+//! - `publish`: transitions applied and logged, the snapshot and balancer built;
+//! - `tick`: the control loop's step and the probe inputs;
+//! - `status`: what the admin API reports.
+
+mod discovery;
+mod membership;
+mod publish;
+mod status;
+mod tick;
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use fulcrum_core::balance::{self, Rotation};
+use fulcrum_core::config;
+use fulcrum_core::health::{self, BackendId, PoolHealth};
+
+pub use status::{AdminError, BackendStatus, PoolStatus};
+
+use super::snapshot::PoolSnapshot;
+use super::stats::BackendStats;
+use super::Clock;
+use discovery::DiscoveryState;
+use publish::Published;
+
+#[derive(Debug)]
+struct Member {
+    id: BackendId,
+    addr: SocketAddr,
+    weight: u32,
+    stats: Arc<BackendStats>,
+    drain: Option<Drain>,
+    /// Remove from the pool once drained (admin DELETE, discovery removal).
+    remove_after_drain: bool,
+    /// Gone from the store, but kept in rotation by the discovery blast-radius cap since then.
+    held_since: Option<Duration>,
+    /// `stats.successes()` at the last tick, to tell whether live traffic succeeded since.
+    seen_successes: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Drain {
+    timeout: Duration,
+    deadline: Duration,
+}
+
+#[derive(Debug)]
+struct Control {
+    health: PoolHealth,
+    members: Vec<Member>,
+    published: Published,
+    /// Round-robin position shared by every balancer this pool builds.
+    rotation: Rotation,
+    last_rotation: Duration,
+    /// When discovery removed backends recently (for the blast-radius window).
+    discovery_removals: Vec<Duration>,
+}
+
+impl Control {
+    fn member(&self, addr: SocketAddr) -> Option<&Member> {
+        self.members.iter().find(|m| m.addr == addr)
+    }
+
+    fn member_mut(&mut self, addr: SocketAddr) -> Option<&mut Member> {
+        self.members.iter_mut().find(|m| m.addr == addr)
+    }
+
+    fn by_id(&self, id: BackendId) -> Option<&Member> {
+        self.members.iter().find(|m| m.id == id)
+    }
+}
+
+/// A pool: its settings, its current snapshot, and its control state.
+#[derive(Debug)]
+pub struct Pool {
+    pub name: String,
+    pub settings: config::Pool,
+    snapshot: ArcSwap<PoolSnapshot>,
+    control: Mutex<Control>,
+    clock: Clock,
+    drain_failures: AtomicU64,
+    discovery: Mutex<DiscoveryState>,
+}
+
+impl Pool {
+    pub fn new(name: &str, settings: config::Pool, clock: Clock) -> Self {
+        let now = clock.now();
+        let mut health = PoolHealth::new(health::rules_for(&settings), 0, now);
+        let members: Vec<Member> = settings
+            .backends
+            .iter()
+            .map(|b| new_member(&settings, health.add_present(now), b.addr, b.weight))
+            .collect();
+        let pool = Self {
+            name: name.to_string(),
+            snapshot: ArcSwap::from_pointee(PoolSnapshot::new(
+                Vec::new(),
+                Arc::from(balance::build(settings.algorithm, &[])),
+                None,
+            )),
+            control: Mutex::new(Control {
+                health,
+                members,
+                published: Published::default(),
+                rotation: Rotation::default(),
+                last_rotation: now,
+                discovery_removals: Vec::new(),
+            }),
+            settings,
+            clock,
+            drain_failures: AtomicU64::new(0),
+            discovery: Mutex::new(DiscoveryState::default()),
+        };
+        let mut control = pool.lock();
+        pool.apply(&mut control, now);
+        drop(control);
+        pool
+    }
+
+    /// The current snapshot: one atomic load, no lock.
+    pub fn snapshot(&self) -> arc_swap::Guard<Arc<PoolSnapshot>> {
+        self.snapshot.load()
+    }
+
+    /// The current snapshot as an owned handle, for holding across awaits.
+    pub fn snapshot_owned(&self) -> Arc<PoolSnapshot> {
+        self.snapshot.load_full()
+    }
+
+    pub fn clock(&self) -> Clock {
+        self.clock
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Control> {
+        // A panic while holding the lock cannot leave the state half-updated in a way that
+        // matters more than stopping the control plane would; keep going.
+        self.control.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn new_member(settings: &config::Pool, id: BackendId, addr: SocketAddr, weight: u32) -> Member {
+    Member {
+        id,
+        addr,
+        weight,
+        stats: Arc::new(BackendStats::new(
+            settings.ewma_decay,
+            settings.ewma_default_rtt,
+        )),
+        drain: None,
+        remove_after_drain: false,
+        held_since: None,
+        seen_successes: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests;
