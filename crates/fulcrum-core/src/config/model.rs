@@ -41,6 +41,9 @@ pub struct ActivePassive {
     pub peers: Vec<SocketAddr>,
     pub heartbeat: Duration,
     pub heartbeat_bind: SocketAddr,
+    /// A file holding the group's shared key: heartbeats are then authenticated (HMAC-SHA256)
+    /// and a datagram without a valid tag is ignored.
+    pub heartbeat_key_file: Option<std::path::PathBuf>,
     /// Commands run on promotion and demotion (program then arguments); the epoch is in the
     /// environment.
     pub on_promote: Vec<String>,

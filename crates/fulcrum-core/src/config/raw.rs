@@ -31,6 +31,7 @@ pub struct RawHa {
     pub peers: Option<Vec<String>>,
     pub heartbeat: Option<String>,
     pub heartbeat_bind: Option<String>,
+    pub heartbeat_key_file: Option<String>,
     pub on_promote: Option<Vec<String>>,
     pub on_demote: Option<Vec<String>>,
 }

@@ -3,6 +3,11 @@
 //! this file draws the states and says why each rule keeps two actives from ever coexisting.
 
 use std::collections::{BTreeMap, VecDeque};
+
+/// Most peers a node keeps reports of (groups are a handful of instances).
+pub const MAX_PEERS: usize = 64;
+/// A peer silent for this many peer timeouts is forgotten.
+const PEER_FORGET_FACTOR: u32 = 10;
 use std::fmt;
 use std::time::Duration;
 
@@ -287,6 +292,17 @@ impl Node {
     /// A heartbeat arrived. Reports from ourselves (our own address in `peers`) are ignored.
     pub fn heard(&mut self, report: Report, now: Duration) {
         if report.node == self.name {
+            return;
+        }
+        // Bounded: peers silent for long are forgotten, and a sender that keeps inventing
+        // names cannot grow the map past a fixed size.
+        let forget_after = self
+            .timing
+            .peer_timeout()
+            .saturating_mul(PEER_FORGET_FACTOR);
+        self.peers
+            .retain(|_, p| now.saturating_sub(p.heard_at) <= forget_after);
+        if self.peers.len() >= MAX_PEERS && !self.peers.contains_key(&report.node) {
             return;
         }
         if report.role == Role::Active {

@@ -342,3 +342,25 @@ fn a_peer_hearing_an_epoch_from_before_this_tenure_does_not_hear_us() {
     }
     unreachable!("never fenced");
 }
+
+#[test]
+fn the_peer_map_is_bounded_and_forgets_peers_long_silent() {
+    let mut node = active();
+    for i in 0..1000 {
+        node.heard(
+            report(&format!("made-up-{i}"), Role::Standby, 0, None),
+            ms(10),
+        );
+    }
+    assert_eq!(node.peers().len(), MAX_PEERS);
+    // A real peer heard later, once the made-up ones have been silent for ten timeouts.
+    node.heard(
+        report("lb2", Role::Standby, 0, Some(0)),
+        ms(10) + HEARTBEAT * 31,
+    );
+    assert_eq!(
+        node.peers().keys().collect::<Vec<_>>(),
+        ["lb2"],
+        "long-silent peers are forgotten"
+    );
+}

@@ -91,6 +91,11 @@ pub fn start(
         }
         HaMode::ActivePassive(pair) => (**pair).clone(),
     };
+    let key = pair
+        .heartbeat_key_file
+        .as_deref()
+        .map(heartbeat::read_key)
+        .transpose()?;
     let socket = StdUdpSocket::bind(pair.heartbeat_bind).map_err(|e| {
         format!(
             "ha.heartbeat_bind: cannot bind {}: {e}",
@@ -133,10 +138,11 @@ pub fn start(
         ElectionStore::Etcd { key, .. } => key.clone(),
         ElectionStore::ZooKeeper { path, .. } => path.clone(),
     };
+    let heartbeats = heartbeat::Heartbeats::new(&group, &pair.peers, key);
     let mut ha = HaLoop {
         node,
         pair,
-        group,
+        heartbeats,
         clock,
         shared: Arc::clone(&shared),
         vip,
@@ -164,7 +170,7 @@ pub fn start(
 struct HaLoop {
     node: Node,
     pair: ActivePassive,
-    group: String,
+    heartbeats: heartbeat::Heartbeats,
     clock: Clock,
     shared: Arc<HaShared>,
     vip: Option<VirtualIp>,
@@ -232,7 +238,7 @@ impl HaLoop {
                 received = socket.recv_from(&mut buf) => {
                     let now = self.clock.now();
                     if let Ok((n, from)) = received {
-                        match heartbeat::decode(&self.group, &buf[..n], from) {
+                        match self.heartbeats.decode(&buf[..n], from) {
                             Ok(report) => self.node.heard(report, now),
                             Err(e) => tracing::debug!(error = %e, "ignored datagram"),
                         }
@@ -406,8 +412,12 @@ impl HaLoop {
         );
     }
 
-    async fn send_heartbeats(&self, socket: &UdpSocket) {
-        let datagram = heartbeat::encode(&self.group, &self.node.report(self.clock.now()));
+    async fn send_heartbeats(&mut self, socket: &UdpSocket) {
+        let now_micros = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        let report = self.node.report(self.clock.now());
+        let datagram = self.heartbeats.encode(&report, now_micros);
         for peer in &self.pair.peers {
             // Loss is what heartbeats are for: a failed send is a missed beat, not an error.
             let _ = socket.send_to(&datagram, peer).await;

@@ -104,6 +104,16 @@ impl Validator {
             .enumerate()
             .filter_map(|(i, p)| self.addr(&format!("ha.peers[{i}]"), Some(p)))
             .collect();
+        let heartbeat_key_file = match raw.heartbeat_key_file {
+            Some(path) if path.trim().is_empty() => {
+                self.error(
+                    "ha.heartbeat_key_file",
+                    "must be a path to the file holding the shared key",
+                );
+                None
+            }
+            path => path.map(std::path::PathBuf::from),
+        };
         let vip = raw.vip.and_then(|v| self.vip("ha.vip", v));
         let on_promote = self.hook("ha.on_promote", raw.on_promote);
         let on_demote = self.hook("ha.on_demote", raw.on_demote);
@@ -114,6 +124,7 @@ impl Validator {
                 peers,
                 heartbeat,
                 heartbeat_bind,
+                heartbeat_key_file,
                 on_promote,
                 on_demote,
             })),

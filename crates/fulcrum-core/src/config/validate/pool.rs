@@ -1,0 +1,426 @@
+//! Validation of `[pools.NAME]`: algorithm, weights, timeouts, slow start and draining, the
+//! hash key and sticky cookie, and the `health` and `outlier` sections.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::super::defaults;
+use super::super::model::*;
+use super::super::raw::*;
+
+use super::Validator;
+
+impl Validator {
+    pub(super) fn pool(&mut self, name: &str, mut raw: RawPool) -> Pool {
+        let path = format!("pools.{name}");
+        let backend_count = raw.backends.len();
+        if name.is_empty() {
+            self.error(&path, "pool names must not be empty");
+        }
+        let algorithm = match raw.algorithm.as_deref() {
+            None => Algorithm::RoundRobin,
+            Some(text) => Algorithm::from_name(text).unwrap_or_else(|| {
+                let valid: Vec<&str> = Algorithm::ALL.iter().map(|a| a.name()).collect();
+                self.error(
+                    format!("{path}.algorithm"),
+                    format!("unknown algorithm `{text}`; valid: {}", valid.join(", ")),
+                );
+                Algorithm::RoundRobin
+            }),
+        };
+        if raw.backends.is_empty() && raw.discovery.is_none() {
+            self.error(
+                format!("{path}.backends"),
+                "a pool needs at least one backend (or a discovery section)",
+            );
+        }
+        let mut seen: HashMap<SocketAddr, usize> = HashMap::new();
+        let mut backends = Vec::with_capacity(raw.backends.len());
+        for (i, b) in std::mem::take(&mut raw.backends).into_iter().enumerate() {
+            let bpath = format!("{path}.backends[{i}]");
+            let weight = self.integer(
+                &format!("{bpath}.weight"),
+                b.weight,
+                i64::from(defaults::WEIGHT),
+                (1, i64::from(defaults::MAX_WEIGHT)),
+            ) as u32;
+            let Some(addr) = self.addr(&format!("{bpath}.addr"), b.addr.as_deref()) else {
+                continue;
+            };
+            if let Some(first) = seen.insert(addr, i) {
+                self.error(
+                    format!("{bpath}.addr"),
+                    format!("{addr} is already listed as {path}.backends[{first}]"),
+                );
+                continue;
+            }
+            backends.push(Backend { addr, weight });
+        }
+        let ms = Duration::from_millis;
+        let hash_key = self.hash_key(&path, algorithm, raw.hash_key.as_deref());
+        let hash_fallback = match raw.hash_fallback.as_deref() {
+            None | Some("random") => Algorithm::Random,
+            Some("round_robin") => Algorithm::RoundRobin,
+            Some(other) => {
+                self.error(
+                    format!("{path}.hash_fallback"),
+                    format!("unknown fallback `{other}`; valid: random, round_robin"),
+                );
+                Algorithm::Random
+            }
+        };
+        let sticky_cookie = self.sticky_cookie(&path, hash_key.as_ref(), raw.sticky_cookie.take());
+        let hash_balance_factor = match raw.hash_balance_factor {
+            Some(c) if !(1.0..=100.0).contains(&c) => {
+                self.error(
+                    format!("{path}.hash_balance_factor"),
+                    "must be at least 1.0 (1.25 is typical)",
+                );
+                None
+            }
+            other => other,
+        };
+        let maglev_table_size = self.integer(
+            &format!("{path}.maglev_table_size"),
+            raw.maglev_table_size,
+            i64::from(defaults::MAGLEV_TABLE_SIZE),
+            (7, 10_000_019),
+        ) as u32;
+        if !is_prime(u64::from(maglev_table_size)) {
+            self.error(
+                format!("{path}.maglev_table_size"),
+                format!("{maglev_table_size} is not prime; Maglev needs a prime table size (e.g. 65537, 655373)"),
+            );
+        } else if algorithm == Algorithm::Maglev
+            && (maglev_table_size as usize) < backend_count.max(1) * 100
+        {
+            self.error(
+                format!("{path}.maglev_table_size"),
+                "should be at least 100 × the number of backends for an even spread",
+            );
+        }
+        Pool {
+            algorithm,
+            backends,
+            connect_timeout: self.duration(
+                &format!("{path}.connect_timeout"),
+                raw.connect_timeout.as_deref(),
+                defaults::CONNECT_TIMEOUT,
+                ms(1),
+            ),
+            connect_attempts: self.integer(
+                &format!("{path}.connect_attempts"),
+                raw.connect_attempts,
+                i64::from(defaults::CONNECT_ATTEMPTS),
+                (1, 10),
+            ) as u32,
+            response_timeout: self.duration(
+                &format!("{path}.response_timeout"),
+                raw.response_timeout.as_deref(),
+                defaults::RESPONSE_TIMEOUT,
+                ms(1),
+            ),
+            upstream_idle_timeout: self.duration(
+                &format!("{path}.upstream_idle_timeout"),
+                raw.upstream_idle_timeout.as_deref(),
+                defaults::UPSTREAM_IDLE_TIMEOUT,
+                ms(1),
+            ),
+            max_idle_per_backend: self.integer(
+                &format!("{path}.max_idle_per_backend"),
+                raw.max_idle_per_backend,
+                defaults::MAX_IDLE_PER_BACKEND as i64,
+                (0, 100_000),
+            ) as usize,
+            slow_start: self.duration(
+                &format!("{path}.slow_start"),
+                raw.slow_start.as_deref(),
+                defaults::SLOW_START,
+                Duration::ZERO,
+            ),
+            slow_start_min_percent: self.integer(
+                &format!("{path}.slow_start_min_percent"),
+                raw.slow_start_min_percent,
+                i64::from(defaults::SLOW_START_MIN_PERCENT),
+                (1, 100),
+            ) as u32,
+            drain_timeout: match raw.drain_timeout.as_deref() {
+                None | Some("auto") => DrainTimeout::Auto,
+                Some(text) => DrainTimeout::Fixed(self.duration(
+                    &format!("{path}.drain_timeout"),
+                    Some(text),
+                    defaults::DRAIN_WITHOUT_DATA,
+                    Duration::ZERO,
+                )),
+            },
+            health: raw
+                .health
+                .map(|h| self.health(&format!("{path}.health"), h)),
+            outlier: raw
+                .outlier
+                .map(|o| self.outlier(&format!("{path}.outlier"), o)),
+            discovery: raw
+                .discovery
+                .take()
+                .and_then(|d| self.discovery(&format!("{path}.discovery"), d)),
+            hash_key,
+            hash_fallback,
+            sticky_cookie,
+            hash_balance_factor,
+            ring_points: self.integer(
+                &format!("{path}.ring_points"),
+                raw.ring_points,
+                i64::from(defaults::RING_POINTS),
+                (1, 10_000),
+            ) as u32,
+            maglev_table_size,
+            ewma_decay: self.duration(
+                &format!("{path}.ewma_decay"),
+                raw.ewma_decay.as_deref(),
+                defaults::EWMA_DECAY,
+                Duration::from_millis(1),
+            ),
+            ewma_default_rtt: self.duration(
+                &format!("{path}.ewma_default_rtt"),
+                raw.ewma_default_rtt.as_deref(),
+                defaults::EWMA_DEFAULT_RTT,
+                Duration::from_micros(1),
+            ),
+        }
+    }
+
+    pub(super) fn hash_key(
+        &mut self,
+        path: &str,
+        algorithm: Algorithm,
+        raw: Option<&str>,
+    ) -> Option<HashKey> {
+        let key = match raw {
+            None => None,
+            Some(text) => HashKey::parse(text).or_else(|| {
+                self.error(
+                    format!("{path}.hash_key"),
+                    format!("`{text}` is not a hash key; valid: \"cookie:NAME\", \"header:NAME\", \"client_ip\", \"path\", \"query:NAME\""),
+                );
+                None
+            }),
+        };
+        if algorithm.is_hashing() && raw.is_none() {
+            self.error(
+                format!("{path}.hash_key"),
+                format!("required with algorithm = \"{algorithm}\""),
+            );
+        }
+        key
+    }
+
+    pub(super) fn sticky_cookie(
+        &mut self,
+        path: &str,
+        key: Option<&HashKey>,
+        raw: Option<RawStickyCookie>,
+    ) -> Option<StickyCookie> {
+        let raw = raw?;
+        let Some(HashKey::Cookie(cookie)) = key else {
+            self.error(
+                format!("{path}.sticky_cookie"),
+                "needs hash_key = \"cookie:NAME\"",
+            );
+            return None;
+        };
+        let name = raw.name.unwrap_or_else(|| cookie.clone());
+        if &name != cookie {
+            self.error(
+                format!("{path}.sticky_cookie.name"),
+                format!("must be the hashed cookie, `{cookie}`"),
+            );
+        }
+        let ttl = self.duration(
+            &format!("{path}.sticky_cookie.ttl"),
+            raw.ttl.as_deref(),
+            defaults::STICKY_COOKIE_TTL,
+            Duration::from_secs(1),
+        );
+        Some(StickyCookie { name, ttl })
+    }
+
+    pub(super) fn health(&mut self, path: &str, raw: RawHealth) -> Health {
+        let key = |k: &str| format!("{path}.{k}");
+        let interval = self.duration(
+            &key("interval"),
+            raw.interval.as_deref(),
+            defaults::HEALTH_INTERVAL,
+            Duration::from_millis(100),
+        );
+        let timeout = self.duration(
+            &key("timeout"),
+            raw.timeout.as_deref(),
+            defaults::HEALTH_TIMEOUT.min(interval),
+            Duration::from_millis(1),
+        );
+        if timeout > interval {
+            self.error(key("timeout"), "must not be longer than the interval");
+        }
+        let liveness = match raw.liveness {
+            None => Probe::Tcp,
+            Some(p) => self.probe(&key("liveness"), p, true).unwrap_or(Probe::Tcp),
+        };
+        let readiness = raw
+            .readiness
+            .and_then(|p| match self.probe(&key("readiness"), p, false) {
+                Some(Probe::Http(check)) => Some(check),
+                _ => None,
+            });
+        Health {
+            interval,
+            timeout,
+            rise: self.integer(&key("rise"), raw.rise, i64::from(defaults::RISE), (1, 100)) as u32,
+            fall: self.integer(&key("fall"), raw.fall, i64::from(defaults::FALL), (1, 100)) as u32,
+            liveness,
+            readiness,
+            failure_decay: self.duration(
+                &key("failure_decay"),
+                raw.failure_decay.as_deref(),
+                defaults::FAILURE_DECAY,
+                Duration::ZERO,
+            ),
+            max_ejection_percent: self.integer(
+                &key("max_ejection_percent"),
+                raw.max_ejection_percent,
+                i64::from(defaults::MAX_EJECTION_PERCENT),
+                (0, 100),
+            ) as u32,
+            panic_threshold_percent: self.integer(
+                &key("panic_threshold_percent"),
+                raw.panic_threshold_percent,
+                i64::from(defaults::PANIC_THRESHOLD_PERCENT),
+                (0, 100),
+            ) as u32,
+        }
+    }
+
+    /// `{ tcp = true }` (liveness only) or `{ path = "/x", expect = "200-399", host = "..." }`.
+    pub(super) fn probe(&mut self, path: &str, raw: RawProbe, tcp_allowed: bool) -> Option<Probe> {
+        match (raw.tcp, raw.path) {
+            (Some(true), None) if tcp_allowed => {
+                if raw.expect.is_some() || raw.host.is_some() {
+                    self.error(
+                        path,
+                        "`expect` and `host` apply only to HTTP probes (`path`)",
+                    );
+                }
+                Some(Probe::Tcp)
+            }
+            (Some(true), None) => {
+                self.error(
+                    path,
+                    "readiness needs an HTTP probe: { path = \"/health\" }",
+                );
+                None
+            }
+            (None | Some(false), Some(p)) => {
+                if !p.starts_with('/') {
+                    self.error(format!("{path}.path"), "must start with /");
+                    return None;
+                }
+                let expect = match raw.expect.as_deref() {
+                    None => Some(StatusRange {
+                        low: 200,
+                        high: 399,
+                    }),
+                    Some(text) => StatusRange::parse(text).or_else(|| {
+                        self.error(
+                            format!("{path}.expect"),
+                            format!(
+                                "`{text}` is not a status range; write e.g. \"200-399\" or \"204\""
+                            ),
+                        );
+                        None
+                    }),
+                }?;
+                Some(Probe::Http(HttpCheck {
+                    path: p,
+                    expect,
+                    host: raw.host,
+                }))
+            }
+            (Some(true), Some(_)) => {
+                self.error(path, "choose one: `tcp = true` or `path`");
+                None
+            }
+            _ => {
+                let choices = if tcp_allowed {
+                    "{ tcp = true } or { path = \"/live\" }"
+                } else {
+                    "{ path = \"/health\" }"
+                };
+                self.error(path, format!("needs a probe: {choices}"));
+                None
+            }
+        }
+    }
+
+    pub(super) fn outlier(&mut self, path: &str, raw: RawOutlier) -> Outlier {
+        let key = |k: &str| format!("{path}.{k}");
+        let base_ejection = self.duration(
+            &key("base_ejection"),
+            raw.base_ejection.as_deref(),
+            defaults::OUTLIER_BASE_EJECTION,
+            Duration::from_millis(1),
+        );
+        let max_ejection = self.duration(
+            &key("max_ejection"),
+            raw.max_ejection.as_deref(),
+            defaults::OUTLIER_MAX_EJECTION.max(base_ejection),
+            Duration::from_millis(1),
+        );
+        if max_ejection < base_ejection {
+            self.error(
+                key("max_ejection"),
+                "must not be shorter than base_ejection",
+            );
+        }
+        let failure_statuses = match raw.failure_statuses.as_deref() {
+            None => StatusRange {
+                low: 500,
+                high: 599,
+            },
+            Some(text) => StatusRange::parse(text).unwrap_or_else(|| {
+                self.error(
+                    key("failure_statuses"),
+                    format!("`{text}` is not a status range; write e.g. \"500-599\""),
+                );
+                StatusRange {
+                    low: 500,
+                    high: 599,
+                }
+            }),
+        };
+        Outlier {
+            consecutive_failures: self.integer(
+                &key("consecutive_failures"),
+                raw.consecutive_failures,
+                i64::from(defaults::OUTLIER_CONSECUTIVE_FAILURES),
+                (1, 1000),
+            ) as u32,
+            base_ejection,
+            max_ejection,
+            failure_statuses,
+        }
+    }
+}
+
+fn is_prime(n: u64) -> bool {
+    if n < 2 {
+        return false;
+    }
+    let mut d = 2;
+    while d * d <= n {
+        if n % d == 0 {
+            return false;
+        }
+        d += 1;
+    }
+    true
+}
