@@ -168,6 +168,9 @@ fn start_zookeeper(lab: &Lab) -> u32 {
 fn config(lab: &Lab, store: Store, n: usize) -> std::path::PathBuf {
     let token = lab.dir.join("token");
     std::fs::write(&token, TOKEN).unwrap();
+    // Every pair authenticates its heartbeats: the suite runs the HMAC path end to end.
+    let key = lab.dir.join("heartbeat.key");
+    std::fs::write(&key, "a shared heartbeat key for the lab\n").unwrap();
     let text = format!(
         r#"
 [admin]
@@ -189,10 +192,12 @@ election = {election}
 vip = {{ address = "{VIP}/24", interface = "eth0", garp_count = 3, garp_interval = "100ms" }}
 peers = ["{SUBNET}.11:7946", "{SUBNET}.12:7946"]
 heartbeat = "{heartbeat}"
+heartbeat_key_file = "{key}"
 on_promote = ["sh", "-c", "echo $FULCRUM_HA_EPOCH > {dir}/promoted-$FULCRUM_HA_NODE"]
 on_demote = ["sh", "-c", "echo $FULCRUM_HA_REASON >> {dir}/demoted-$FULCRUM_HA_NODE"]
 "#,
         token = token.display(),
+        key = key.display(),
         dir = lab.dir.display(),
         election = store.election(),
         heartbeat = store.heartbeat(),
@@ -411,15 +416,16 @@ fn sigterm_handover(tag: &str, store: Store) {
         status["epoch"].to_string(),
         "{status}"
     );
-    // The demotion hook ran once, with a reason. Usually the reason is the resignation; an
-    // active starved of CPU (the suite runs with both cores busy) may fence itself first —
-    // its lease renewals late — and then resigns as a standby. The promise the user relies
-    // on is the one above: the standby took over within 200 ms, no request failed, lb1 let
-    // the address go, and there was one promotion (never two actives).
-    let reason = pair.lab.log("demoted-lb1");
-    assert_eq!(reason.lines().count(), 1, "one demotion: {reason:?}");
-    if reason.trim() != "resigned for shutdown" {
-        eprintln!("lb1 fenced itself before resigning: {}", reason.trim());
+    // The demotion hook ran for lb1's last demotion, with a reason. Usually the reason is the
+    // resignation; an active starved of CPU (the suite runs with both cores busy) may fence
+    // itself first — its lease renewals late — and then resigns as a standby. The promise the
+    // user relies on is the one above: the standby took over within 200 ms, no request
+    // failed, lb1 let the address go, and lb2 was promoted once (never two actives).
+    let reasons = pair.lab.log("demoted-lb1");
+    let last = reasons.lines().last().unwrap_or("").trim().to_string();
+    assert!(!last.is_empty(), "the demotion hook ran: {reasons:?}");
+    if last != "resigned for shutdown" {
+        eprintln!("lb1 fenced itself before resigning: {reasons:?}");
     }
     assert_eq!(status["promotions"], 1, "{status}");
 }

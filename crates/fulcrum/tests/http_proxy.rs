@@ -12,7 +12,7 @@ use bytes::Bytes;
 use common::*;
 use http_body_util::Full;
 use hyper::{Request, Response};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 async fn three_backends() -> Vec<Backend> {
@@ -350,6 +350,67 @@ async fn shutdown_lets_the_request_in_flight_finish() {
         TcpStream::connect(addr).await.is_err(),
         "still accepting after shutdown"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_that_arrives_after_shutdown_began_tells_the_client_to_close() {
+    let backend = Backend::named("done", Duration::from_millis(800)).await;
+    let mut proxy = start_proxy("http", "round_robin", &[(backend.addr, 1)], "", "");
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    // Keep-alive: without shutdown the connection would stay open.
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nhost: a\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let app = proxy.app.take().unwrap();
+    let stopped = tokio::task::spawn_blocking(move || app.shutdown());
+    let response = read_to_close(&mut stream).await;
+    assert!(response.starts_with("HTTP/1.1 200 "), "{response}");
+    assert!(
+        response
+            .to_ascii_lowercase()
+            .contains("\r\nconnection: close\r\n"),
+        "{response}"
+    );
+    assert!(response.ends_with("done"), "{response}");
+    stopped.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipelined_head_is_timed_from_its_own_wait_not_from_accept() {
+    // The first response takes longer than the header timeout; the second head, half of it
+    // pipelined behind the first request, is finished only after that.
+    let backend = Backend::named("slow", Duration::from_millis(1300)).await;
+    let proxy = start_proxy(
+        "http",
+        "round_robin",
+        &[(backend.addr, 1)],
+        "header_timeout = \"1s\"",
+        "",
+    );
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream
+        .write_all(b"GET /1 HTTP/1.1\r\nhost: a\r\n\r\nGET /2 HTTP/1.1\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).ends_with("slow") {
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+            .await
+            .expect("first response")
+            .unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    stream
+        .write_all(b"host: a\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let rest = read_to_close(&mut stream).await;
+    assert!(rest.starts_with("HTTP/1.1 200 "), "second answer: {rest}");
+    assert!(rest.ends_with("slow"), "{rest}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
