@@ -76,7 +76,7 @@ impl Pool {
 
     /// Keeps a backend the store no longer lists in rotation (blast-radius cap).
     pub(super) fn hold_locked(&self, c: &mut Control, id: BackendId, now: Duration) {
-        let Some(m) = c.members.iter_mut().find(|m| m.id == id) else {
+        let Some(m) = c.by_id_mut(id) else {
             return;
         };
         if m.held_since.is_some() {
@@ -108,7 +108,7 @@ impl Pool {
             .map(|m| (m.id, m.addr))
             .collect();
         for (id, addr) in due {
-            if let Some(m) = c.members.iter_mut().find(|m| m.id == id) {
+            if let Some(m) = c.by_id_mut(id) {
                 m.held_since = None;
             }
             c.discovery_removals.push(now);

@@ -46,7 +46,7 @@ impl Pool {
 
     pub fn disable(&self, addr: SocketAddr) -> Result<(), AdminError> {
         self.edit(addr, |_, c, id, now| {
-            if let Some(m) = c.members.iter_mut().find(|m| m.id == id) {
+            if let Some(m) = c.by_id_mut(id) {
                 m.drain = None;
             }
             c.health.disable(id, now);
@@ -154,7 +154,7 @@ impl Pool {
         now: Duration,
         cause: Cause,
     ) -> Duration {
-        let Some(m) = c.members.iter_mut().find(|m| m.id == id) else {
+        let Some(m) = c.by_id_mut(id) else {
             return Duration::ZERO;
         };
         let timeout = self.drain_timeout(&m.stats);
@@ -176,7 +176,7 @@ impl Pool {
         cause: Cause,
     ) -> Duration {
         let timeout = self.drain_locked(c, id, now, cause);
-        if let Some(m) = c.members.iter_mut().find(|m| m.id == id) {
+        if let Some(m) = c.by_id_mut(id) {
             m.remove_after_drain = true;
         }
         timeout
@@ -195,7 +195,7 @@ impl Pool {
 }
 
 fn enable_locked(c: &mut Control, id: BackendId, now: Duration) {
-    if let Some(m) = c.members.iter_mut().find(|m| m.id == id) {
+    if let Some(m) = c.by_id_mut(id) {
         m.drain = None;
         m.remove_after_drain = false;
     }

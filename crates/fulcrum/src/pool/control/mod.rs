@@ -82,6 +82,10 @@ impl Control {
     fn by_id(&self, id: BackendId) -> Option<&Member> {
         self.members.iter().find(|m| m.id == id)
     }
+
+    fn by_id_mut(&mut self, id: BackendId) -> Option<&mut Member> {
+        self.members.iter_mut().find(|m| m.id == id)
+    }
 }
 
 /// A pool: its settings, its current snapshot, and its control state.
