@@ -84,6 +84,51 @@ backends = [{ addr = "127.0.0.1:1", weight = 0 }]
 }
 
 #[test]
+fn run_refuses_a_missing_or_short_heartbeat_key_naming_the_key() {
+    let dir = std::env::temp_dir().join(format!("fulcrum-cli-key-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let short = dir.join("short.key");
+    std::fs::write(&short, "too short\n").unwrap();
+    for (key, says) in [
+        (dir.join("absent.key"), "cannot read"),
+        (short, "at least 16"),
+    ] {
+        let path = dir.join("ha.toml");
+        std::fs::write(
+            &path,
+            format!(
+                r#"
+[[listeners]]
+name = "web"
+bind = "127.0.0.1:0"
+protocol = "http"
+pool = "app"
+
+[pools.app]
+backends = [{{ addr = "127.0.0.1:1" }}]
+
+[ha]
+node = "lb1"
+election = {{ type = "etcd", endpoints = ["127.0.0.1:1"], key = "/k" }}
+heartbeat_bind = "127.0.0.1:0"
+heartbeat_key_file = "{}"
+"#,
+                key.display()
+            ),
+        )
+        .unwrap();
+        let out = fulcrum().args(["run", "-c"]).arg(&path).output().unwrap();
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("ha.heartbeat_key_file") && stderr.contains(says),
+            "{stderr}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn version_and_help() {
     let out = fulcrum().arg("--version").output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("fulcrum "));
