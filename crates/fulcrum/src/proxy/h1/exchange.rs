@@ -66,9 +66,11 @@ enum Attempt {
     Answered { next: Next },
     /// Nothing reached the backend; another backend may be tried.
     NotSent(String),
-    /// A pooled connection turned out closed by the backend before it answered anything,
-    /// and the request can be sent again as it is: the backend processed none of it.
-    Stale,
+    /// A pooled connection turned out closed by the backend before it answered anything:
+    /// most likely the backend closed it while it sat idle, just as the request arrived.
+    /// Not the backend's failure either way. `resend`: the request can go again as it is on
+    /// a new connection (nothing was sent, or it is safe to apply twice).
+    Stale { resend: bool },
     /// The exchange failed before any response reached the client.
     Failed(ProxyError),
     /// The client went away, or the exchange broke after the response had started.
@@ -129,14 +131,14 @@ pub async fn proxy(ctx: &HttpContext, client: &mut Client<'_>) -> Next {
                 tracing::debug!(pool = %pool.name, %error, "request body not received whole");
                 return respond_error(ctx, client, error).await;
             }
-            Attempt::Failed(ProxyError::UpstreamFailed) | Attempt::Stale if replay => {
+            Attempt::Failed(ProxyError::UpstreamFailed) if replay => {
                 backend.stats.record_failure();
                 tracing::warn!(pool = %pool.name, backend = %backend.addr, "upstream broke the exchange; retrying the idempotent request on another backend");
                 broke = true;
             }
-            Attempt::Stale => {
-                backend.stats.record_failure();
-                tracing::warn!(pool = %pool.name, backend = %backend.addr, "upstream closed a fresh connection before answering");
+            Attempt::Stale { .. } => {
+                // A request that may have been applied is not sent twice (RFC 9112 §9.3.1).
+                tracing::warn!(pool = %pool.name, backend = %backend.addr, "a pooled connection closed before any answer, after the request was sent; not resending a request that is not safe to repeat");
                 return respond_error(ctx, client, ProxyError::UpstreamFailed).await;
             }
             Attempt::Failed(error) => {
@@ -169,7 +171,7 @@ async fn attempt_backend(
     let connect_timeout = ctx.pool.settings.connect_timeout;
     if let Some(stream) = ctx.upstreams.checkout(backend.addr, now) {
         match attempt(ctx, backend, stream, true, client, now).await {
-            Attempt::Stale => {
+            Attempt::Stale { resend: true } => {
                 tracing::debug!(backend = %backend.addr, "pooled connection was closed by the backend; sending on a new one");
             }
             other => return other,
@@ -255,7 +257,7 @@ async fn exchange(
     if let Err(error) = relay::write_slice(&mut upstream, head, settings.response_timeout).await {
         // Nothing of the body has been read from the client yet: any request can go again.
         return if reused {
-            Attempt::Stale
+            Attempt::Stale { resend: true }
         } else {
             Attempt::NotSent(format!("{error:?}"))
         };
@@ -292,9 +294,11 @@ async fn exchange(
         // that is safe to apply twice goes again (RFC 9112 §9.3.1, Go's client's rule): the
         // backend may also have crashed while processing it.
         Err(Attempt::Failed(ProxyError::UpstreamFailed))
-            if reused && response_buffer.is_empty() && client.request.replayable =>
+            if reused && response_buffer.is_empty() =>
         {
-            Attempt::Stale
+            Attempt::Stale {
+                resend: client.request.replayable,
+            }
         }
         Err(attempt) => attempt,
     }
