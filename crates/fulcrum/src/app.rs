@@ -16,6 +16,7 @@ use crate::ha::{self, HaShared};
 use crate::health;
 use crate::pool::{Clock, Pools};
 use crate::proxy::worker::{self, WorkerListener};
+use crate::secrets;
 
 /// Why fulcrum could not start.
 #[derive(Debug)]
@@ -42,6 +43,8 @@ pub struct RunningApp {
 
 impl RunningApp {
     pub fn start(config: &Config) -> Result<Self, StartError> {
+        let secrets = secrets::read(config).map_err(|errors| StartError(errors.join("\n")))?;
+        let admin_token = secrets.admin_token;
         let clock = Clock::new();
         let pools = Arc::new(Pools::from_config(config, clock));
         let freebind = ha::freebind_addresses(config.ha.as_ref());
@@ -75,23 +78,6 @@ impl RunningApp {
             }
             listeners.insert(l.name.clone(), addr);
         }
-        let admin_token = match config.admin.as_ref().and_then(|a| a.token_file.as_ref()) {
-            Some(path) => Some(
-                std::fs::read_to_string(path)
-                    .map_err(|e| {
-                        StartError(format!(
-                            "admin.token_file: cannot read {}: {e}",
-                            path.display()
-                        ))
-                    })?
-                    .trim()
-                    .to_string(),
-            ),
-            None => None,
-        };
-        if admin_token.as_deref() == Some("") {
-            return Err(StartError("admin.token_file: the file is empty".into()));
-        }
         let admin_socket = match &config.admin {
             Some(a) => Some(std::net::TcpListener::bind(a.bind).map_err(|e| {
                 StartError(format!("admin.bind: cannot listen on {}: {e}", a.bind))
@@ -106,7 +92,8 @@ impl RunningApp {
         let mut threads = Vec::new();
         let ha = match &config.ha {
             Some(settings) => {
-                let (shared, thread) = ha::start(settings, clock).map_err(StartError)?;
+                let (shared, thread) = ha::start(settings, secrets.heartbeat_key.clone(), clock)
+                    .map_err(StartError)?;
                 threads.extend(thread);
                 Some(shared)
             }

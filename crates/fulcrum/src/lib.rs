@@ -12,6 +12,7 @@ pub mod lab;
 pub mod pool;
 pub mod proxy;
 pub mod register;
+pub mod secrets;
 pub mod telemetry;
 
 pub use app::RunningApp;

@@ -94,6 +94,14 @@ fn load(path: &Path) -> Result<Config, ExitCode> {
 fn check(path: &Path) -> ExitCode {
     match load(path) {
         Ok(config) => {
+            // What `run` reads before starting is read here too.
+            if let Err(errors) = fulcrum::secrets::read(&config) {
+                for e in &errors {
+                    eprintln!("error: {e}");
+                }
+                eprintln!("{}: {} error(s)", path.display(), errors.len());
+                return ExitCode::FAILURE;
+            }
             println!(
                 "{}: ok ({} listener(s), {} pool(s))",
                 path.display(),

@@ -20,26 +20,32 @@ pub fn init(format: LogFormat) {
     };
 }
 
-/// Waits for SIGINT (Ctrl-C) or SIGTERM.
+/// Waits for SIGINT (Ctrl-C) or SIGTERM. SIGHUP, which would otherwise end the process
+/// silently, is logged and otherwise ignored: configuration reload does not exist yet.
 pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
+        let (Ok(mut interrupt), Ok(mut terminate), Ok(mut hangup)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) else {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = interrupt.recv() => return,
+                _ = terminate.recv() => return,
+                _ = hangup.recv() => tracing::warn!(
+                    "SIGHUP received: configuration reload is not supported yet; still running with the configuration loaded at start"
+                ),
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = ctrl_c.await;
+        let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -84,7 +84,7 @@ backends = [{ addr = "127.0.0.1:1", weight = 0 }]
 }
 
 #[test]
-fn run_refuses_a_missing_or_short_heartbeat_key_naming_the_key() {
+fn check_and_run_refuse_a_missing_or_short_heartbeat_key_naming_the_key() {
     let dir = std::env::temp_dir().join(format!("fulcrum-cli-key-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let short = dir.join("short.key");
@@ -117,13 +117,57 @@ heartbeat_key_file = "{}"
             ),
         )
         .unwrap();
-        let out = fulcrum().args(["run", "-c"]).arg(&path).output().unwrap();
-        assert!(!out.status.success());
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            stderr.contains("ha.heartbeat_key_file") && stderr.contains(says),
-            "{stderr}"
-        );
+        for command in ["check", "run"] {
+            let out = fulcrum().args([command, "-c"]).arg(&path).output().unwrap();
+            assert!(
+                !out.status.success(),
+                "{command} accepted {}",
+                key.display()
+            );
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                stderr.contains("ha.heartbeat_key_file") && stderr.contains(says),
+                "{command}: {stderr}"
+            );
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn check_refuses_a_missing_or_empty_admin_token_as_run_does() {
+    let dir = std::env::temp_dir().join(format!("fulcrum-cli-token-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let empty = dir.join("empty.token");
+    std::fs::write(&empty, "\n").unwrap();
+    for (token, says) in [
+        (dir.join("absent.token"), "cannot read"),
+        (empty, "is empty"),
+    ] {
+        let path = dir.join("admin.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[admin]\nbind = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n[[listeners]]\nname = \"web\"\n\
+                 bind = \"127.0.0.1:0\"\nprotocol = \"http\"\npool = \"app\"\n[pools.app]\n\
+                 backends = [{{ addr = \"127.0.0.1:1\" }}]\n",
+                token.display()
+            ),
+        )
+        .unwrap();
+        for command in ["check", "run"] {
+            let out = fulcrum().args([command, "-c"]).arg(&path).output().unwrap();
+            assert!(
+                !out.status.success(),
+                "{command} accepted {}",
+                token.display()
+            );
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                stderr.contains("admin.token_file") && stderr.contains(says),
+                "{command}: {stderr}"
+            );
+        }
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -185,7 +229,7 @@ fn demo_shows_traffic_on_all_three_backends_within_five_seconds() {
 }
 
 #[test]
-fn run_serves_and_stops_cleanly_on_sigterm() {
+fn run_serves_ignores_sighup_and_stops_cleanly_on_sigterm() {
     let dir = std::env::temp_dir().join(format!("fulcrum-run-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("run.toml");
@@ -214,6 +258,18 @@ fn run_serves_and_stops_cleanly_on_sigterm() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(connected, "fulcrum run never listened on {port}");
+    // SIGHUP does not end it (reload does not exist yet): it is logged and ignored.
+    let hup = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "fulcrum exited on SIGHUP"
+    );
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

@@ -7,7 +7,7 @@
 
 mod etcd;
 mod garp;
-mod heartbeat;
+pub mod heartbeat;
 mod hooks;
 mod store;
 mod vip;
@@ -77,8 +77,10 @@ impl HaShared {
 
 /// Starts HA as configured. The heartbeat socket and the VIP's interface are checked here, so
 /// a mistake stops fulcrum before it serves anything.
+/// `heartbeat_key`: the shared key read from `ha.heartbeat_key_file` (see `secrets`).
 pub fn start(
     config: &HaConfig,
+    heartbeat_key: Option<Vec<u8>>,
     clock: Clock,
 ) -> Result<(Arc<HaShared>, Option<JoinHandle<()>>), String> {
     let pair = match &config.mode {
@@ -91,11 +93,6 @@ pub fn start(
         }
         HaMode::ActivePassive(pair) => (**pair).clone(),
     };
-    let key = pair
-        .heartbeat_key_file
-        .as_deref()
-        .map(heartbeat::read_key)
-        .transpose()?;
     let socket = StdUdpSocket::bind(pair.heartbeat_bind).map_err(|e| {
         format!(
             "ha.heartbeat_bind: cannot bind {}: {e}",
@@ -138,7 +135,7 @@ pub fn start(
         ElectionStore::Etcd { key, .. } => key.clone(),
         ElectionStore::ZooKeeper { path, .. } => path.clone(),
     };
-    let heartbeats = heartbeat::Heartbeats::new(&group, &pair.peers, key);
+    let heartbeats = heartbeat::Heartbeats::new(&group, &pair.peers, heartbeat_key);
     let mut ha = HaLoop {
         node,
         pair,

@@ -147,3 +147,16 @@ fn replacing_the_set_publishes_once() {
     // Backend 1 is draining (out of rotation); the ten new ones arrived together.
     assert_eq!(pool.snapshot().backends.len(), 10);
 }
+
+#[test]
+fn backends_added_by_discovery_say_so() {
+    let pool = Pool::new("p", settings(&[1]), Clock::new());
+    let found = [config::Backend {
+        addr: addr(2),
+        weight: 1,
+    }];
+    pool.discovery_synced(&found, 7);
+    let status = pool.status();
+    let added = status.backends.iter().find(|b| b.addr == addr(2));
+    assert_eq!(added.map(|b| b.cause), Some(Cause::Discovery));
+}

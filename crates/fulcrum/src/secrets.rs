@@ -1,0 +1,47 @@
+//! The secrets a configuration names by file — the admin token and the heartbeat key — read
+//! in one place, by `run` before anything starts and by `check`, so a file `run` would refuse
+//! is refused by `check` too. Every unreadable or unusable file is reported, with its key.
+
+use fulcrum_core::config::{Config, HaMode};
+
+use crate::ha::heartbeat;
+
+/// What the files hold.
+#[derive(Debug, Default)]
+pub struct Secrets {
+    pub admin_token: Option<String>,
+    pub heartbeat_key: Option<Vec<u8>>,
+}
+
+/// Reads every secret file `config` names; the errors of all of them, each with its key.
+pub fn read(config: &Config) -> Result<Secrets, Vec<String>> {
+    let mut secrets = Secrets::default();
+    let mut errors = Vec::new();
+    if let Some(path) = config.admin.as_ref().and_then(|a| a.token_file.as_ref()) {
+        match std::fs::read_to_string(path) {
+            Ok(text) if text.trim().is_empty() => {
+                errors.push(format!("admin.token_file: {} is empty", path.display()))
+            }
+            Ok(text) => secrets.admin_token = Some(text.trim().to_string()),
+            Err(e) => errors.push(format!(
+                "admin.token_file: cannot read {}: {e}",
+                path.display()
+            )),
+        }
+    }
+    let pair = config.ha.as_ref().and_then(|ha| match &ha.mode {
+        HaMode::ActivePassive(pair) => Some(pair),
+        HaMode::ActiveActive => None,
+    });
+    if let Some(path) = pair.and_then(|p| p.heartbeat_key_file.as_deref()) {
+        match heartbeat::read_key(path) {
+            Ok(key) => secrets.heartbeat_key = Some(key),
+            Err(e) => errors.push(e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(secrets)
+    } else {
+        Err(errors)
+    }
+}
