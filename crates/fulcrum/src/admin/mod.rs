@@ -10,8 +10,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Request, Response, StatusCode};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Body as _;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -92,8 +93,11 @@ async fn handle(
     token: Option<&str>,
     request: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
+    let path = request.uri().path().to_string();
+    // External probes (a load balancer in front, keepalived, Kubernetes) have no token.
+    let open = path.trim_matches('/') == "healthz";
     if let Some(token) = token {
-        if !authorized(&request, token) {
+        if !open && !authorized(&request, token) {
             let mut response = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
             response
                 .headers_mut()
@@ -106,16 +110,31 @@ async fn handle(
         Ok(collected) => collected.to_bytes(),
         Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"),
     };
-    routes::route(state, &parts.method, parts.uri.path(), &body)
+    // HEAD is answered as GET would be, without the body (its length is kept).
+    let head = parts.method == Method::HEAD;
+    let method = if head { Method::GET } else { parts.method };
+    let response = routes::route(state, &method, &path, &body);
+    if !head {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let length = body.size_hint().exact().unwrap_or(0);
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    Response::from_parts(parts, Full::new(Bytes::new()))
 }
 
-/// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
+/// Constant-time comparison, so the token cannot be guessed byte by byte from timings. The
+/// scheme is case-insensitive (RFC 9110 §11.1).
 fn authorized(request: &Request<Incoming>, token: &str) -> bool {
     let Some(presented) = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|v| v.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, presented)| presented.trim())
     else {
         return false;
     };

@@ -2,6 +2,7 @@
 //!
 //! | request | action |
 //! | --- | --- |
+//! | `GET /` | the endpoints, as this table |
 //! | `GET /healthz` | `ok` while fulcrum runs and serves; 503 `standby` on an HA standby |
 //! | `GET /api/ha` | HA role, leader, epoch, last renewal, peers, failover history |
 //! | `GET /api/pools` | every pool with its backends |
@@ -11,13 +12,16 @@
 //! | `POST /api/pools/{pool}/backends/{addr}/enable` | back into rotation (slow start) |
 //! | `POST /api/pools/{pool}/backends/{addr}/disable` | out of rotation until enabled |
 //! | `DELETE /api/pools/{pool}/backends/{addr}` | drain, then remove |
+//!
+//! `HEAD` works wherever `GET` does; a known path with another method gets 405 with `Allow`;
+//! `{addr}` may be percent-encoded (`%5B%3A%3A1%5D%3A8080` for `[::1]:8080`).
 
 use std::net::SocketAddr;
 
 use bytes::Bytes;
 use fulcrum_core::config::defaults;
 use fulcrum_core::health::Cause;
-use http::{Method, Response, StatusCode};
+use http::{header, HeaderValue, Method, Response, StatusCode};
 use http_body_util::Full;
 use serde::Deserialize;
 
@@ -41,6 +45,7 @@ pub fn route(
     let pools: &Pools = &state.pools;
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (method, segments.as_slice()) {
+        (&Method::GET, [""]) => json(StatusCode::OK, &endpoints()),
         (&Method::GET, ["healthz"]) => match &state.ha {
             Some(ha) if !ha.serving() => text(StatusCode::SERVICE_UNAVAILABLE, "standby\n"),
             _ => text(StatusCode::OK, "ok\n"),
@@ -108,12 +113,50 @@ pub fn route(
                 ))
             })
         }
-        (_, ["healthz"] | ["api", "pools", ..]) => error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method not allowed on this path",
-        ),
-        _ => error(StatusCode::NOT_FOUND, "no such admin endpoint"),
+        (_, known) => match allowed(known) {
+            Some(allow) => {
+                let mut response = error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    &format!("method not allowed on this path; allowed: {allow}"),
+                );
+                response
+                    .headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static(allow));
+                response
+            }
+            None => error(
+                StatusCode::NOT_FOUND,
+                "no such admin endpoint; GET / lists them",
+            ),
+        },
     }
+}
+
+/// The methods a known path takes.
+fn allowed(segments: &[&str]) -> Option<&'static str> {
+    match segments {
+        [""] | ["healthz"] | ["api", "ha"] | ["api", "pools"] | ["api", "pools", _] => {
+            Some("GET, HEAD")
+        }
+        ["api", "pools", _, "backends"] | ["api", "pools", _, "backends", _, _] => Some("POST"),
+        ["api", "pools", _, "backends", _] => Some("DELETE"),
+        _ => None,
+    }
+}
+
+/// What `GET /` answers: every endpoint with what it does.
+fn endpoints() -> serde_json::Value {
+    serde_json::json!({ "endpoints": [
+        { "method": "GET", "path": "/healthz", "does": "ok while serving; 503 standby on an HA standby (no token needed)" },
+        { "method": "GET", "path": "/api/ha", "does": "HA role, leader, epoch, peers, failovers" },
+        { "method": "GET", "path": "/api/pools", "does": "every pool with its backends" },
+        { "method": "GET", "path": "/api/pools/{pool}", "does": "one pool" },
+        { "method": "POST", "path": "/api/pools/{pool}/backends", "does": "add a backend: {\"addr\": \"IP:PORT\", \"weight\": N}" },
+        { "method": "POST", "path": "/api/pools/{pool}/backends/{addr}/drain", "does": "stop new requests, finish in-flight" },
+        { "method": "POST", "path": "/api/pools/{pool}/backends/{addr}/enable", "does": "back into rotation through slow start" },
+        { "method": "POST", "path": "/api/pools/{pool}/backends/{addr}/disable", "does": "out of rotation until enabled" },
+        { "method": "DELETE", "path": "/api/pools/{pool}/backends/{addr}", "does": "drain, then remove" },
+    ]})
 }
 
 fn with_pool(
@@ -136,7 +179,64 @@ fn no_pool(name: &str) -> Response<Full<Bytes>> {
     error(StatusCode::NOT_FOUND, &format!("no pool named `{name}`"))
 }
 
+/// A backend address from a path segment, percent-encoded or not.
 fn parse_addr(text: &str) -> Result<SocketAddr, AdminError> {
-    text.parse()
-        .map_err(|_| AdminError::BadRequest(format!("`{text}` is not an address (IP:PORT)")))
+    let bad = || AdminError::BadRequest(format!("`{text}` is not an address (IP:PORT)"));
+    percent_decode(text)
+        .ok_or_else(bad)?
+        .parse()
+        .map_err(|_| bad())
+}
+
+/// Decodes `%XX` escapes; `None` for a broken escape or a result that is not UTF-8.
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_addresses_may_be_percent_encoded() {
+        for (text, addr) in [
+            ("127.0.0.1:9001", "127.0.0.1:9001"),
+            ("127.0.0.1%3A9001", "127.0.0.1:9001"),
+            ("%5B%3A%3A1%5D%3A8080", "[::1]:8080"),
+            ("[::1]:8080", "[::1]:8080"),
+        ] {
+            assert_eq!(
+                parse_addr(text).map(|a| a.to_string()),
+                Ok(addr.to_string()),
+                "{text}"
+            );
+        }
+        for bad in ["127.0.0.1%3", "127.0.0.1%zz9001", "%ff%fe", "nope"] {
+            assert!(parse_addr(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn known_paths_name_their_methods() {
+        assert_eq!(allowed(&["api", "pools", "app"]), Some("GET, HEAD"));
+        assert_eq!(allowed(&["api", "pools", "app", "backends"]), Some("POST"));
+        assert_eq!(
+            allowed(&["api", "pools", "app", "backends", "127.0.0.1:1"]),
+            Some("DELETE")
+        );
+        assert_eq!(allowed(&["api", "nothing"]), None);
+    }
 }

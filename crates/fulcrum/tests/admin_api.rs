@@ -1,0 +1,130 @@
+//! The admin API as an operator's tools meet it, over raw HTTP: the token (any case of
+//! `Bearer`), `/healthz` open to external probes, `HEAD`, `405` with `Allow`, the endpoint
+//! list, and percent-encoded backend addresses.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::net::SocketAddr;
+
+use common::*;
+use fulcrum::RunningApp;
+use fulcrum_core::config::Config;
+
+const TOKEN: &str = "s3cret-admin-token";
+
+/// fulcrum with a token-protected admin API over one pool of two backends.
+fn start(dir: &std::path::Path, backends: [SocketAddr; 2]) -> RunningApp {
+    let token = dir.join("admin.token");
+    std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
+    let text = format!(
+        "[admin]\nbind = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n[[listeners]]\nname = \"web\"\n\
+         bind = \"127.0.0.1:0\"\nprotocol = \"http\"\npool = \"app\"\n[pools.app]\n\
+         backends = [{{ addr = \"{}\" }}, {{ addr = \"{}\" }}]\n",
+        token.display(),
+        backends[0],
+        backends[1]
+    );
+    RunningApp::start(&Config::from_toml(&text).unwrap()).unwrap()
+}
+
+/// Sends one request (closing the connection) and returns the raw answer.
+async fn ask(admin: SocketAddr, method: &str, path: &str, auth: Option<&str>) -> String {
+    let auth = auth.map_or(String::new(), |a| format!("authorization: {a}\r\n"));
+    let request =
+        format!("{method} {path} HTTP/1.1\r\nhost: admin\r\n{auth}content-length: 0\r\nconnection: close\r\n\r\n");
+    raw_exchange(admin, request.as_bytes()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_speaks_http_the_way_operators_tools_expect() {
+    let dir = std::env::temp_dir().join(format!("fulcrum-admin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ipv4 = dead_addr().await;
+    let ipv6: SocketAddr = "[::1]:1".parse().unwrap();
+    let app = start(&dir, [ipv4, ipv6]);
+    let admin = app.admin_addr().unwrap();
+    let bearer = format!("Bearer {TOKEN}");
+
+    // Probes need no token; everything else does, with the scheme in any case.
+    assert!(ask(admin, "GET", "/healthz", None)
+        .await
+        .starts_with("HTTP/1.1 200"));
+    let refused = ask(admin, "GET", "/api/pools", None).await;
+    assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
+    assert!(
+        refused
+            .to_ascii_lowercase()
+            .contains("www-authenticate: bearer"),
+        "{refused}"
+    );
+    let wrong = ask(admin, "GET", "/api/pools", Some("Bearer nope")).await;
+    assert!(wrong.starts_with("HTTP/1.1 401"), "{wrong}");
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let answer = ask(
+            admin,
+            "GET",
+            "/api/pools",
+            Some(&format!("{scheme} {TOKEN}")),
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{scheme}: {answer}");
+    }
+
+    // HEAD answers as GET, without the body.
+    let get = ask(admin, "GET", "/api/pools/app", Some(&bearer)).await;
+    let head = ask(admin, "HEAD", "/api/pools/app", Some(&bearer)).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.ends_with("\r\n\r\n"), "no body: {head}");
+    let length = |answer: &str| {
+        answer
+            .to_ascii_lowercase()
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: ").map(str::to_string))
+    };
+    assert_eq!(length(&head), length(&get), "{head}\n{get}");
+
+    // A known path with the wrong method: 405 naming the right ones.
+    let not_allowed = ask(admin, "DELETE", "/api/pools/app", Some(&bearer)).await;
+    assert!(not_allowed.starts_with("HTTP/1.1 405"), "{not_allowed}");
+    assert!(
+        not_allowed
+            .to_ascii_lowercase()
+            .contains("\r\nallow: get, head\r\n"),
+        "{not_allowed}"
+    );
+    let unknown = ask(admin, "GET", "/api/nothing", Some(&bearer)).await;
+    assert!(unknown.starts_with("HTTP/1.1 404"), "{unknown}");
+
+    // The root lists the endpoints.
+    let index = ask(admin, "GET", "/", Some(&bearer)).await;
+    assert!(index.starts_with("HTTP/1.1 200"), "{index}");
+    assert!(
+        index.contains("/api/pools/{pool}/backends/{addr}/drain"),
+        "{index}"
+    );
+
+    // Backend addresses in paths may be percent-encoded (IPv6 needs it with most clients).
+    for (addr, encoded) in [
+        (ipv4, ipv4.to_string().replace(':', "%3A")),
+        (ipv6, "%5B%3A%3A1%5D%3A1".to_string()),
+    ] {
+        let path = format!("/api/pools/app/backends/{encoded}/disable");
+        let answer = ask(admin, "POST", &path, Some(&bearer)).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{path}: {answer}");
+        let status = app.pools().get("app").unwrap().status();
+        let state = status
+            .backends
+            .iter()
+            .find(|b| b.addr == addr)
+            .map(|b| b.state);
+        assert_eq!(
+            state,
+            Some(fulcrum_core::health::BackendState::Disabled),
+            "{path}"
+        );
+    }
+    app.shutdown();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
