@@ -73,7 +73,10 @@ pub fn run(args: &DemoArgs) -> Result<(), String> {
             LOAD_PAUSE.as_millis()
         );
     }
-    println!("Ctrl-C stops.\n");
+    match args.duration {
+        Some(d) => println!("Stops after {}.\n", humantime::format_duration(d)),
+        None => println!("Ctrl-C stops.\n"),
+    }
 
     let (stop_load, stop_rx) = watch::channel(false);
     runtime.block_on(async {

@@ -26,17 +26,19 @@ struct Cli {
 enum Command {
     /// Run the load balancer with a configuration file.
     Run {
+        /// The configuration file (TOML).
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
     },
     /// Validate a configuration file: every error with its path; non-zero exit on any.
     Check {
+        /// The configuration file (TOML).
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
     },
     /// Balance traffic over three built-in demo backends of different speeds.
     Demo(demo::DemoArgs),
-    /// Keep one backend registered in etcd while it is healthy (sidecar).
+    /// Keep one backend registered in etcd or ZooKeeper while it is healthy (sidecar).
     Register(register::RegisterArgs),
     /// Deterministic experiments on the balancing algorithms (no network).
     #[command(subcommand)]

@@ -38,6 +38,7 @@ pub struct RegisterArgs {
     /// The backend's address as clients of fulcrum should reach it.
     #[arg(long)]
     pub addr: SocketAddr,
+    /// The weight fulcrum gives the backend (1 to 10000).
     #[arg(long, default_value_t = 1)]
     pub weight: u32,
     /// Lease time to live: how long a dead sidecar's registration survives it.

@@ -211,6 +211,11 @@ fn demo_shows_traffic_on_all_three_backends_within_five_seconds() {
         .unwrap();
     let status = child.wait().unwrap();
     assert!(status.success(), "{out}");
+    assert!(out.contains("Stops after 4s."), "{out}");
+    assert!(
+        !out.contains("Ctrl-C"),
+        "with --duration, Ctrl-C is not the way out: {out}"
+    );
     // Any per-second line in which every backend served requests.
     let busy_line = out.lines().filter(|l| l.starts_with('[')).find(|line| {
         line.split("backend-").skip(1).all(|part| {
@@ -278,4 +283,30 @@ fn run_serves_ignores_sighup_and_stops_cleanly_on_sigterm() {
     let status = child.wait().unwrap();
     assert!(status.success(), "exit status after SIGTERM: {status:?}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn every_option_of_every_command_has_help_text() {
+    for command in [
+        &["run"][..],
+        &["check"],
+        &["demo"],
+        &["register"],
+        &["lab", "hashing"],
+        &["lab", "latency"],
+    ] {
+        let out = fulcrum().args(command).arg("--help").output().unwrap();
+        assert!(out.status.success(), "{command:?}");
+        let help = String::from_utf8_lossy(&out.stdout);
+        let options = help.split("Options:").nth(1).unwrap_or("");
+        for line in options.lines().filter(|l| l.trim_start().starts_with('-')) {
+            // "  --flag <VALUE>   Description [default: …]": a description follows the flag.
+            let described = line
+                .trim_start()
+                .split("  ")
+                .skip(1)
+                .any(|part| part.trim().chars().next().is_some_and(char::is_alphabetic));
+            assert!(described, "{command:?}: no help for `{}`", line.trim());
+        }
+    }
 }

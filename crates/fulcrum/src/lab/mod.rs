@@ -32,11 +32,13 @@ pub enum LabCommand {
         /// How much slower the slow backend becomes.
         #[arg(long, default_value_t = 20.0)]
         slow_factor: f64,
+        /// Backends in the simulated pool (one of them turns slow).
         #[arg(long, default_value_t = 10)]
         backends: usize,
         /// Requests simulated per algorithm.
         #[arg(long, default_value_t = 200_000)]
         requests: u64,
+        /// Seed of the simulation's random choices (the same seed gives the same numbers).
         #[arg(long, default_value_t = 1)]
         seed: u64,
         /// Also draw the percentiles as an SVG chart.
