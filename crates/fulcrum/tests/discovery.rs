@@ -498,3 +498,42 @@ async fn the_sidecar_withdraws_while_its_check_fails() {
     let _ = sidecar.kill();
     let _ = sidecar.wait();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_default_configured_etcd_keeps_the_watch_for_fifteen_seconds() {
+    // etcd refuses clients that ping more often than its --grpc-keepalive-min-time (5 s by
+    // default, not changed here): such a client is cut off every few seconds.
+    let etcd = Etcd::start().await;
+    let backend = Backend::named("kept", Duration::ZERO).await;
+    let _registrar = KillOnDrop(register(&etcd, backend.addr));
+    let proxy = start_proxy("http", "round_robin", &[], "", &discovery(&etcd));
+    proxy
+        .wait_for(Duration::from_secs(5), "the registered backend", |s| {
+            s["discovery"]["discovered"] == 1
+        })
+        .await;
+    let until = tokio::time::Instant::now() + Duration::from_secs(15);
+    while tokio::time::Instant::now() < until {
+        let status = proxy.status().await;
+        assert_eq!(
+            status["discovery"]["connected"], true,
+            "the store connection dropped: {status:#}"
+        );
+        assert!(
+            status["discovery"]["last_error"].is_null(),
+            "{:#}",
+            status["discovery"]
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A child process that ends with the test, even when an assertion fails first.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -14,11 +14,17 @@ use tokio::sync::watch;
 use super::{keep_following, registration, Lost};
 use crate::pool::Pool;
 
+/// How often an idle-looking connection to etcd is pinged. etcd cuts off (GOAWAY, "too many
+/// pings") a client that pings more often than its `--grpc-keepalive-min-time`, 5 s by
+/// default; 10 s stays clear of it. A dead store is found sooner than this by the requests'
+/// own deadlines.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+
 pub fn connect_options() -> ConnectOptions {
     ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(2))
         .with_timeout(Duration::from_secs(5))
-        .with_keep_alive(Duration::from_secs(1), Duration::from_secs(2))
+        .with_keep_alive(KEEPALIVE_INTERVAL, Duration::from_secs(5))
 }
 
 pub async fn follow(

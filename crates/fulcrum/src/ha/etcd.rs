@@ -156,7 +156,7 @@ impl EtcdElection {
         let options = ConnectOptions::new()
             .with_connect_timeout(self.deadline())
             .with_timeout(self.deadline())
-            .with_keep_alive(self.heartbeat * 5, self.deadline());
+            .with_keep_alive(crate::discovery::etcd::KEEPALIVE_INTERVAL, self.deadline());
         timeout(
             self.deadline(),
             Client::connect(&self.endpoints, Some(options)),
