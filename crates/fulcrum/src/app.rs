@@ -59,6 +59,18 @@ impl RunningApp {
             let pool = pools.get(&l.pool).ok_or_else(|| {
                 StartError(format!("listeners[{i}].pool: unknown pool `{}`", l.pool))
             })?;
+            let freebind_here = freebind.contains(&l.bind.ip());
+            worker::ensure_unused(l.bind, freebind_here).map_err(|e| {
+                let why = if e.kind() == std::io::ErrorKind::AddrInUse {
+                    "the address is already in use (another fulcrum, or another server, listens there)".to_string()
+                } else {
+                    e.to_string()
+                };
+                StartError(format!(
+                    "listeners[{i}] ({}): cannot listen on {}: {why}",
+                    l.name, l.bind
+                ))
+            })?;
             let mut addr = l.bind;
             for sockets in per_worker.iter_mut() {
                 let socket =

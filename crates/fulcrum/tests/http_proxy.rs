@@ -532,3 +532,42 @@ async fn a_get_is_retried_elsewhere_when_a_backend_breaks_but_a_post_is_not() {
         "{statuses:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_instance_on_the_same_listener_address_refuses_to_start() {
+    let backend = Backend::named("first", Duration::ZERO).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let text = format!(
+        "[admin]\nbind = \"127.0.0.1:0\"\n[[listeners]]\nname = \"web\"\nbind = \"127.0.0.1:{port}\"\n\
+         protocol = \"http\"\npool = \"app\"\n[pools.app]\nbackends = [{{ addr = \"{}\" }}]\n",
+        backend.addr
+    );
+    let config = fulcrum_core::config::Config::from_toml(&text).unwrap();
+    let first = fulcrum::RunningApp::start(&config).unwrap();
+    let second = fulcrum::RunningApp::start(&config);
+    match second {
+        Ok(app) => {
+            app.shutdown();
+            panic!("a second instance shared 127.0.0.1:{port} silently");
+        }
+        Err(e) => {
+            let message = e.to_string();
+            assert!(
+                message.contains(&format!("127.0.0.1:{port}"))
+                    && message.contains("already in use"),
+                "{message}"
+            );
+        }
+    }
+    // The first one still serves everything.
+    let (status, body) = Client::connect(first.listener_addr("web").unwrap())
+        .await
+        .get("/")
+        .await;
+    assert_eq!((status, body.as_str()), (200, "first"));
+    first.shutdown();
+}

@@ -46,6 +46,26 @@ pub fn bind_reuseport(addr: SocketAddr, freebind: bool) -> io::Result<StdListene
     Ok(socket.into())
 }
 
+/// Fails when another process already listens on `addr`. Listening sockets are bound with
+/// `SO_REUSEPORT`, which would let a second fulcrum share the address silently and split the
+/// traffic; a socket bound without it is refused by the kernel while anyone listens there.
+/// (Only a binary upgrade may share listeners on purpose.)
+pub fn ensure_unused(addr: SocketAddr, freebind: bool) -> io::Result<()> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let probe = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    // Connections of an earlier run in TIME_WAIT do not count as in use.
+    probe.set_reuse_address(true)?;
+    if freebind {
+        match addr {
+            SocketAddr::V4(_) => probe.set_freebind_v4(true)?,
+            SocketAddr::V6(_) => probe.set_freebind_v6(true)?,
+        }
+    }
+    probe.bind(&addr.into())
+}
+
 /// One listener's socket for one worker, with what it serves.
 #[derive(Debug)]
 pub struct WorkerListener {
