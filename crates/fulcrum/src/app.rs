@@ -146,9 +146,24 @@ impl RunningApp {
                 "listening"
             );
         }
+        for (name, pool) in &config.pools {
+            let backends: Vec<String> = pool
+                .backends
+                .iter()
+                .map(|b| format!("{} (weight {})", b.addr, b.weight))
+                .collect();
+            tracing::info!(
+                pool = %name,
+                algorithm = pool.algorithm.name(),
+                backends = %backends.join(", "),
+                discovery = pool.discovery.is_some(),
+                "pool"
+            );
+        }
         if let Some(addr) = admin {
             tracing::info!(%addr, "admin API listening");
         }
+        tracing::info!(workers, "fulcrum serving");
         Ok(Self {
             listeners,
             admin,

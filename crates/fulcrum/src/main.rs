@@ -121,6 +121,11 @@ fn run(path: &Path) -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        config = %path.display(),
+        "fulcrum starting"
+    );
     let app = match RunningApp::start(&config) {
         Ok(app) => app,
         Err(e) => {

@@ -251,7 +251,9 @@ fn run_serves_ignores_sighup_and_stops_cleanly_on_sigterm() {
     let mut child = fulcrum()
         .args(["run", "-c"])
         .arg(&path)
-        .stderr(Stdio::null())
+        .env_remove("NO_COLOR")
+        .env_remove("RUST_LOG")
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut connected = false;
@@ -280,8 +282,32 @@ fn run_serves_ignores_sighup_and_stops_cleanly_on_sigterm() {
         .status()
         .unwrap();
     assert!(killed.success());
+    let mut log = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
     let status = child.wait().unwrap();
-    assert!(status.success(), "exit status after SIGTERM: {status:?}");
+    assert!(
+        status.success(),
+        "exit status after SIGTERM: {status:?}\n{log}"
+    );
+    // What an operator reads at start: version, file, each listener and pool, the workers;
+    // and the ignored SIGHUP. Into a pipe, without colour codes.
+    for expected in [
+        env!("CARGO_PKG_VERSION"),
+        path.to_str().unwrap(),
+        "listener=t",
+        "pool=p",
+        "algorithm=\"round_robin\"",
+        "workers=",
+        "SIGHUP received",
+    ] {
+        assert!(log.contains(expected), "`{expected}` missing from:\n{log}");
+    }
+    assert!(!log.contains('\u{1b}'), "colour codes in a pipe:\n{log}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
