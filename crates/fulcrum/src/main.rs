@@ -8,10 +8,13 @@ use fulcrum::telemetry::{self, LogFormat};
 use fulcrum::{demo, lab, register, RunningApp};
 use fulcrum_core::config::Config;
 
+/// The version and the commit it was built from.
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("FULCRUM_COMMIT"), ")");
+
 #[derive(Parser, Debug)]
 #[command(
     name = "fulcrum",
-    version,
+    version = VERSION,
     about = "A load balancer for HTTP and TCP services"
 )]
 struct Cli {
@@ -40,6 +43,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Keep one backend registered in etcd or ZooKeeper while it is healthy (sidecar).
     Register(register::RegisterArgs),
+    /// Print the version and the commit it was built from.
+    Version,
     /// Deterministic experiments on the balancing algorithms (no network).
     #[command(subcommand)]
     Lab(lab::LabCommand),
@@ -51,6 +56,10 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run { config } => run(&config),
         Command::Check { config } => check(&config),
+        Command::Version => {
+            println!("fulcrum {VERSION}");
+            ExitCode::SUCCESS
+        }
         Command::Register(args) => match register::run(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -122,7 +131,7 @@ fn run(path: &Path) -> ExitCode {
         Err(code) => return code,
     };
     tracing::info!(
-        version = env!("CARGO_PKG_VERSION"),
+        version = VERSION,
         config = %path.display(),
         "fulcrum starting"
     );

@@ -174,8 +174,27 @@ fn check_refuses_a_missing_or_empty_admin_token_as_run_does() {
 
 #[test]
 fn version_and_help() {
-    let out = fulcrum().arg("--version").output().unwrap();
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("fulcrum "));
+    // `version`, `-V` and `--version` agree: the version and the commit built from.
+    let mut seen = Vec::new();
+    for args in [&["version"][..], &["-V"], &["--version"]] {
+        let out = fulcrum().args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}");
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let expected = format!("fulcrum {} (", env!("CARGO_PKG_VERSION"));
+        assert!(
+            text.starts_with(&expected) && text.ends_with(')'),
+            "{args:?}: {text}"
+        );
+        seen.push(text);
+    }
+    assert!(seen.windows(2).all(|w| w[0] == w[1]), "{seen:?}");
+    let commit = seen[0].rsplit('(').next().unwrap().trim_end_matches(')');
+    let hash = commit.trim_end_matches("-modified");
+    assert!(
+        commit == "unknown commit"
+            || (hash.len() == 12 && hash.chars().all(|c| c.is_ascii_hexdigit())),
+        "{commit}"
+    );
     let out = fulcrum().arg("--help").output().unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
     for command in ["run", "check", "demo"] {
