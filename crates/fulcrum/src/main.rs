@@ -89,17 +89,21 @@ fn load(path: &Path) -> Result<Config, ExitCode> {
         eprintln!("error: cannot read {}: {e}", path.display());
         ExitCode::FAILURE
     })?;
-    Config::from_toml(&text).map_err(|errors| {
-        for e in &errors.0 {
-            eprintln!("error: {e}");
-        }
-        eprintln!(
-            "{}: {} error(s); nothing was started",
-            path.display(),
-            errors.0.len()
-        );
-        ExitCode::FAILURE
-    })
+    // Paths inside the file are relative to the file, not to the working directory.
+    let dir = path.parent().unwrap_or(Path::new("."));
+    Config::from_toml(&text)
+        .map(|config| config.relative_to(dir))
+        .map_err(|errors| {
+            for e in &errors.0 {
+                eprintln!("error: {e}");
+            }
+            eprintln!(
+                "{}: {} error(s); nothing was started",
+                path.display(),
+                errors.0.len()
+            );
+            ExitCode::FAILURE
+        })
 }
 
 fn check(path: &Path) -> ExitCode {

@@ -355,3 +355,30 @@ fn every_option_of_every_command_has_help_text() {
         }
     }
 }
+
+#[test]
+fn paths_in_the_file_are_relative_to_the_file_not_the_working_directory() {
+    let dir = std::env::temp_dir().join(format!("fulcrum-cli-rel-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("secrets")).unwrap();
+    std::fs::write(dir.join("secrets/admin.token"), "t0ken\n").unwrap();
+    let path = dir.join("fulcrum.toml");
+    std::fs::write(
+        &path,
+        "[admin]\nbind = \"127.0.0.1:0\"\ntoken_file = \"secrets/admin.token\"\n[[listeners]]\n\
+         name = \"web\"\nbind = \"127.0.0.1:0\"\nprotocol = \"http\"\npool = \"app\"\n\
+         [pools.app]\nbackends = [{ addr = \"127.0.0.1:1\" }]\n",
+    )
+    .unwrap();
+    let out = fulcrum()
+        .args(["check", "-c"])
+        .arg(&path)
+        .current_dir("/")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

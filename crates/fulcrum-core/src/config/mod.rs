@@ -22,6 +22,28 @@ impl Config {
         })?;
         validate::validate(raw)
     }
+
+    /// Makes the file paths the configuration names (`admin.token_file`,
+    /// `ha.heartbeat_key_file`) relative to `dir`, the directory of the configuration file,
+    /// rather than to wherever fulcrum happens to be started. Absolute paths stay as they are.
+    pub fn relative_to(mut self, dir: &std::path::Path) -> Config {
+        let resolve = |path: &mut std::path::PathBuf| {
+            if path.is_relative() {
+                *path = dir.join(&*path);
+            }
+        };
+        if let Some(token) = self.admin.as_mut().and_then(|a| a.token_file.as_mut()) {
+            resolve(token);
+        }
+        if let Some(ha) = self.ha.as_mut() {
+            if let HaMode::ActivePassive(pair) = &mut ha.mode {
+                if let Some(key) = pair.heartbeat_key_file.as_mut() {
+                    resolve(key);
+                }
+            }
+        }
+        self
+    }
 }
 
 /// toml's messages are good but multi-line; fold them to one line with a line:column prefix.
