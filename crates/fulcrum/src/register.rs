@@ -64,16 +64,25 @@ pub fn run(args: &RegisterArgs) -> Result<(), String> {
         tokio::pin!(stop);
         let mut backoff = BACKOFF.0;
         loop {
+            // Set by a session once the backend is in the store, so a failure says what it cost.
+            let mut was_registered = false;
             let result = match (&args.zookeeper, &args.path, &args.prefix) {
                 (Some(servers), Some(path), _) => {
-                    zookeeper_session(args, servers, path, check.as_ref(), &mut stop).await
+                    let registered = &mut was_registered;
+                    zookeeper_session(args, servers, path, check.as_ref(), &mut stop, registered)
+                        .await
                 }
-                (_, _, Some(prefix)) => session(args, prefix, check.as_ref(), &mut stop).await,
+                (_, _, Some(prefix)) => {
+                    session(args, prefix, check.as_ref(), &mut stop, &mut was_registered).await
+                }
                 _ => return Err("give --etcd with --prefix, or --zookeeper with --path".into()),
             };
             match result {
                 Ok(()) => return Ok(()),
-                Err(e) => tracing::warn!(error = %e, "registration lost; retrying"),
+                Err(e) if was_registered => {
+                    tracing::warn!(error = %e, "registration lost; retrying")
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot register yet; retrying"),
             }
             tokio::select! {
                 () = tokio::time::sleep(backoff) => {}
@@ -90,6 +99,7 @@ async fn session(
     prefix: &str,
     check: Option<&(SocketAddr, HttpCheck)>,
     stop: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+    was_registered: &mut bool,
 ) -> Result<(), String> {
     let key = format!("{prefix}{}", args.addr);
     let value = registration::encode(args.addr, args.weight);
@@ -144,6 +154,7 @@ async fn session(
                 .await
                 .map_err(|e| format!("cannot register: {e}"))?;
             registered = true;
+            *was_registered = true;
             tracing::info!(%key, ttl = ?args.ttl, "registered");
         } else if !healthy && registered {
             client
@@ -171,6 +182,7 @@ async fn zookeeper_session(
     path: &str,
     check: Option<&(SocketAddr, HttpCheck)>,
     stop: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+    was_registered: &mut bool,
 ) -> Result<(), String> {
     use zookeeper_client::{Acls, CreateMode};
     let client = crate::discovery::zookeeper::connect(servers, args.ttl).await?;
@@ -218,6 +230,7 @@ async fn zookeeper_session(
                 Err(e) => return Err(format!("cannot register: {e}")),
             }
             registered = true;
+            *was_registered = true;
             tracing::info!(%node, ttl = ?args.ttl, "registered");
         } else if !healthy && registered {
             client

@@ -382,3 +382,34 @@ fn paths_in_the_file_are_relative_to_the_file_not_the_working_directory() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn register_does_not_report_losing_a_registration_it_never_had() {
+    let dead = format!("127.0.0.1:{}", free_port());
+    let mut child = fulcrum()
+        .args([
+            "register",
+            "--etcd",
+            &dead,
+            "--prefix",
+            "/fulcrum/pools/app/",
+        ])
+        .args(["--addr", "127.0.0.1:9"])
+        .env_remove("RUST_LOG")
+        .env("NO_COLOR", "1")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    child.kill().unwrap();
+    let mut log = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    let _ = child.wait();
+    assert!(log.contains("cannot register yet"), "{log}");
+    assert!(!log.contains("registration lost"), "{log}");
+}
