@@ -141,7 +141,7 @@ async fn session(
         let healthy = match check {
             None => true,
             Some((addr, check)) => {
-                probe::http(*addr, check, args.ttl / 3).await == ProbeOutcome::Pass
+                probe::http(*addr, check, args.ttl / 3).await.outcome == ProbeOutcome::Pass
             }
         };
         if healthy && !registered {
@@ -170,7 +170,9 @@ async fn session(
 async fn passes(check: Option<&(SocketAddr, HttpCheck)>, ttl: Duration) -> bool {
     match check {
         None => true,
-        Some((addr, check)) => probe::http(*addr, check, ttl / 3).await == ProbeOutcome::Pass,
+        Some((addr, check)) => {
+            probe::http(*addr, check, ttl / 3).await.outcome == ProbeOutcome::Pass
+        }
     }
 }
 

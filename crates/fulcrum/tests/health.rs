@@ -438,3 +438,39 @@ async fn a_drain_timeout_closes_open_tcp_connections_too() {
         .await;
     assert_eq!(status["drain_failures"], 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pool_view_says_what_the_last_probe_saw() {
+    let sick = with_health("sick", 503, Duration::ZERO).await;
+    let fine = with_health("fine", 200, Duration::ZERO).await;
+    let gone = dead_addr().await;
+    let list = [(sick.addr, 1), (fine.addr, 1), (gone, 1)];
+    let health = format!("{FAST_HEALTH}readiness = {{ path = \"/health\" }}\n");
+    let proxy = start_proxy("http", "round_robin", &list, "", &health);
+    let probe_of = |status: &serde_json::Value, addr: std::net::SocketAddr| {
+        status["backends"]
+            .as_array()
+            .and_then(|all| all.iter().find(|b| b["addr"] == addr.to_string()))
+            .map(|b| b["last_probe"].clone())
+            .unwrap_or_default()
+    };
+    let status = proxy
+        .wait_for(Duration::from_secs(5), "every backend probed", |s| {
+            [sick.addr, fine.addr, gone]
+                .iter()
+                .all(|a| probe_of(s, *a).is_object())
+        })
+        .await;
+    let sick_probe = probe_of(&status, sick.addr);
+    assert_eq!(sick_probe["check"], "readiness", "{sick_probe}");
+    assert_eq!(sick_probe["passed"], false, "{sick_probe}");
+    assert_eq!(sick_probe["result"], "status 503", "{sick_probe}");
+    assert!(sick_probe["at"].as_f64().unwrap() > 1.7e9, "{sick_probe}");
+    let fine_probe = probe_of(&status, fine.addr);
+    assert_eq!(fine_probe["passed"], true, "{fine_probe}");
+    assert_eq!(fine_probe["result"], "status 200", "{fine_probe}");
+    // Liveness and readiness both find nothing listening; the view shows the later one.
+    let gone_probe = probe_of(&status, gone);
+    assert_eq!(gone_probe["passed"], false, "{gone_probe}");
+    assert_eq!(gone_probe["result"], "connect refused", "{gone_probe}");
+}

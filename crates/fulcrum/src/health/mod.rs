@@ -73,10 +73,10 @@ async fn probe_loop(pool: Arc<Pool>, health: Health, mut shutdown: watch::Receiv
                     Probe::Tcp => probe::tcp(addr, health.timeout).await,
                     Probe::Http(check) => probe::http(addr, check, health.timeout).await,
                 };
-                pool.report_liveness(addr, alive == ProbeOutcome::Pass);
+                pool.report_liveness(addr, alive.outcome == ProbeOutcome::Pass, &alive.detail);
                 if let Some(check) = &health.readiness {
                     let ready = probe::http(addr, check, health.timeout).await;
-                    pool.report_readiness(addr, ready);
+                    pool.report_readiness(addr, ready.outcome, &ready.detail);
                 }
             });
         }

@@ -13,28 +13,64 @@ use hyper::Request;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-pub async fn tcp(addr: SocketAddr, timeout: Duration) -> ProbeOutcome {
+/// A probe's outcome and what was seen, for the logs and the pool view ("status 503",
+/// "connect refused", "timed out after 1s").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probed {
+    pub outcome: ProbeOutcome,
+    pub detail: String,
+}
+
+impl Probed {
+    fn new(outcome: ProbeOutcome, detail: impl Into<String>) -> Self {
+        Self {
+            outcome,
+            detail: detail.into(),
+        }
+    }
+
+    fn timed_out(timeout: Duration) -> Self {
+        Self::new(
+            ProbeOutcome::Timeout,
+            format!("timed out after {}", humantime::format_duration(timeout)),
+        )
+    }
+}
+
+pub async fn tcp(addr: SocketAddr, timeout: Duration) -> Probed {
     match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-        Ok(Ok(_)) => ProbeOutcome::Pass,
-        Ok(Err(_)) => ProbeOutcome::Fail,
-        Err(_) => ProbeOutcome::Timeout,
+        Ok(Ok(_)) => Probed::new(ProbeOutcome::Pass, "connected"),
+        Ok(Err(e)) => Probed::new(ProbeOutcome::Fail, connect_error(&e)),
+        Err(_) => Probed::timed_out(timeout),
     }
 }
 
-pub async fn http(addr: SocketAddr, check: &HttpCheck, timeout: Duration) -> ProbeOutcome {
+pub async fn http(addr: SocketAddr, check: &HttpCheck, timeout: Duration) -> Probed {
     match tokio::time::timeout(timeout, get(addr, check)).await {
-        Ok(Some(status)) if check.expect.contains(status) => ProbeOutcome::Pass,
-        Ok(_) => ProbeOutcome::Fail,
-        Err(_) => ProbeOutcome::Timeout,
+        Ok(Ok(status)) if check.expect.contains(status) => {
+            Probed::new(ProbeOutcome::Pass, format!("status {status}"))
+        }
+        Ok(Ok(status)) => Probed::new(ProbeOutcome::Fail, format!("status {status}")),
+        Ok(Err(why)) => Probed::new(ProbeOutcome::Fail, why),
+        Err(_) => Probed::timed_out(timeout),
     }
 }
 
-/// The response status, or `None` when the exchange failed.
-async fn get(addr: SocketAddr, check: &HttpCheck) -> Option<u16> {
-    let stream = TcpStream::connect(addr).await.ok()?;
+fn connect_error(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => "connect refused".into(),
+        _ => format!("connect failed: {e}"),
+    }
+}
+
+/// The response status, or what went wrong before one arrived.
+async fn get(addr: SocketAddr, check: &HttpCheck) -> Result<u16, String> {
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| connect_error(&e))?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .ok()?;
+        .map_err(|e| format!("HTTP handshake failed: {e}"))?;
     let driver = tokio::spawn(connection);
     let host = check.host.clone().unwrap_or_else(|| addr.to_string());
     let request = Request::get(check.path.as_str())
@@ -42,12 +78,12 @@ async fn get(addr: SocketAddr, check: &HttpCheck) -> Option<u16> {
         .header(http::header::USER_AGENT, "fulcrum-health-check")
         .header(http::header::CONNECTION, "close")
         .body(Empty::<Bytes>::new())
-        .ok()?;
+        .map_err(|e| format!("cannot build the probe request: {e}"))?;
     let status = sender
         .send_request(request)
         .await
-        .ok()
-        .map(|r| r.status().as_u16());
+        .map(|r| r.status().as_u16())
+        .map_err(|e| format!("no answer: {e}"));
     driver.abort();
     status
 }

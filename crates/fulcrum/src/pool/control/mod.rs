@@ -50,6 +50,28 @@ struct Member {
     held_since: Option<Duration>,
     /// `stats.successes()` at the last tick, to tell whether live traffic succeeded since.
     seen_successes: u64,
+    /// The last active probe's result, and when.
+    last_probe: Option<(LastProbe, Duration)>,
+}
+
+/// What the last active probe of a backend saw.
+#[derive(Debug, Clone)]
+struct LastProbe {
+    /// `liveness` or `readiness`.
+    check: &'static str,
+    passed: bool,
+    /// "status 503", "connect refused", "timed out after 1s", …
+    detail: String,
+}
+
+impl LastProbe {
+    fn new(check: &'static str, passed: bool, detail: &str) -> Self {
+        Self {
+            check,
+            passed,
+            detail: detail.to_string(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -169,6 +191,7 @@ fn new_member(settings: &config::Pool, id: BackendId, addr: SocketAddr, weight: 
         remove_after_drain: false,
         held_since: None,
         seen_successes: 0,
+        last_probe: None,
     }
 }
 

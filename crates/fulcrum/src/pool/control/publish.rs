@@ -148,6 +148,12 @@ impl Pool {
     }
 
     fn log(&self, c: &Control, t: &Transition) {
+        // Why: what the backend's last probe saw ("readiness: status 503"), if it had one.
+        let last_probe = |id: &BackendId| {
+            c.by_id(*id)
+                .and_then(|m| m.last_probe.as_ref())
+                .map_or_else(String::new, |(p, _)| format!("{}: {}", p.check, p.detail))
+        };
         let addr = |id: &BackendId| {
             c.by_id(*id)
                 .map_or_else(|| id.to_string(), |m| m.addr.to_string())
@@ -159,7 +165,8 @@ impl Pool {
                 to,
                 cause,
             } => tracing::info!(
-                pool = %self.name, backend = %addr(backend), %from, %to, %cause, "backend state changed"
+                pool = %self.name, backend = %addr(backend), %from, %to, %cause,
+                last_probe = %last_probe(backend), "backend state changed"
             ),
             Transition::Suppressed {
                 backend,

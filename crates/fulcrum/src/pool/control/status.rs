@@ -76,6 +76,12 @@ impl Pool {
                         state_since: self.clock.unix_seconds(view.since),
                         discovery_held: m.held_since.is_some(),
                         drain_timeout_ms: m.drain.map(|d| d.timeout.as_millis() as u64),
+                        last_probe: m.last_probe.as_ref().map(|(probe, at)| ProbeStatus {
+                            check: probe.check,
+                            passed: probe.passed,
+                            result: probe.detail.clone(),
+                            at: self.clock.unix_seconds(*at),
+                        }),
                     })
                 })
                 .collect(),
@@ -135,4 +141,19 @@ pub struct BackendStatus {
     /// The drain timeout chosen when it started draining.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drain_timeout_ms: Option<u64>,
+    /// The last active probe: why a backend is out of rotation, or that it is fine.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_probe: Option<ProbeStatus>,
+}
+
+/// The last active probe of a backend.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProbeStatus {
+    /// `liveness` or `readiness`.
+    pub check: &'static str,
+    pub passed: bool,
+    /// What it saw: "status 503", "connect refused", "timed out after 1s", "connected".
+    pub result: String,
+    /// When (Unix seconds).
+    pub at: f64,
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use fulcrum_core::health::{BackendId, BackendState, ProbeOutcome};
 
-use super::{Control, Pool};
+use super::{Control, LastProbe, Pool};
 
 /// How often latency windows rotate: "observed p99" means the last one to two minutes.
 const LATENCY_WINDOW: Duration = Duration::from_secs(60);
@@ -101,30 +101,36 @@ impl Pool {
             .collect()
     }
 
-    pub fn report_liveness(&self, addr: SocketAddr, pass: bool) {
-        self.probed(addr, pass, |c, id, now| c.health.liveness(id, now, pass));
+    /// A liveness probe's result; `detail` says what it saw ("connect refused").
+    pub fn report_liveness(&self, addr: SocketAddr, pass: bool, detail: &str) {
+        let probe = LastProbe::new("liveness", pass, detail);
+        self.probed(addr, probe, |c, id, now| c.health.liveness(id, now, pass));
     }
 
-    pub fn report_readiness(&self, addr: SocketAddr, outcome: ProbeOutcome) {
-        let pass = outcome == ProbeOutcome::Pass;
-        self.probed(addr, pass, |c, id, now| {
+    /// A readiness probe's result; `detail` says what it saw ("status 503").
+    pub fn report_readiness(&self, addr: SocketAddr, outcome: ProbeOutcome, detail: &str) {
+        let probe = LastProbe::new("readiness", outcome == ProbeOutcome::Pass, detail);
+        self.probed(addr, probe, |c, id, now| {
             c.health.readiness(id, now, outcome)
         });
     }
 
-    /// A probe result for `addr`. A pass also clears the live-failure streak the data path
-    /// counts: failures from while the backend was down do not eject it once it is back.
+    /// A probe result for `addr`, remembered (why a backend is out of rotation) before the
+    /// state machine hears it, so a state change it causes is logged with it. A pass also
+    /// clears the live-failure streak the data path counts: failures from while the backend
+    /// was down do not eject it once it is back.
     fn probed(
         &self,
         addr: SocketAddr,
-        pass: bool,
+        probe: LastProbe,
         report: impl FnOnce(&mut Control, BackendId, Duration),
     ) {
         let _ = self.edit(addr, |_, c, id, now| {
-            if pass {
-                if let Some(m) = c.by_id(id) {
+            if let Some(m) = c.by_id_mut(id) {
+                if probe.passed {
                     m.stats.reset_failure_streak();
                 }
+                m.last_probe = Some((probe, now));
             }
             report(c, id, now);
         });
