@@ -11,3 +11,4 @@ pub mod ha;
 pub mod health;
 pub mod latency;
 pub mod rand;
+pub mod warn_gate;

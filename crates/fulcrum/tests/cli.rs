@@ -413,3 +413,68 @@ fn register_does_not_report_losing_a_registration_it_never_had() {
     assert!(log.contains("cannot register yet"), "{log}");
     assert!(!log.contains("registration lost"), "{log}");
 }
+
+#[test]
+fn a_dead_backend_under_traffic_is_warned_about_once_per_ten_seconds() {
+    let dir = std::env::temp_dir().join(format!("fulcrum-cli-warn-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("warn.toml");
+    let port = free_port();
+    let dead = free_port();
+    // A TCP backend that accepts and closes: enough for a TCP listener's connects to succeed.
+    let alive = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let alive_addr = alive.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in alive.incoming() {
+            drop(stream);
+        }
+    });
+    std::fs::write(
+        &path,
+        format!(
+            "[runtime]\nshutdown_grace = \"1s\"\n[[listeners]]\nname = \"t\"\n\
+             bind = \"127.0.0.1:{port}\"\nprotocol = \"tcp\"\npool = \"p\"\n[pools.p]\n\
+             backends = [{{ addr = \"127.0.0.1:{dead}\" }}, {{ addr = \"{alive_addr}\" }}]\n"
+        ),
+    )
+    .unwrap();
+    let mut child = fulcrum()
+        .args(["run", "-c"])
+        .arg(&path)
+        .env_remove("RUST_LOG")
+        .env("NO_COLOR", "1")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut connected = 0;
+    for _ in 0..200 {
+        if connected >= 40 {
+            break;
+        }
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            connected += 1;
+        } else {
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+    assert_eq!(connected, 40);
+    std::thread::sleep(Duration::from_millis(200));
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let mut log = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    child.wait().unwrap();
+    let warnings = log.matches("connect failed; trying another backend").count();
+    assert_eq!(
+        warnings, 1,
+        "about 20 connects to the dead backend, one warning:\n{log}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

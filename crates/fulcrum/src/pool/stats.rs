@@ -9,6 +9,7 @@ use std::time::Duration;
 use fulcrum_core::config::defaults;
 use fulcrum_core::ewma::PeakEwma;
 use fulcrum_core::latency::LatencyHistogram;
+use fulcrum_core::warn_gate::WarnGate;
 use tokio::sync::Notify;
 
 #[derive(Debug)]
@@ -28,6 +29,8 @@ pub struct BackendStats {
     abort: Arc<Notify>,
     /// Peak-EWMA of time to response headers (L7) or connect time (L4), for `p2c_ewma`.
     pub ewma: PeakEwma,
+    /// Data-path warnings about this backend: one per 10 s, with a count of the rest.
+    pub warnings: WarnGate,
 }
 
 impl Default for BackendStats {
@@ -48,6 +51,7 @@ impl BackendStats {
             pool_connections: AtomicBool::new(true),
             abort: Arc::new(Notify::new()),
             ewma: PeakEwma::new(ewma_decay, ewma_default_rtt),
+            warnings: WarnGate::default(),
         }
     }
 

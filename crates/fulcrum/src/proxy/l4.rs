@@ -91,7 +91,9 @@ async fn connect_any(pool: &Pool, key: Option<u64>) -> Option<(TcpStream, InFlig
             }
             Err(e) => {
                 backend.stats.record_failure();
-                tracing::warn!(pool = %pool.name, backend = %backend.addr, error = %e, "connect failed; trying another backend");
+                if let Some(more) = backend.stats.warnings.pass(pool.clock().now()) {
+                    tracing::warn!(pool = %pool.name, backend = %backend.addr, error = %e, more_since_last = more, "connect failed; trying another backend");
+                }
             }
         }
     }

@@ -122,7 +122,9 @@ pub async fn proxy(ctx: &HttpContext, client: &mut Client<'_>) -> Next {
             Attempt::Closed => return Next::Close,
             Attempt::NotSent(error) => {
                 backend.stats.record_failure();
-                tracing::warn!(pool = %pool.name, backend = %backend.addr, %error, "connect failed; trying another backend");
+                if let Some(more) = backend.stats.warnings.pass(pool.clock().now()) {
+                    tracing::warn!(pool = %pool.name, backend = %backend.addr, %error, more_since_last = more, "connect failed; trying another backend");
+                }
             }
             // The client's fault (a stalled or malformed body), not the backend's.
             Attempt::Failed(
@@ -133,17 +135,23 @@ pub async fn proxy(ctx: &HttpContext, client: &mut Client<'_>) -> Next {
             }
             Attempt::Failed(ProxyError::UpstreamFailed) if replay => {
                 backend.stats.record_failure();
-                tracing::warn!(pool = %pool.name, backend = %backend.addr, "upstream broke the exchange; retrying the idempotent request on another backend");
+                if let Some(more) = backend.stats.warnings.pass(pool.clock().now()) {
+                    tracing::warn!(pool = %pool.name, backend = %backend.addr, more_since_last = more, "upstream broke the exchange; retrying the idempotent request on another backend");
+                }
                 broke = true;
             }
             Attempt::Stale { .. } => {
                 // A request that may have been applied is not sent twice (RFC 9112 §9.3.1).
-                tracing::warn!(pool = %pool.name, backend = %backend.addr, "a pooled connection closed before any answer, after the request was sent; not resending a request that is not safe to repeat");
+                if let Some(more) = backend.stats.warnings.pass(pool.clock().now()) {
+                    tracing::warn!(pool = %pool.name, backend = %backend.addr, more_since_last = more, "a pooled connection closed before any answer, after the request was sent; not resending a request that is not safe to repeat");
+                }
                 return respond_error(ctx, client, ProxyError::UpstreamFailed).await;
             }
             Attempt::Failed(error) => {
                 backend.stats.record_failure();
-                tracing::warn!(pool = %pool.name, backend = %backend.addr, %error, "upstream failed");
+                if let Some(more) = backend.stats.warnings.pass(pool.clock().now()) {
+                    tracing::warn!(pool = %pool.name, backend = %backend.addr, %error, more_since_last = more, "upstream failed");
+                }
                 return respond_error(ctx, client, error).await;
             }
         }
