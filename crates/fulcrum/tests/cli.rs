@@ -117,19 +117,7 @@ heartbeat_key_file = "{}"
             ),
         )
         .unwrap();
-        for command in ["check", "run"] {
-            let out = fulcrum().args([command, "-c"]).arg(&path).output().unwrap();
-            assert!(
-                !out.status.success(),
-                "{command} accepted {}",
-                key.display()
-            );
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            assert!(
-                stderr.contains("ha.heartbeat_key_file") && stderr.contains(says),
-                "{command}: {stderr}"
-            );
-        }
+        check_and_run_refuse(&path, "ha.heartbeat_key_file", says);
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -155,21 +143,26 @@ fn check_refuses_a_missing_or_empty_admin_token_as_run_does() {
             ),
         )
         .unwrap();
-        for command in ["check", "run"] {
-            let out = fulcrum().args([command, "-c"]).arg(&path).output().unwrap();
-            assert!(
-                !out.status.success(),
-                "{command} accepted {}",
-                token.display()
-            );
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            assert!(
-                stderr.contains("admin.token_file") && stderr.contains(says),
-                "{command}: {stderr}"
-            );
-        }
+        check_and_run_refuse(&path, "admin.token_file", says);
     }
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Both `check` and `run` refuse the file at `path`, naming `key` and saying `says`.
+fn check_and_run_refuse(path: &std::path::Path, key: &str, says: &str) {
+    for command in ["check", "run"] {
+        let out = fulcrum().args([command, "-c"]).arg(path).output().unwrap();
+        assert!(
+            !out.status.success(),
+            "{command} accepted {}",
+            path.display()
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(key) && stderr.contains(says),
+            "{command}: {stderr}"
+        );
+    }
 }
 
 #[test]
@@ -471,7 +464,9 @@ fn a_dead_backend_under_traffic_is_warned_about_once_per_ten_seconds() {
         .read_to_string(&mut log)
         .unwrap();
     child.wait().unwrap();
-    let warnings = log.matches("connect failed; trying another backend").count();
+    let warnings = log
+        .matches("connect failed; trying another backend")
+        .count();
     assert_eq!(
         warnings, 1,
         "about 20 connects to the dead backend, one warning:\n{log}"
