@@ -35,6 +35,10 @@ pub struct DemoArgs {
     /// Address of the admin API.
     #[arg(long, default_value = "127.0.0.1:9901")]
     pub admin: SocketAddr,
+    /// A file holding the admin API's bearer token; required when --admin is not a loopback
+    /// address.
+    #[arg(long, value_name = "FILE")]
+    pub admin_token_file: Option<std::path::PathBuf>,
     /// Do not generate load; only serve what you send.
     #[arg(long)]
     pub no_load: bool,
@@ -44,6 +48,12 @@ pub struct DemoArgs {
 }
 
 pub fn run(args: &DemoArgs) -> Result<(), String> {
+    if !args.admin.ip().is_loopback() && args.admin_token_file.is_none() {
+        return Err(format!(
+            "--admin {}: an admin API on a non-loopback address needs a token; write one to a file (e.g. `head -c 24 /dev/urandom | base64 > admin.token`) and add --admin-token-file admin.token",
+            args.admin
+        ));
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -64,7 +74,14 @@ pub fn run(args: &DemoArgs) -> Result<(), String> {
         println!("  backend-{} {addr}  answers in {delay} ms", i + 1);
     }
     println!("  try:   curl -s http://{}/", args.listen);
-    println!("  state: curl -s http://{}/api/pools/demo", args.admin);
+    match &args.admin_token_file {
+        Some(file) => println!(
+            "  state: curl -s -H \"Authorization: Bearer $(cat {})\" http://{}/api/pools/demo",
+            file.display(),
+            args.admin
+        ),
+        None => println!("  state: curl -s http://{}/api/pools/demo", args.admin),
+    }
     if args.no_load {
         println!("  no built-in load (--no-load): send your own requests");
     } else {
@@ -110,8 +127,14 @@ pub fn run(args: &DemoArgs) -> Result<(), String> {
 }
 
 fn demo_config(args: &DemoArgs, backends: &[SocketAddr]) -> String {
+    let token = args
+        .admin_token_file
+        .as_ref()
+        .map_or(String::new(), |path| {
+            format!("token_file = {:?}\n", path.display().to_string())
+        });
     let mut text = format!(
-        "[admin]\nbind = \"{}\"\n\n[runtime]\nshutdown_grace = \"2s\"\n\n[[listeners]]\nname = \"demo\"\nbind = \"{}\"\nprotocol = \"http\"\npool = \"demo\"\n\n[pools.demo]\nalgorithm = \"least_conn\"\nbackends = [\n",
+        "[admin]\nbind = \"{}\"\n{token}\n[runtime]\nshutdown_grace = \"2s\"\n\n[[listeners]]\nname = \"demo\"\nbind = \"{}\"\nprotocol = \"http\"\npool = \"demo\"\n\n[pools.demo]\nalgorithm = \"least_conn\"\nbackends = [\n",
         args.admin, args.listen
     );
     for addr in backends {

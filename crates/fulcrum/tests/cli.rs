@@ -473,3 +473,57 @@ fn a_dead_backend_under_traffic_is_warned_about_once_per_ten_seconds() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn the_demo_serves_its_admin_api_beyond_loopback_only_with_a_token() {
+    let admin_port = free_port();
+    let admin = format!("0.0.0.0:{admin_port}");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let refused = fulcrum()
+        .args(["demo", "--duration", "1s", "--no-load", "--listen", &listen])
+        .args(["--admin", &admin])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("--admin-token-file"), "{stderr}");
+
+    let dir = std::env::temp_dir().join(format!("fulcrum-demo-token-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let token = dir.join("admin.token");
+    std::fs::write(&token, "demo-token\n").unwrap();
+    let mut child = fulcrum()
+        .args(["demo", "--duration", "3s", "--no-load", "--listen", &listen])
+        .args(["--admin", &admin, "--admin-token-file"])
+        .arg(&token)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let ask = |auth: &str| -> Option<String> {
+        use std::io::Write;
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", admin_port)).ok()?;
+        write!(
+            stream,
+            "GET /api/pools/demo HTTP/1.1\r\nhost: a\r\n{auth}connection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).ok()?;
+        Some(answer)
+    };
+    let mut without = None;
+    for _ in 0..100 {
+        without = ask("");
+        if without.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    let without = without.expect("the demo's admin API listened");
+    assert!(without.starts_with("HTTP/1.1 401"), "{without}");
+    let with = ask("authorization: Bearer demo-token\r\n").unwrap();
+    assert!(with.starts_with("HTTP/1.1 200"), "{with}");
+    assert!(child.wait().unwrap().success());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
