@@ -127,6 +127,20 @@ fn bad_configs_report_every_error_with_its_path() {
             ],
         ),
         (
+            // One bad key does not hide its neighbours.
+            "a bad probe path and a bad expect; a too-short interval and a longer timeout",
+            ONE_LISTENER.to_string()
+                + app
+                + "[pools.app.health]\ninterval = \"50ms\"\ntimeout = \"1s\"\n\
+                   readiness = { path = \"health\", expect = \"fine\" }\n",
+            &[
+                "pools.app.health.interval",
+                "pools.app.health.timeout",
+                "pools.app.health.readiness.path",
+                "pools.app.health.readiness.expect",
+            ],
+        ),
+        (
             // Parses as a duration, but added to the clock it would overflow.
             "durations beyond the one-year ceiling",
             ONE_LISTENER.to_string()
@@ -172,6 +186,7 @@ fn bad_configs_report_every_error_with_its_path() {
                 "pools.app.health.interval",
                 "pools.app.health.liveness",
                 "pools.app.health.readiness.path",
+                "pools.app.health.readiness.expect",
                 "pools.app.health.rise",
                 "pools.app.health.max_ejection_percent",
                 "pools.app.outlier.max_ejection",

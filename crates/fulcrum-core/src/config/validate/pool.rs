@@ -259,7 +259,14 @@ impl Validator {
             defaults::HEALTH_TIMEOUT.min(interval),
             Duration::from_millis(1),
         );
-        if timeout > interval {
+        // Compared as written: an interval refused for another reason (too short, say) must
+        // not hide a timeout that is longer than it.
+        let written = |text: Option<&str>, fallback: Duration| {
+            text.and_then(|t| humantime::parse_duration(t).ok())
+                .unwrap_or(fallback)
+        };
+        let written_interval = written(raw.interval.as_deref(), interval);
+        if raw.timeout.is_some() && written(raw.timeout.as_deref(), timeout) > written_interval {
             self.error(key("timeout"), "must not be longer than the interval");
         }
         let liveness = match raw.liveness {
@@ -320,9 +327,10 @@ impl Validator {
                 None
             }
             (None | Some(false), Some(p)) => {
-                if !p.starts_with('/') {
+                // Every key is checked: a bad path does not hide a bad `expect`.
+                let path_ok = p.starts_with('/');
+                if !path_ok {
                     self.error(format!("{path}.path"), "must start with /");
-                    return None;
                 }
                 let expect = match raw.expect.as_deref() {
                     None => Some(StatusRange {
@@ -338,7 +346,8 @@ impl Validator {
                         );
                         None
                     }),
-                }?;
+                };
+                let expect = expect.filter(|_| path_ok)?;
                 Some(Probe::Http(HttpCheck {
                     path: p,
                     expect,
