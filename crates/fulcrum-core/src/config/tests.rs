@@ -367,3 +367,37 @@ on_promote = ["/usr/local/bin/announce", "up"]
     assert_eq!(pair.on_promote, ["/usr/local/bin/announce", "up"]);
     assert!(pair.on_demote.is_empty());
 }
+
+#[test]
+fn messages_quote_the_value_written_and_name_every_accepted_form() {
+    let app = "[pools.app]\nbackends = [{ addr = \"127.0.0.1:9001\" }]\n";
+    let cases: &[(String, &str, &str)] = &[
+        (
+            format!("{ONE_LISTENER}{app}drain_timeout = \"soonish\"\n"),
+            "pools.app.drain_timeout",
+            "`soonish` is neither \"auto\"",
+        ),
+        (
+            format!("{ONE_LISTENER}{app}connect_timeout = \"0ms\"\n"),
+            "pools.app.connect_timeout",
+            "`0ms` is too short: must be at least",
+        ),
+        (
+            format!("{ONE_LISTENER}idle_timeout = \"400days\"\n{app}"),
+            "listeners[0].idle_timeout",
+            "`400days` is too long: must be at most",
+        ),
+    ];
+    for (text, path, says) in cases {
+        let errors = match Config::from_toml(text) {
+            Ok(_) => panic!("accepted:\n{text}"),
+            Err(e) => e.0,
+        };
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.path == *path && e.message.contains(says)),
+            "{path}: {says:?} not in {errors:?}"
+        );
+    }
+}

@@ -113,7 +113,10 @@ impl Validator {
             Ok(d) if d < min => {
                 self.error(
                     path,
-                    format!("must be at least {}", humantime::format_duration(min)),
+                    format!(
+                        "`{text}` is too short: must be at least {}",
+                        humantime::format_duration(min)
+                    ),
                 );
                 default
             }
@@ -121,7 +124,7 @@ impl Validator {
                 self.error(
                     path,
                     format!(
-                        "must be at most {}",
+                        "`{text}` is too long: must be at most {}",
                         humantime::format_duration(defaults::MAX_DURATION)
                     ),
                 );

@@ -147,6 +147,15 @@ impl Validator {
             ) as u32,
             drain_timeout: match raw.drain_timeout.as_deref() {
                 None | Some("auto") => DrainTimeout::Auto,
+                Some(text) if humantime::parse_duration(text).is_err() => {
+                    self.error(
+                        format!("{path}.drain_timeout"),
+                        format!(
+                            "`{text}` is neither \"auto\" (2 × the observed p99) nor a duration such as \"30s\""
+                        ),
+                    );
+                    DrainTimeout::Auto
+                }
                 Some(text) => DrainTimeout::Fixed(self.duration(
                     &format!("{path}.drain_timeout"),
                     Some(text),
