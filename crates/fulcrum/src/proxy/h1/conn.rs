@@ -179,7 +179,7 @@ async fn read_head(
     let limit = ctx.limits.max_header_bytes;
     let mut end = HeadEnd::default();
     loop {
-        if end.may_be_complete(input.filled()) {
+        if end.worth_parsing(input.filled()) {
             if let Some(head) = request::parse(input.filled(), rules, upstream_head)? {
                 return Ok(Some(head));
             }

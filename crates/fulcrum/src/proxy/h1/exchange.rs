@@ -497,7 +497,7 @@ async fn read_response_head(
 ) -> Result<ResponseHead, &'static str> {
     let mut end = HeadEnd::default();
     loop {
-        if end.may_be_complete(buffer.filled()) {
+        if end.worth_parsing(buffer.filled()) {
             let side = ClientSide {
                 keep_alive: side.keep_alive && !idle.is_stopped(),
                 ..*side

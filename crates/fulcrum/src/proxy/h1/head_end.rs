@@ -10,6 +10,8 @@ pub struct HeadEnd {
     searched: usize,
     /// A line end has been seen: the first line is complete.
     line_ended: bool,
+    /// The buffer has been parsed once already.
+    tried: bool,
 }
 
 impl HeadEnd {
@@ -26,6 +28,18 @@ impl HeadEnd {
         fresh.iter().enumerate().any(|(i, &b)| {
             b == b'\n' && matches!(&fresh[i + 1..], [b'\n', ..] | [b'\r', b'\n', ..])
         })
+    }
+
+    /// Whether to parse `buffer` now: at once the first time it holds anything (a head
+    /// usually arrives whole, and scanning it first would look at every byte twice on the
+    /// hot path), afterwards only when [`Self::may_be_complete`] says so. The bytes skipped by
+    /// the first parse are scanned by the next call.
+    pub fn worth_parsing(&mut self, buffer: &[u8]) -> bool {
+        if !self.tried && !buffer.is_empty() {
+            self.tried = true;
+            return true;
+        }
+        self.may_be_complete(buffer)
     }
 
     /// True once the first line (request or status line) is complete.
@@ -53,6 +67,17 @@ mod tests {
             end.may_be_complete(b"GET / HTTP/1.1\nhost: a\n\n"),
             "bare LF"
         );
+    }
+
+    #[test]
+    fn the_first_bytes_are_parsed_at_once_and_later_ones_only_when_they_may_end_a_head() {
+        let head = b"GET / HTTP/1.1\r\nx: 1\r\n\r\n";
+        let mut end = HeadEnd::default();
+        assert!(!end.worth_parsing(b""), "nothing to parse yet");
+        assert!(end.worth_parsing(&head[..5]), "first bytes: parse at once");
+        assert!(!end.worth_parsing(&head[..20]), "no empty line yet");
+        assert!(end.line_ended(), "the skipped first bytes were scanned too");
+        assert!(end.worth_parsing(head));
     }
 
     #[test]
