@@ -62,19 +62,22 @@ pool = "missing"
 
 [pools.app]
 algorithm = "fastest"
-backends = [{ addr = "127.0.0.1:1", weight = 0 }]
+colour = "blue"
+backends = [{ addr = "127.0.0.1:1", weight = 0 }, { addr = "127.0.0.1:2", weight = "2" }]
 "#,
     )
     .unwrap();
     let out = fulcrum().args(["check", "-c"]).arg(&path).output().unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    for path in [
+    for error in [
+        "pools.app.colour: unknown key",
+        "pools.app.backends[1].weight: expected an integer, got the string \"2\"",
         "listeners[0].pool",
         "pools.app.algorithm",
         "pools.app.backends[0].weight",
     ] {
-        assert!(stderr.contains(path), "{path} missing from:\n{stderr}");
+        assert!(stderr.contains(error), "{error} missing from:\n{stderr}");
     }
     // `run` refuses the same file before starting anything.
     let out = fulcrum().args(["run", "-c"]).arg(&path).output().unwrap();

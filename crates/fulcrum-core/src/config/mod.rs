@@ -6,21 +6,32 @@ pub mod defaults;
 mod error;
 pub mod model;
 pub mod raw;
+mod shape;
 mod validate;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use model::*;
 
 impl Config {
-    /// Parses and validates a configuration file's text.
+    /// Parses and validates a configuration file's text: every unknown key, wrong type and
+    /// semantic error at once, each with its path.
     pub fn from_toml(text: &str) -> Result<Config, ConfigErrors> {
-        let raw: raw::RawConfig = toml::from_str(text).map_err(|e| {
-            ConfigErrors(vec![ConfigError {
-                path: String::new(),
-                message: describe_toml_error(text, &e),
-            }])
-        })?;
-        validate::validate(raw)
+        let shape::Shape {
+            raw,
+            errors: shape_errors,
+        } = shape::read(text)?;
+        let semantic = match validate::validate(raw) {
+            Ok(config) if shape_errors.is_empty() => return Ok(config),
+            Ok(_) => Vec::new(),
+            Err(errors) => errors.0,
+        };
+        let mut errors = shape_errors;
+        let consequences_left_out: Vec<ConfigError> = semantic
+            .into_iter()
+            .filter(|e| !shape::covered(&errors, &e.path))
+            .collect();
+        errors.extend(consequences_left_out);
+        Err(ConfigErrors(errors))
     }
 
     /// Makes the file paths the configuration names (`admin.token_file`,
@@ -43,20 +54,6 @@ impl Config {
             }
         }
         self
-    }
-}
-
-/// toml's messages are good but multi-line; fold them to one line with a line:column prefix.
-fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
-    let message = e.message().trim().to_string();
-    match e.span() {
-        Some(span) => {
-            let before = &text[..span.start.min(text.len())];
-            let line = before.matches('\n').count() + 1;
-            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-            format!("line {line}, column {column}: {message}")
-        }
-        None => message,
     }
 }
 

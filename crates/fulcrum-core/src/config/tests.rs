@@ -270,14 +270,88 @@ fn bad_configs_report_every_error_with_its_path() {
     }
 }
 
+/// Every error of a file in one run, as `check` prints them.
+fn all_errors(text: &str) -> Vec<String> {
+    match Config::from_toml(text) {
+        Ok(_) => panic!("accepted:\n{text}"),
+        Err(e) => e.0.iter().map(ToString::to_string).collect(),
+    }
+}
+
 #[test]
-fn unknown_keys_and_syntax_errors_name_the_line() {
-    let errors = Config::from_toml(&format!("{ONE_LISTENER}colour = \"blue\"\n"))
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
-    assert!(errors.contains("line 7"), "{errors}");
-    assert!(errors.contains("colour"), "{errors}");
+fn unknown_keys_and_wrong_types_are_all_reported_with_paths_and_plain_words() {
+    let app = "[pools.app]\nbackends = [{ addr = \"127.0.0.1:9001\" }]\n";
+    let cases: &[(&str, String, &[&str])] = &[
+        (
+            "an unknown key, with the key it was probably meant to be",
+            format!("{ONE_LISTENER}{app}colour = \"blue\"\nalgoritm = \"p2c\"\n"),
+            &[
+                "pools.app.algoritm: unknown key; did you mean `algorithm`?",
+                "pools.app.colour: unknown key; this table takes: algorithm, backends, \
+                 connect_timeout, connect_attempts, response_timeout, upstream_idle_timeout, \
+                 max_idle_per_backend, slow_start, slow_start_min_percent, drain_timeout, \
+                 health, outlier, hash_key, hash_fallback, sticky_cookie, hash_balance_factor, \
+                 ring_points, maglev_table_size, ewma_decay, ewma_default_rtt, discovery",
+            ],
+        ),
+        (
+            "wrong types in several tables, with the semantic errors of the same file",
+            format!(
+                "{}[pools.app]\nbackends = [{{ addr = \"127.0.0.1:1\", weight = \"2\" }}, {{ addr = \"nope\" }}]\n\
+                 [pools.app.health]\nrise = 1.5\nliveness = {{ tcp = \"yes\" }}\n",
+                ONE_LISTENER.replace("name = \"web\"", "name = 7")
+            ),
+            &[
+                "listeners[0].name: expected a string, got the integer 7",
+                "pools.app.backends[0].weight: expected an integer, got the string \"2\"",
+                "pools.app.health.liveness.tcp: expected true or false, got the string \"yes\"",
+                "pools.app.health.rise: expected an integer, got the number 1.5",
+                "pools.app.backends[1].addr: `nope` is not an address; expected IP:PORT, e.g. \
+                 127.0.0.1:8080",
+            ],
+        ),
+        (
+            "a wrong element in a list keeps the index of the ones after it",
+            format!(
+                "{ONE_LISTENER}{app}[ha]\nmode = \"active_passive\"\nnode = \"a\"\n\
+                 peers = [3, \"127.0.0.1:7946\", true]\n\
+                 election = {{ type = \"etcd\", endpoints = [\"127.0.0.1:2379\"], key = \"/fulcrum/ha/edge\" }}\n\
+                 vip = {{ address = \"10.0.0.100/24\", interface = \"eth0\" }}\n"
+            ),
+            &[
+                "ha.peers[0]: expected a string, got the integer 3",
+                "ha.peers[2]: expected a string, got true",
+            ],
+        ),
+        (
+            "a value where a table belongs, and a table where a value belongs",
+            format!("{ONE_LISTENER}[pools]\napp = 3\n[runtime.workers]\nn = 2\n"),
+            &[
+                "pools.app: expected a table, got the integer 3",
+                "runtime.workers: expected an integer, got a table",
+            ],
+        ),
+        (
+            "an unknown table at the top and a key in a table that takes none of that name",
+            format!("{ONE_LISTENER}{app}[pools.app.sticky_cookie]\nnmae = \"s\"\n[logging]\nlevel = 1\n"),
+            &[
+                "logging: unknown key; this table takes: admin, runtime, listeners, pools, ha",
+                "pools.app.sticky_cookie.nmae: unknown key; did you mean `name`?",
+            ],
+        ),
+        (
+            "a syntax error stops at its line, as there is nothing to go on with",
+            format!("{ONE_LISTENER}pool = = 1\n"),
+            &["line 7, column 8: extra `=`, expected nothing"],
+        ),
+    ];
+    for (what, text, want) in cases {
+        let mut got = all_errors(text);
+        let mut want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+        got.sort();
+        want.sort();
+        assert_eq!(got, want, "{what}");
+    }
 }
 
 #[test]
@@ -386,6 +460,52 @@ fn messages_quote_the_value_written_and_name_every_accepted_form() {
             format!("{ONE_LISTENER}idle_timeout = \"400days\"\n{app}"),
             "listeners[0].idle_timeout",
             "`400days` is too long: must be at most",
+        ),
+        (
+            format!(
+                "{ONE_LISTENER}[pools.app]\nbackends = [{{ addr = \"127.0.0.1:1\", weight = 0 }}]\n"
+            ),
+            "pools.app.backends[0].weight",
+            "`0` is out of range: must be between 1 and 10000",
+        ),
+        (
+            format!("{ONE_LISTENER}{app}hash_balance_factor = 0.5\n"),
+            "pools.app.hash_balance_factor",
+            "`0.5` is out of range: must be between 1.0 and 100",
+        ),
+        (
+            format!("{ONE_LISTENER}{app}[pools.app.health]\ninterval = \"5ms\"\ntimeout = \"3s\"\n"),
+            "pools.app.health.timeout",
+            "`3s` is longer than the interval (`5ms`)",
+        ),
+        (
+            format!("{ONE_LISTENER}{app}[pools.app.health]\ninterval = \"2s\"\nreadiness = {{ path = \"ready\" }}\n"),
+            "pools.app.health.readiness.path",
+            "`ready` must start with /",
+        ),
+        (
+            format!("{ONE_LISTENER}{app}[pools.app.outlier]\nbase_ejection = \"0ms\"\nmax_ejection = \"10s\"\n[pools.app.health]\n"),
+            "pools.app.outlier.base_ejection",
+            "`0ms` is too short",
+        ),
+        (
+            format!("{ONE_LISTENER}{app}[pools.app.outlier]\nmax_ejection = \"5s\"\n"),
+            "pools.app.outlier.max_ejection",
+            "`5s` is shorter than base_ejection (30s by default)",
+        ),
+        (
+            format!("{ONE_LISTENER}{app}algorithm = \"maglev\"\nhash_key = \"client_ip\"\nmaglev_table_size = 7\n"),
+            "pools.app.maglev_table_size",
+            "`7` is less than 100 × the 1 backend (100)",
+        ),
+        (
+            format!(
+                "{ONE_LISTENER}{app}[ha]\nmode = \"active_passive\"\nnode = \"a\"\npeers = [\"127.0.0.1:7946\"]\n\
+                 election = {{ type = \"etcd\", endpoints = [\"127.0.0.1:2379\"], key = \"/k\", ttl = \"500ms\" }}\n\
+                 vip = {{ address = \"10.0.0.100/24\", interface = \"eth0\" }}\n"
+            ),
+            "ha.heartbeat",
+            "100ms by default is more than a tenth of the election's lease (`500ms`)",
         ),
     ];
     for (text, path, says) in cases {

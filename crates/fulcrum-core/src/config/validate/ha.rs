@@ -65,6 +65,12 @@ impl Validator {
     }
 
     fn active_passive(&mut self, raw: RawHa) -> HaMode {
+        // The lease as written (etcd's `ttl`, ZooKeeper's `session_timeout`): a lease refused
+        // for its range still decides whether the heartbeat fits in it.
+        let lease_text = raw.election.as_ref().and_then(|e| match e.kind.as_deref() {
+            Some("zookeeper") => e.session_timeout.clone(),
+            _ => e.ttl.clone(),
+        });
         let election = match raw.election {
             Some(e) => self.election("ha.election", e),
             None => {
@@ -75,21 +81,26 @@ impl Validator {
                 None
             }
         };
-        let ttl = election.as_ref().map_or(defaults::HA_ETCD_TTL, |e| e.ttl);
         let heartbeat = self.duration(
             "ha.heartbeat",
             raw.heartbeat.as_deref(),
             defaults::HA_HEARTBEAT,
             Duration::from_millis(10),
         );
-        if heartbeat > ttl / HEARTBEATS_PER_TTL {
-            self.error(
-                "ha.heartbeat",
-                format!(
-                    "must be at most a tenth of the election ttl ({}), so peers' reports are fresh when a lease decision is due",
-                    humantime::format_duration(ttl)
-                ),
-            );
+        let ttl = election.as_ref().map_or(defaults::HA_ETCD_TTL, |e| e.ttl);
+        let written_ttl = Self::as_written(lease_text.as_deref(), ttl);
+        let written_heartbeat = Self::as_written(raw.heartbeat.as_deref(), heartbeat);
+        if let (Some(beat), Some(lease)) = (written_heartbeat, written_ttl) {
+            if beat > lease / HEARTBEATS_PER_TTL {
+                self.error(
+                    "ha.heartbeat",
+                    format!(
+                        "{} is more than a tenth of the election's lease ({}), so peers' reports would be stale when a lease decision is due",
+                        Self::shown(raw.heartbeat.as_deref(), heartbeat),
+                        Self::shown(lease_text.as_deref(), ttl)
+                    ),
+                );
+            }
         }
         let heartbeat_bind = match raw.heartbeat_bind.as_deref() {
             None => SocketAddr::from(([0, 0, 0, 0], defaults::HA_HEARTBEAT_PORT)),

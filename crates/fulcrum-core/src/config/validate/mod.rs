@@ -141,6 +141,27 @@ impl Validator {
         }
     }
 
+    /// A duration as written, for rules that relate two keys (`timeout` ≤ `interval`): the
+    /// written value even when it was refused for its range (a refused neighbour must not hide
+    /// this rule), `validated` when the key is not written, and `None` when the text is not a
+    /// duration at all (its own error says so, and a rule about the default in its place would
+    /// send the reader the wrong way).
+    pub(super) fn as_written(text: Option<&str>, validated: Duration) -> Option<Duration> {
+        match text {
+            None => Some(validated),
+            Some(text) => humantime::parse_duration(text).ok(),
+        }
+    }
+
+    /// How a key's value is shown in a message about its relation to another: as written when
+    /// it is written, else the default it took.
+    pub(super) fn shown(text: Option<&str>, validated: Duration) -> String {
+        match text {
+            Some(text) => format!("`{text}`"),
+            None => format!("{} by default", humantime::format_duration(validated)),
+        }
+    }
+
     pub(super) fn integer(
         &mut self,
         path: &str,
@@ -150,7 +171,13 @@ impl Validator {
     ) -> i64 {
         let Some(n) = value else { return default };
         if n < range.0 || n > range.1 {
-            self.error(path, format!("must be between {} and {}", range.0, range.1));
+            self.error(
+                path,
+                format!(
+                    "`{n}` is out of range: must be between {} and {}",
+                    range.0, range.1
+                ),
+            );
             return default;
         }
         n

@@ -75,7 +75,7 @@ impl Validator {
             Some(c) if !(1.0..=100.0).contains(&c) => {
                 self.error(
                     format!("{path}.hash_balance_factor"),
-                    "must be at least 1.0 (1.25 is typical)",
+                    format!("`{c}` is out of range: must be between 1.0 and 100 (1.25 is typical)"),
                 );
                 None
             }
@@ -97,7 +97,16 @@ impl Validator {
         {
             self.error(
                 format!("{path}.maglev_table_size"),
-                "should be at least 100 × the number of backends for an even spread",
+                format!(
+                    "{} is less than 100 × the {} backend{} ({}), too small for an even spread",
+                    match raw.maglev_table_size {
+                        Some(n) => format!("`{n}`"),
+                        None => format!("{maglev_table_size} by default"),
+                    },
+                    backend_count,
+                    if backend_count == 1 { "" } else { "s" },
+                    backend_count * 100
+                ),
             );
         }
         Pool {
@@ -231,6 +240,13 @@ impl Validator {
         raw: Option<RawStickyCookie>,
     ) -> Option<StickyCookie> {
         let raw = raw?;
+        // Checked first: a missing hash_key must not hide a bad ttl.
+        let ttl = self.duration(
+            &format!("{path}.sticky_cookie.ttl"),
+            raw.ttl.as_deref(),
+            defaults::STICKY_COOKIE_TTL,
+            Duration::from_secs(1),
+        );
         let Some(HashKey::Cookie(cookie)) = key else {
             self.error(
                 format!("{path}.sticky_cookie"),
@@ -245,12 +261,6 @@ impl Validator {
                 format!("must be the hashed cookie, `{cookie}`"),
             );
         }
-        let ttl = self.duration(
-            &format!("{path}.sticky_cookie.ttl"),
-            raw.ttl.as_deref(),
-            defaults::STICKY_COOKIE_TTL,
-            Duration::from_secs(1),
-        );
         Some(StickyCookie { name, ttl })
     }
 
@@ -268,15 +278,19 @@ impl Validator {
             defaults::HEALTH_TIMEOUT.min(interval),
             Duration::from_millis(1),
         );
-        // Compared as written: an interval refused for another reason (too short, say) must
-        // not hide a timeout that is longer than it.
-        let written = |text: Option<&str>, fallback: Duration| {
-            text.and_then(|t| humantime::parse_duration(t).ok())
-                .unwrap_or(fallback)
-        };
-        let written_interval = written(raw.interval.as_deref(), interval);
-        if raw.timeout.is_some() && written(raw.timeout.as_deref(), timeout) > written_interval {
-            self.error(key("timeout"), "must not be longer than the interval");
+        let written_interval = Self::as_written(raw.interval.as_deref(), interval);
+        let written_timeout = Self::as_written(raw.timeout.as_deref(), timeout);
+        if let (Some(t), Some(i), Some(_)) = (written_timeout, written_interval, &raw.timeout) {
+            if t > i {
+                self.error(
+                    key("timeout"),
+                    format!(
+                        "{} is longer than the interval ({}); a probe must end before the next one starts",
+                        Self::shown(raw.timeout.as_deref(), timeout),
+                        Self::shown(raw.interval.as_deref(), interval)
+                    ),
+                );
+            }
         }
         let liveness = match raw.liveness {
             None => Probe::Tcp,
@@ -339,7 +353,7 @@ impl Validator {
                 // Every key is checked: a bad path does not hide a bad `expect`.
                 let path_ok = p.starts_with('/');
                 if !path_ok {
-                    self.error(format!("{path}.path"), "must start with /");
+                    self.error(format!("{path}.path"), format!("`{p}` must start with /"));
                 }
                 let expect = match raw.expect.as_deref() {
                     None => Some(StatusRange {
@@ -393,11 +407,19 @@ impl Validator {
             defaults::OUTLIER_MAX_EJECTION.max(base_ejection),
             Duration::from_millis(1),
         );
-        if max_ejection < base_ejection {
-            self.error(
-                key("max_ejection"),
-                "must not be shorter than base_ejection",
-            );
+        let written_base = Self::as_written(raw.base_ejection.as_deref(), base_ejection);
+        let written_max = Self::as_written(raw.max_ejection.as_deref(), max_ejection);
+        if let (Some(max), Some(base)) = (written_max, written_base) {
+            if max < base {
+                self.error(
+                    key("max_ejection"),
+                    format!(
+                        "{} is shorter than base_ejection ({})",
+                        Self::shown(raw.max_ejection.as_deref(), max_ejection),
+                        Self::shown(raw.base_ejection.as_deref(), base_ejection)
+                    ),
+                );
+            }
         }
         let failure_statuses = match raw.failure_statuses.as_deref() {
             None => StatusRange {
