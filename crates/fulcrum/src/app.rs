@@ -17,6 +17,7 @@ use crate::health;
 use crate::pool::{Clock, Pools};
 use crate::proxy::worker::{self, WorkerListener};
 use crate::secrets;
+use crate::tls;
 
 /// Why fulcrum could not start.
 #[derive(Debug)]
@@ -86,6 +87,7 @@ impl RunningApp {
                     config: l.clone(),
                     socket,
                     pool: Arc::clone(pool),
+                    tls: secrets.tls.get(&l.name).cloned(),
                 });
             }
             listeners.insert(l.name.clone(), addr);
@@ -125,12 +127,20 @@ impl RunningApp {
             );
         }
         threads.push(health::spawn(Arc::clone(&pools), shutdown_rx.clone()).map_err(spawn_error)?);
+        threads.extend(
+            tls::rotation::spawn(secrets.tls.clone(), shutdown_rx.clone()).map_err(spawn_error)?,
+        );
         if let Some(socket) = admin_socket {
             threads.push(
                 admin::spawn(
                     socket,
                     Arc::clone(&pools),
                     ha.clone(),
+                    config
+                        .listeners
+                        .iter()
+                        .filter_map(|l| secrets.tls.get(&l.name).cloned())
+                        .collect(),
                     admin_token,
                     shutdown_rx,
                 )

@@ -14,5 +14,6 @@ pub mod proxy;
 pub mod register;
 pub mod secrets;
 pub mod telemetry;
+pub mod tls;
 
 pub use app::RunningApp;

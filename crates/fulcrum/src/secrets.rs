@@ -1,8 +1,14 @@
-//! The secrets a configuration names by file — the admin token and the heartbeat key — read
+//! The secrets a configuration names by file — the admin token, the heartbeat key, TLS
+//! certificates and their keys — read
 //! in one place, by `run` before anything starts and by `check`, so a file `run` would refuse
 //! is refused by `check` too. Every unreadable or unusable file is reported, with its key.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use fulcrum_core::config::{Config, HaMode};
+
+use crate::tls::Terminator;
 
 use crate::ha::heartbeat;
 
@@ -11,6 +17,8 @@ use crate::ha::heartbeat;
 pub struct Secrets {
     pub admin_token: Option<String>,
     pub heartbeat_key: Option<Vec<u8>>,
+    /// Each TLS listener's termination, by listener name.
+    pub tls: HashMap<String, Arc<Terminator>>,
 }
 
 /// Reads every secret file `config` names; the errors of all of them, each with its key.
@@ -38,6 +46,10 @@ pub fn read(config: &Config) -> Result<Secrets, Vec<String>> {
             Ok(key) => secrets.heartbeat_key = Some(key),
             Err(e) => errors.push(e),
         }
+    }
+    match crate::tls::load_all(&config.listeners) {
+        Ok(tls) => secrets.tls = tls,
+        Err(e) => errors.extend(e),
     }
     if errors.is_empty() {
         Ok(secrets)

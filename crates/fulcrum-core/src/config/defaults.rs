@@ -12,6 +12,7 @@ pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 pub const MAX_REQUEST_LINE_BYTES: usize = 8 * 1024;
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 pub const CONNECT_ATTEMPTS: u32 = 3;
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);

@@ -35,7 +35,7 @@ impl Config {
     }
 
     /// Makes the file paths the configuration names (`admin.token_file`,
-    /// `ha.heartbeat_key_file`) relative to `dir`, the directory of the configuration file,
+    /// `ha.heartbeat_key_file`, TLS certificates, keys and CAs) relative to `dir`, the directory of the configuration file,
     /// rather than to wherever fulcrum happens to be started. Absolute paths stay as they are.
     pub fn relative_to(mut self, dir: &std::path::Path) -> Config {
         let resolve = |path: &mut std::path::PathBuf| {
@@ -45,6 +45,15 @@ impl Config {
         };
         if let Some(token) = self.admin.as_mut().and_then(|a| a.token_file.as_mut()) {
             resolve(token);
+        }
+        for tls in self.listeners.iter_mut().filter_map(|l| l.tls.as_mut()) {
+            for files in &mut tls.certificates {
+                resolve(&mut files.cert);
+                resolve(&mut files.key);
+            }
+            if let Some(client) = tls.client_auth.as_mut() {
+                resolve(&mut client.ca);
+            }
         }
         if let Some(ha) = self.ha.as_mut() {
             if let HaMode::ActivePassive(pair) = &mut ha.mode {

@@ -99,6 +99,49 @@ pub struct Listener {
     /// A client connection with no traffic for this long is closed (HTTP: between requests).
     pub idle_timeout: Duration,
     pub protocol: ListenerProtocol,
+    /// TLS termination: clients speak TLS, the pool gets what is inside. `None`: plain TCP.
+    pub tls: Option<ListenerTls>,
+}
+
+/// A listener's TLS termination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerTls {
+    /// Chosen by the client's server name (SNI) among each certificate's own DNS names; the
+    /// first is the default for a name none of them carries (and for clients without SNI).
+    pub certificates: Vec<CertificateFiles>,
+    pub min_version: TlsVersion,
+    /// Protocols offered by ALPN, in order of preference; empty: no ALPN.
+    pub alpn: Vec<String>,
+    /// The whole handshake must finish within this from accept, or the connection is closed.
+    pub handshake_timeout: Duration,
+    /// Client certificates (mTLS): `None` asks for none.
+    pub client_auth: Option<ClientAuth>,
+}
+
+/// A certificate chain and its private key, as PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateFiles {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TlsVersion {
+    Tls12,
+    Tls13,
+}
+
+/// Verifying client certificates against a CA.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientAuth {
+    /// PEM file of the CA certificates a client certificate must chain to.
+    pub ca: std::path::PathBuf,
+    /// `true`: a client without a valid certificate is refused in the handshake. `false`: a
+    /// client may present none (a presented one must still be valid).
+    pub required: bool,
+    /// Request header that carries the verified client certificate's subject to the backend
+    /// (HTTP listeners). A client-sent header of that name is always removed.
+    pub subject_header: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -83,6 +83,26 @@ pub struct RawListener {
     pub header_timeout: Option<String>,
     pub max_header_bytes: Option<i64>,
     pub max_request_line_bytes: Option<i64>,
+    pub tls: Option<RawListenerTls>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListenerTls {
+    pub certificates: Option<Vec<RawCertificate>>,
+    pub min_version: Option<String>,
+    pub alpn: Option<Vec<String>>,
+    pub handshake_timeout: Option<String>,
+    pub client_ca: Option<String>,
+    pub client_auth: Option<String>,
+    pub client_subject_header: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertificate {
+    pub cert: Option<String>,
+    pub key: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

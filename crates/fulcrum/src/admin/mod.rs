@@ -22,6 +22,7 @@ use tokio::sync::watch;
 
 use crate::ha::HaShared;
 use crate::pool::Pools;
+use crate::tls::Terminator;
 
 /// What the admin API reads and acts on.
 #[derive(Debug)]
@@ -29,6 +30,8 @@ pub struct AdminState {
     pub pools: Arc<Pools>,
     /// `None` without an `[ha]` section.
     pub ha: Option<Arc<HaShared>>,
+    /// The TLS listeners' terminations, in configuration order.
+    pub tls: Vec<Arc<Terminator>>,
 }
 
 /// Largest request body the admin API reads (a backend to add is a few dozen bytes).
@@ -38,6 +41,7 @@ pub fn spawn(
     socket: StdListener,
     pools: Arc<Pools>,
     ha: Option<Arc<HaShared>>,
+    tls: Vec<Arc<Terminator>>,
     token: Option<String>,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<JoinHandle<()>> {
@@ -46,7 +50,7 @@ pub fn spawn(
         .enable_all()
         .build()?;
     let token: Option<Arc<str>> = token.map(Into::into);
-    let state = Arc::new(AdminState { pools, ha });
+    let state = Arc::new(AdminState { pools, ha, tls });
     std::thread::Builder::new()
         .name("fulcrum-admin".into())
         .spawn(move || {

@@ -6,6 +6,8 @@
 //! | `GET /healthz` | `ok` while fulcrum runs and serves; 503 `standby` on an HA standby |
 //! | `GET /api/ha` | HA role, leader, epoch, last renewal, peers, failover history |
 //! | `GET /api/pools` | every pool with its backends |
+//! | `GET /api/tls` | each TLS listener's certificates, rotation and handshakes |
+//! | `POST /api/tls/reload` | read every certificate file again now |
 //! | `GET /api/pools/{pool}` | one pool |
 //! | `POST /api/pools/{pool}/backends` `{"addr", "weight"}` | add a backend (it warms up) |
 //! | `POST /api/pools/{pool}/backends/{addr}/drain` | stop new requests, finish in-flight |
@@ -57,6 +59,30 @@ pub fn route(
                 "high availability is not configured (no [ha] section)",
             ),
         },
+        (&Method::GET, ["api", "tls"]) => json(
+            StatusCode::OK,
+            &serde_json::json!({
+                "listeners": state.tls.iter().map(|t| t.status()).collect::<Vec<_>>()
+            }),
+        ),
+        (&Method::POST, ["api", "tls", "reload"]) => {
+            let results: Vec<serde_json::Value> = state
+                .tls
+                .iter()
+                .map(|t| match t.reload(true) {
+                    Ok(_) => serde_json::json!({ "listener": t.listener, "reloaded": true }),
+                    Err(error) => serde_json::json!({ "listener": t.listener, "reloaded": false, "error": error }),
+                })
+                .collect();
+            let failed = results.iter().any(|r| r["reloaded"] == false);
+            // 422: the request was fine, the files on disk are not (the old ones keep serving).
+            let status = if failed {
+                StatusCode::UNPROCESSABLE_ENTITY
+            } else {
+                StatusCode::OK
+            };
+            json(status, &serde_json::json!({ "listeners": results }))
+        }
         (&Method::GET, ["api", "pools"]) => {
             let all: Vec<_> = pools.iter().map(|p| p.status()).collect();
             json(StatusCode::OK, &all)
@@ -135,10 +161,15 @@ pub fn route(
 /// The methods a known path takes.
 fn allowed(segments: &[&str]) -> Option<&'static str> {
     match segments {
-        [""] | ["healthz"] | ["api", "ha"] | ["api", "pools"] | ["api", "pools", _] => {
-            Some("GET, HEAD")
-        }
-        ["api", "pools", _, "backends"] | ["api", "pools", _, "backends", _, _] => Some("POST"),
+        [""]
+        | ["healthz"]
+        | ["api", "ha"]
+        | ["api", "tls"]
+        | ["api", "pools"]
+        | ["api", "pools", _] => Some("GET, HEAD"),
+        ["api", "pools", _, "backends"]
+        | ["api", "pools", _, "backends", _, _]
+        | ["api", "tls", "reload"] => Some("POST"),
         ["api", "pools", _, "backends", _] => Some("DELETE"),
         _ => None,
     }
@@ -150,6 +181,8 @@ fn endpoints() -> serde_json::Value {
         { "method": "GET", "path": "/healthz", "does": "ok while serving; 503 standby on an HA standby (no token needed)" },
         { "method": "GET", "path": "/api/ha", "does": "HA role, leader, epoch, peers, failovers" },
         { "method": "GET", "path": "/api/pools", "does": "every pool with its backends" },
+        { "method": "GET", "path": "/api/tls", "does": "each TLS listener's certificates (names, expiry), rotation, handshakes" },
+        { "method": "POST", "path": "/api/tls/reload", "does": "read every certificate file again now; 422 when one cannot be loaded (the previous set keeps serving)" },
         { "method": "GET", "path": "/api/pools/{pool}", "does": "one pool" },
         { "method": "POST", "path": "/api/pools/{pool}/backends", "does": "add a backend: {\"addr\": \"IP:PORT\", \"weight\": N}" },
         { "method": "POST", "path": "/api/pools/{pool}/backends/{addr}/drain", "does": "stop new requests, finish in-flight" },

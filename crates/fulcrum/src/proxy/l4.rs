@@ -14,6 +14,7 @@ use tokio::time::Instant;
 
 use fulcrum_core::config::Algorithm;
 
+use super::client_io::ClientIo;
 use super::h1::relay::poll_once;
 use super::hash_key;
 use super::upstream::connect_tcp;
@@ -33,7 +34,7 @@ pub struct TcpContext {
     pub idle_timeout: Duration,
 }
 
-pub async fn serve(ctx: &TcpContext, mut client: TcpStream, peer: std::net::SocketAddr) {
+pub async fn serve<S: ClientIo>(ctx: &TcpContext, mut client: S, peer: std::net::SocketAddr) {
     // Over TCP only the client address can be a hash key (validated with the config).
     let key = ctx
         .pool
@@ -107,9 +108,9 @@ enum Splice {
     Idle,
 }
 
-async fn splice(a: &mut TcpStream, b: &mut TcpStream, idle: Duration) -> io::Result<Splice> {
+async fn splice<S: ClientIo>(a: &mut S, b: &mut TcpStream, idle: Duration) -> io::Result<Splice> {
     let last_activity = Cell::new(Instant::now());
-    let (mut a_read, mut a_write) = a.split();
+    let (mut a_read, mut a_write) = a.halves();
     let (mut b_read, mut b_write) = b.split();
     let both = async {
         tokio::try_join!(

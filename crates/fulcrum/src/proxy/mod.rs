@@ -1,5 +1,6 @@
 //! The data path: listeners, and the L4 and L7 proxies behind them.
 
+pub mod client_io;
 pub mod error;
 pub mod h1;
 pub mod hash_key;

@@ -24,6 +24,7 @@ use super::h1::idle::{IdleRegistry, TICK};
 use super::l4::{self, TcpContext};
 use super::upstream::UpstreamPool;
 use crate::pool::Pool;
+use crate::tls::Terminator;
 
 /// Binds a listening socket that other workers (and, later, a new fulcrum binary during an
 /// upgrade) can bind too.
@@ -72,6 +73,8 @@ pub struct WorkerListener {
     pub config: Listener,
     pub socket: StdListener,
     pub pool: Arc<Pool>,
+    /// TLS termination, shared by every worker (its certificates rotate in one place).
+    pub tls: Option<Arc<Terminator>>,
 }
 
 /// Starts a worker thread serving `listeners` until `shutdown` turns true, then lets open
@@ -137,6 +140,7 @@ async fn run(listeners: Vec<WorkerListener>, mut shutdown: watch::Receiver<bool>
         tokio::task::spawn_local(accept_loop(
             socket,
             service,
+            l.tls,
             Rc::clone(&connections),
             shutdown.clone(),
         ));
@@ -163,6 +167,7 @@ enum Service {
 async fn accept_loop(
     listener: TcpListener,
     service: Service,
+    tls: Option<Arc<Terminator>>,
     connections: Rc<ConnTracker>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -184,19 +189,37 @@ async fn accept_loop(
         let guard = connections.open();
         // One task shape per protocol: a task is as large as its biggest future, and an idle
         // HTTP connection should not pay for the TCP splice's state.
-        match &service {
-            Service::Http(ctx) => {
+        match (&service, &tls) {
+            (Service::Http(ctx), None) => {
                 let ctx = Rc::clone(ctx);
                 tokio::task::spawn_local(async move {
-                    conn::serve(ctx, stream, peer).await;
+                    conn::serve(ctx, stream, peer, None).await;
                     drop(guard);
                 });
             }
-            Service::Tcp(ctx) => {
+            (Service::Tcp(ctx), None) => {
                 let ctx = Rc::clone(ctx);
                 tokio::task::spawn_local(async move {
                     // TCP has no graceful close: connections run on until the grace period ends.
                     l4::serve(&ctx, stream, peer).await;
+                    drop(guard);
+                });
+            }
+            (Service::Http(ctx), Some(tls)) => {
+                let (ctx, tls) = (Rc::clone(ctx), Arc::clone(tls));
+                tokio::task::spawn_local(async move {
+                    if let Some((stream, facts)) = tls.accept(stream).await {
+                        conn::serve(ctx, stream, peer, Some(facts)).await;
+                    }
+                    drop(guard);
+                });
+            }
+            (Service::Tcp(ctx), Some(tls)) => {
+                let (ctx, tls) = (Rc::clone(ctx), Arc::clone(tls));
+                tokio::task::spawn_local(async move {
+                    if let Some((stream, _)) = tls.accept(stream).await {
+                        l4::serve(&ctx, stream, peer).await;
+                    }
                     drop(guard);
                 });
             }

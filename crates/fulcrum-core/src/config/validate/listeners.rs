@@ -84,6 +84,9 @@ impl Validator {
                 idle_default,
                 Duration::from_millis(1),
             );
+            let tls = l
+                .tls
+                .map(|tls| self.listener_tls(&format!("{path}.tls"), tls, &protocol));
             if let (Some(name), Some(bind), Some(pool)) = (name, bind, pool) {
                 listeners.push(Listener {
                     name,
@@ -91,6 +94,7 @@ impl Validator {
                     pool,
                     idle_timeout,
                     protocol,
+                    tls: tls.flatten(),
                 });
             }
         }

@@ -9,6 +9,7 @@ use std::cell::RefCell;
 use std::io;
 use std::rc::Rc;
 
+use crate::proxy::client_io::ClientIo;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// Size of a read buffer; heads larger than this grow it up to the listener's header limit.
@@ -145,8 +146,8 @@ impl ReadBuf {
         Ok(n)
     }
 
-    /// Reads without waiting: `WouldBlock` when the socket has nothing.
-    pub fn try_read_from(&mut self, source: &tokio::net::TcpStream) -> io::Result<usize> {
+    /// Reads without waiting: `WouldBlock` when the client has sent nothing more.
+    pub fn try_read_from<S: ClientIo>(&mut self, source: &mut S) -> io::Result<usize> {
         let spare = self.spare(READ_BUFFER);
         let n = source.try_read(spare)?;
         self.end += n;

@@ -16,7 +16,6 @@ use std::task::Poll;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::buffer::ReadBuf;
@@ -25,11 +24,18 @@ use super::head_end::HeadEnd;
 use super::idle::Woke;
 use super::relay;
 use super::request::{self, RequestHead, RequestRules};
+use crate::proxy::client_io::ClientIo;
 use crate::proxy::error::ProxyError;
+use crate::tls::TlsFacts;
 
 /// Serves `stream` until the client closes, a timer ends it, an error makes it unusable, or
 /// fulcrum shuts down (a request in progress is finished first).
-pub async fn serve(ctx: Rc<HttpContext>, mut stream: TcpStream, peer: SocketAddr) {
+pub async fn serve<S: ClientIo>(
+    ctx: Rc<HttpContext>,
+    mut stream: S,
+    peer: SocketAddr,
+    tls: Option<TlsFacts>,
+) {
     let peer_text = exchange::peer_text(peer);
     let mut input = ReadBuf::new(Rc::clone(&ctx.buffers));
     // The first head is due within the header timeout from accept; later ones (pipelined
@@ -37,6 +43,15 @@ pub async fn serve(ctx: Rc<HttpContext>, mut stream: TcpStream, peer: SocketAddr
     let accepted_deadline = crate::proxy::deadline(Instant::now(), ctx.limits.header_timeout);
     let mut first = true;
     loop {
+        if input.is_empty() && S::HOLDS_INPUT {
+            // TLS may hold a decrypted request the socket no longer signals.
+            match input.try_read_from(&mut stream) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
+            }
+        }
         if input.is_empty() {
             input.release_if_empty();
             let limit = if first {
@@ -44,7 +59,7 @@ pub async fn serve(ctx: Rc<HttpContext>, mut stream: TcpStream, peer: SocketAddr
             } else {
                 ctx.idle_timeout
             };
-            match ctx.idle.wait(&stream, limit).await {
+            match ctx.idle.wait(stream.socket(), limit).await {
                 Woke::Close if first && !ctx.idle.is_stopped() => {
                     // Nothing at all within the header timeout of accept.
                     let answer = exchange::send_error(
@@ -58,7 +73,7 @@ pub async fn serve(ctx: Rc<HttpContext>, mut stream: TcpStream, peer: SocketAddr
                     return;
                 }
                 Woke::Close => return,
-                Woke::Readable => match input.try_read_from(&stream) {
+                Woke::Readable => match input.try_read_from(&mut stream) {
                     Ok(0) => return,
                     Ok(_) => {}
                     // Readiness left over from an earlier read: wait again.
@@ -77,6 +92,7 @@ pub async fn serve(ctx: Rc<HttpContext>, mut stream: TcpStream, peer: SocketAddr
             &mut input,
             peer,
             &peer_text,
+            tls.as_ref(),
             head_deadline,
         );
         match Box::pin(request).await {
@@ -97,7 +113,7 @@ const LINGER: Duration = Duration::from_secs(2);
 /// answer, then read and discard until the client closes too or [`LINGER`] passes. Closing
 /// at once with unread bytes would send a reset, which can destroy the answer (an early
 /// `413`, a `400`) in the client's receive buffer before it is read.
-async fn linger(stream: &mut TcpStream) {
+async fn linger<S: ClientIo>(stream: &mut S) {
     if stream.shutdown().await.is_err() {
         return;
     }
@@ -113,12 +129,13 @@ async fn linger(stream: &mut TcpStream) {
 
 /// One request, from its head to the end of its response; returns what to do with the
 /// connection next.
-async fn serve_request(
+async fn serve_request<S: ClientIo>(
     ctx: &HttpContext,
-    stream: &mut TcpStream,
+    stream: &mut S,
     input: &mut ReadBuf,
     peer: SocketAddr,
     peer_text: &[u8],
+    tls: Option<&TlsFacts>,
     head_deadline: Option<Instant>,
 ) -> Next {
     let rules = RequestRules {
@@ -126,6 +143,7 @@ async fn serve_request(
         settings: &ctx.pool.settings,
         peer: peer.ip(),
         peer_text,
+        tls,
     };
     let mut upstream_head = ctx.buffers.take_write();
     let head = read_head(
@@ -168,10 +186,10 @@ async fn serve_request(
 
 /// Reads until a whole request head is buffered (`input` holds its first bytes). `Ok(None)`:
 /// the client closed before the head was complete.
-async fn read_head(
+async fn read_head<S: ClientIo>(
     ctx: &HttpContext,
     rules: &RequestRules<'_>,
-    stream: &mut TcpStream,
+    stream: &mut S,
     input: &mut ReadBuf,
     mut deadline: Option<Instant>,
     upstream_head: &mut Vec<u8>,

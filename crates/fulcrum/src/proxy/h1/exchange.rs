@@ -25,6 +25,7 @@ use super::relay::{self, RelayError, Timeouts};
 use super::request::RequestHead;
 use super::response::{self, ClientSide, ResponseHead};
 use crate::pool::{InFlight, LiveBackend, Pool, Tried};
+use crate::proxy::client_io::ClientIo;
 use crate::proxy::error::ProxyError;
 use crate::proxy::upstream::{connect_tcp, UpstreamPool};
 
@@ -51,8 +52,8 @@ pub struct HttpContext {
 
 /// The client side of one exchange.
 #[derive(Debug)]
-pub struct Client<'a> {
-    pub stream: &'a mut TcpStream,
+pub struct Client<'a, S> {
+    pub stream: &'a mut S,
     /// Bytes read from the client and not yet used: the request body may start here.
     pub input: &'a mut ReadBuf,
     pub request: &'a RequestHead,
@@ -91,7 +92,7 @@ pub enum Next {
 }
 
 /// Proxies one request; returns what to do with the client connection.
-pub async fn proxy(ctx: &HttpContext, client: &mut Client<'_>) -> Next {
+pub async fn proxy<S: ClientIo>(ctx: &HttpContext, client: &mut Client<'_, S>) -> Next {
     let pool = &ctx.pool;
     let snapshot = pool.snapshot_owned();
     let mut tried = Tried::default();
@@ -170,10 +171,10 @@ pub async fn proxy(ctx: &HttpContext, client: &mut Client<'_>) -> Next {
 /// a new connection, without counting a failure, when the pooled one turns out stale (the
 /// backend closed it while it sat idle, and the request can be sent again whole) — as nginx
 /// and Go's client do.
-async fn attempt_backend(
+async fn attempt_backend<S: ClientIo>(
     ctx: &HttpContext,
     backend: &LiveBackend,
-    client: &mut Client<'_>,
+    client: &mut Client<'_, S>,
     now: Instant,
 ) -> Attempt {
     let connect_timeout = ctx.pool.settings.connect_timeout;
@@ -193,7 +194,11 @@ async fn attempt_backend(
 
 /// Sends fulcrum's own response for `error`; the connection stays open only when the
 /// request had no body (an unread body would be taken for the next request).
-async fn respond_error(ctx: &HttpContext, client: &mut Client<'_>, error: ProxyError) -> Next {
+async fn respond_error<S: ClientIo>(
+    ctx: &HttpContext,
+    client: &mut Client<'_, S>,
+    error: ProxyError,
+) -> Next {
     tracing::debug!(listener = %ctx.listener, %error, "request failed");
     let request = client.request;
     let bodiless = request.framing == Framing::Empty;
@@ -209,9 +214,9 @@ async fn respond_error(ctx: &HttpContext, client: &mut Client<'_>, error: ProxyE
 /// Writes fulcrum's own answer for `error` (without a body when it answers a HEAD request);
 /// returns whether the connection stays open (only when `keep_alive` and the error does not
 /// end the connection anyway).
-pub async fn send_error(
+pub async fn send_error<S: ClientIo>(
     ctx: &HttpContext,
-    stream: &mut TcpStream,
+    stream: &mut S,
     error: ProxyError,
     keep_alive: bool,
     head_request: bool,
@@ -226,12 +231,12 @@ pub async fn send_error(
 
 /// One exchange with one backend over `upstream`, guarded by the backend's drain abort.
 /// `reused`: the connection came from the pool (so it may be stale).
-async fn attempt(
+async fn attempt<S: ClientIo>(
     ctx: &HttpContext,
     backend: &LiveBackend,
     upstream: TcpStream,
     reused: bool,
-    client: &mut Client<'_>,
+    client: &mut Client<'_, S>,
     started: Instant,
 ) -> Attempt {
     let responded = Cell::new(false);
@@ -245,12 +250,12 @@ async fn attempt(
     }
 }
 
-async fn exchange(
+async fn exchange<S: ClientIo>(
     ctx: &HttpContext,
     backend: &LiveBackend,
     mut upstream: TcpStream,
     reused: bool,
-    client: &mut Client<'_>,
+    client: &mut Client<'_, S>,
     responded: &Cell<bool>,
     started: Instant,
 ) -> Attempt {
@@ -325,11 +330,11 @@ fn head_with_host(head: &[u8], backend: SocketAddr) -> Vec<u8> {
 /// Uploads the request body while waiting for the response head, then streams the response
 /// (the upload going on meanwhile if it has not ended).
 #[allow(clippy::too_many_arguments)]
-async fn send_and_respond(
+async fn send_and_respond<S: ClientIo>(
     ctx: &HttpContext,
     backend: &LiveBackend,
     upstream: &mut TcpStream,
-    client: &mut Client<'_>,
+    client: &mut Client<'_, S>,
     response_buffer: &mut ReadBuf,
     out: &mut Vec<u8>,
     responded: &Cell<bool>,
@@ -338,7 +343,7 @@ async fn send_and_respond(
     let settings = &ctx.pool.settings;
     let request = client.request;
     let (mut upstream_read, mut upstream_write) = upstream.split();
-    let (mut client_read, mut client_write) = client.stream.split();
+    let (mut client_read, mut client_write) = client.stream.halves();
     let client_timeouts = Timeouts {
         read: ctx.idle_timeout,
         write: ctx.idle_timeout,

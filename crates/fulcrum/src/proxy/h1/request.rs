@@ -11,6 +11,7 @@ use crate::pool::random_u64;
 use crate::proxy::error::ProxyError;
 use crate::proxy::hash_key;
 use crate::proxy::headers::{self, Class, Scan, MAX_HEADERS};
+use crate::tls::TlsFacts;
 
 /// The limits and facts a request head is checked and rewritten with.
 #[derive(Debug)]
@@ -20,6 +21,8 @@ pub struct RequestRules<'a> {
     pub peer: IpAddr,
     /// The peer's address as text, formatted once per connection.
     pub peer_text: &'a [u8],
+    /// The connection's TLS, when the listener terminates it.
+    pub tls: Option<&'a TlsFacts>,
 }
 
 /// What the rest of the request path needs to know about a parsed request.
@@ -109,6 +112,7 @@ pub fn parse(
         host,
         framing,
         rules.peer_text,
+        rules.tls,
     );
     Ok(Some(RequestHead {
         len,
@@ -235,6 +239,7 @@ fn write_upstream_head(
     host: Option<&[u8]>,
     framing: Framing,
     peer: &[u8],
+    tls: Option<&TlsFacts>,
 ) {
     out.extend_from_slice(method.as_bytes());
     out.push(b' ');
@@ -264,7 +269,11 @@ fn write_upstream_head(
             | Class::TransferEncoding
             | Class::XForwardedOther => false,
         };
-        if keep {
+        // A client must not name its own certificate's subject.
+        let spoofed = tls
+            .and_then(|t| t.subject_header())
+            .is_some_and(|name| h.name.eq_ignore_ascii_case(name));
+        if keep && !spoofed {
             headers::put(out, h.name.as_bytes(), h.value);
         }
     }
@@ -283,7 +292,13 @@ fn write_upstream_head(
         }
     }
     out.extend_from_slice(peer);
-    out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\n");
+    out.extend_from_slice(match tls {
+        None => b"\r\nx-forwarded-proto: http\r\n".as_slice(),
+        Some(_) => b"\r\nx-forwarded-proto: https\r\n",
+    });
+    if let Some((name, subject)) = tls.and_then(|t| t.client_subject()) {
+        headers::put(out, name.as_bytes(), subject.as_bytes());
+    }
     if let Some(host) = host {
         headers::put(out, b"x-forwarded-host", host);
     }
@@ -314,6 +329,7 @@ mod tests {
             settings,
             peer: [127, 0, 0, 1].into(),
             peer_text: b"127.0.0.1",
+            tls: None,
         }
     }
 
