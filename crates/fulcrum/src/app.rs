@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use fulcrum_core::config::Config;
+use fulcrum_core::config::{Config, ListenerProtocol};
 use tokio::sync::watch;
 
 use crate::admin;
@@ -57,9 +57,23 @@ impl RunningApp {
         let mut per_worker: Vec<Vec<WorkerListener>> = (0..workers).map(|_| Vec::new()).collect();
         let mut listeners = HashMap::new();
         for (i, l) in config.listeners.iter().enumerate() {
-            let pool = pools.get(&l.pool).ok_or_else(|| {
-                StartError(format!("listeners[{i}].pool: unknown pool `{}`", l.pool))
-            })?;
+            let pool_named = |key: String, name: &str| {
+                pools
+                    .get(name)
+                    .cloned()
+                    .ok_or_else(|| StartError(format!("{key}: unknown pool `{name}`")))
+            };
+            let pool = match &l.pool {
+                Some(name) => Some(pool_named(format!("listeners[{i}].pool"), name)?),
+                None => None,
+            };
+            let mut route_pools = HashMap::new();
+            if let ListenerProtocol::TlsPassthrough(routes) = &l.protocol {
+                for (j, route) in routes.iter().enumerate() {
+                    let pool = pool_named(format!("listeners[{i}].routes[{j}].pool"), &route.pool)?;
+                    route_pools.insert(route.pool.clone(), pool);
+                }
+            }
             let freebind_here = freebind.contains(&l.bind.ip());
             worker::ensure_unused(l.bind, freebind_here).map_err(|e| {
                 let why = if e.kind() == std::io::ErrorKind::AddrInUse {
@@ -86,7 +100,8 @@ impl RunningApp {
                 sockets.push(WorkerListener {
                     config: l.clone(),
                     socket,
-                    pool: Arc::clone(pool),
+                    pool: pool.clone(),
+                    route_pools: route_pools.clone(),
                     tls: secrets.tls.get(&l.name).cloned(),
                 });
             }
@@ -152,7 +167,7 @@ impl RunningApp {
                 listener = %l.name,
                 addr = %listeners[&l.name],
                 protocol = l.protocol.name(),
-                pool = %l.pool,
+                pool = l.pool.as_deref().unwrap_or("(routes only)"),
                 "listening"
             );
         }

@@ -9,134 +9,22 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::pki::*;
 use common::*;
 use fulcrum_core::config::Config;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
-
-/// A CA and the files of the certificates it signs, in a directory of the test's own.
-struct Pki {
-    dir: PathBuf,
-    ca: Issuer<'static, KeyPair>,
-    ca_pem: String,
-}
-
-impl Pki {
-    fn new(test: &str) -> Pki {
-        let dir = std::env::temp_dir().join(format!("fulcrum-tls-{test}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "fulcrum test CA");
-        let key = KeyPair::generate().unwrap();
-        let ca_pem = params.self_signed(&key).unwrap().pem();
-        std::fs::write(dir.join("ca.pem"), &ca_pem).unwrap();
-        Pki {
-            dir,
-            ca: Issuer::new(params, key),
-            ca_pem,
-        }
-    }
-
-    /// Writes `NAME.pem` and `NAME.key` for a server certificate carrying `names`.
-    fn server(&self, file: &str, names: &[&str]) -> (PathBuf, PathBuf) {
-        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        let mut params = CertificateParams::new(names).unwrap();
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        self.write(file, params)
-    }
-
-    /// A client certificate for mTLS, subject `CN=<cn>,O=Example`.
-    fn client(&self, file: &str, cn: &str) -> (PathBuf, PathBuf) {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.distinguished_name.push(DnType::CommonName, cn);
-        params
-            .distinguished_name
-            .push(DnType::OrganizationName, "Example");
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        self.write(file, params)
-    }
-
-    fn write(&self, file: &str, params: CertificateParams) -> (PathBuf, PathBuf) {
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.ca).unwrap();
-        let (cert_path, key_path) = (
-            self.dir.join(format!("{file}.pem")),
-            self.dir.join(format!("{file}.key")),
-        );
-        // Written beside, then renamed: a reader never sees half a file.
-        for (path, text) in [(&cert_path, cert.pem()), (&key_path, key.serialize_pem())] {
-            let partial = path.with_extension("partial");
-            std::fs::write(&partial, text).unwrap();
-            std::fs::rename(&partial, path).unwrap();
-        }
-        (cert_path, key_path)
-    }
-
-    fn ca_path(&self) -> PathBuf {
-        self.dir.join("ca.pem")
-    }
-
-    fn client_config(&self, client_cert: Option<(&Path, &Path)>) -> rustls::ClientConfig {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls_pemfile_free(&self.ca_pem) {
-            roots.add(cert).unwrap();
-        }
-        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots);
-        match client_cert {
-            None => builder.with_no_client_auth(),
-            Some((cert, key)) => {
-                let chain = rustls_pemfile_free(&std::fs::read_to_string(cert).unwrap());
-                let key = read_key(key);
-                builder.with_client_auth_cert(chain, key).unwrap()
-            }
-        }
-    }
-}
-
-impl Drop for Pki {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn rustls_pemfile_free(pem: &str) -> Vec<CertificateDer<'static>> {
-    use rustls::pki_types::pem::PemObject;
-    CertificateDer::pem_slice_iter(pem.as_bytes())
-        .collect::<Result<_, _>>()
-        .unwrap()
-}
-
-fn read_key(path: &Path) -> PrivateKeyDer<'static> {
-    use rustls::pki_types::pem::PemObject;
-    PrivateKeyDer::from_pem_file(path).unwrap()
-}
-
-fn toml_path(path: &Path) -> String {
-    path.display().to_string()
-}
 
 fn tls_table(pairs: &[&(PathBuf, PathBuf)], extra: &str) -> String {
     let certs: Vec<String> = pairs

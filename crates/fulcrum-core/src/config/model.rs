@@ -95,7 +95,9 @@ pub struct Runtime {
 pub struct Listener {
     pub name: String,
     pub bind: SocketAddr,
-    pub pool: String,
+    /// The pool behind the listener; for `tls_passthrough`, the pool for server names no
+    /// route matches (`None`: such connections are closed). Always set for http and tcp.
+    pub pool: Option<String>,
     /// A client connection with no traffic for this long is closed (HTTP: between requests).
     pub idle_timeout: Duration,
     pub protocol: ListenerProtocol,
@@ -148,6 +150,9 @@ pub struct ClientAuth {
 pub enum ListenerProtocol {
     Http(HttpLimits),
     Tcp,
+    /// TLS relayed untouched to a pool chosen by the ClientHello's server name, in route
+    /// order.
+    TlsPassthrough(Vec<SniRoute>),
 }
 
 impl ListenerProtocol {
@@ -155,8 +160,94 @@ impl ListenerProtocol {
         match self {
             ListenerProtocol::Http(_) => "http",
             ListenerProtocol::Tcp => "tcp",
+            ListenerProtocol::TlsPassthrough(_) => "tls_passthrough",
         }
     }
+
+    /// Whether the listener relays bytes (so its pools can hash on the client address only).
+    pub fn is_l4(&self) -> bool {
+        !matches!(self, ListenerProtocol::Http(_))
+    }
+}
+
+/// One entry of a `tls_passthrough` route table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SniRoute {
+    pub server_name: ServerNamePattern,
+    pub pool: String,
+}
+
+/// A server name as routes match it: exactly (case-insensitively), or `*.suffix`, which
+/// matches one more label in front of `suffix` (as certificates' wildcards do).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerNamePattern {
+    Exact(String),
+    /// The part after `*.`.
+    Wildcard(String),
+}
+
+impl ServerNamePattern {
+    /// `db.example.com` or `*.apps.example.com`: DNS labels of letters, digits and `-`.
+    pub fn parse(text: &str) -> Option<Self> {
+        let text = text.to_ascii_lowercase();
+        let valid_name = |name: &str| {
+            !name.is_empty()
+                && name.len() <= 253
+                && name.split('.').all(|label| {
+                    !label.is_empty()
+                        && label.len() <= 63
+                        && !label.starts_with('-')
+                        && !label.ends_with('-')
+                        && label
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                })
+        };
+        match text.strip_prefix("*.") {
+            Some(suffix) if valid_name(suffix) => Some(Self::Wildcard(suffix.to_string())),
+            Some(_) => None,
+            None if valid_name(&text) => Some(Self::Exact(text)),
+            None => None,
+        }
+    }
+
+    pub fn matches(&self, server_name: &str) -> bool {
+        match self {
+            Self::Exact(name) => name.eq_ignore_ascii_case(server_name),
+            Self::Wildcard(suffix) => server_name.split_once('.').is_some_and(|(first, rest)| {
+                !first.is_empty() && rest.eq_ignore_ascii_case(suffix)
+            }),
+        }
+    }
+
+    /// True when every name `other` matches, this matches too (so `other` after this in a
+    /// route table is never reached).
+    pub fn covers(&self, other: &ServerNamePattern) -> bool {
+        match (self, other) {
+            (_, Self::Exact(name)) => self.matches(name),
+            (Self::Wildcard(a), Self::Wildcard(b)) => a == b,
+            (Self::Exact(_), Self::Wildcard(_)) => false,
+        }
+    }
+}
+
+impl std::fmt::Display for ServerNamePattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Exact(name) => f.write_str(name),
+            Self::Wildcard(suffix) => write!(f, "*.{suffix}"),
+        }
+    }
+}
+
+/// The route a server name takes: the first that matches, in order. `None`: no route does
+/// (the listener's default pool, if any, takes it), or the client sent no server name.
+pub fn route_by_server_name<'a>(
+    routes: &'a [SniRoute],
+    server_name: Option<&str>,
+) -> Option<&'a SniRoute> {
+    let name = server_name?;
+    routes.iter().find(|r| r.server_name.matches(name))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

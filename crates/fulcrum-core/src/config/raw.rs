@@ -84,6 +84,14 @@ pub struct RawListener {
     pub max_header_bytes: Option<i64>,
     pub max_request_line_bytes: Option<i64>,
     pub tls: Option<RawListenerTls>,
+    pub routes: Option<Vec<RawSniRoute>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSniRoute {
+    pub server_name: Option<String>,
+    pub pool: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

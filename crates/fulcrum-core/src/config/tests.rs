@@ -46,7 +46,7 @@ fn the_design_example_parses_with_defaults_filled_in() {
             assert_eq!(limits.max_header_bytes, 64 * 1024);
             assert_eq!(limits.max_request_line_bytes, 8 * 1024);
         }
-        ListenerProtocol::Tcp => panic!("web should be http"),
+        other => panic!("web should be http, is {}", other.name()),
     }
     assert_eq!(config.listeners[1].idle_timeout, Duration::from_secs(300));
     let app = &config.pools["app"];
@@ -164,7 +164,7 @@ fn bad_configs_report_every_error_with_its_path() {
         (
             "missing keys",
             "[[listeners]]\nname = \"web\"\n".to_string() + app,
-            &["listeners[0].bind", "listeners[0].pool", "listeners[0].protocol"],
+            &["listeners[0].bind", "listeners[0].protocol", "listeners[0].pool"],
         ),
         ("no listeners", app.to_string(), &["listeners"]),
         (
@@ -519,5 +519,77 @@ fn messages_quote_the_value_written_and_name_every_accepted_form() {
                 .any(|e| e.path == *path && e.message.contains(says)),
             "{path}: {says:?} not in {errors:?}"
         );
+    }
+}
+
+#[test]
+fn passthrough_routes_are_checked_in_order_with_paths() {
+    let pools = "[pools.db]\nbackends = [{ addr = \"127.0.0.1:1\" }]\n[pools.apps]\nbackends = [{ addr = \"127.0.0.1:2\" }]\n\
+                 [pools.web]\nalgorithm = \"ring_hash\"\nhash_key = \"path\"\nbackends = [{ addr = \"127.0.0.1:3\" }]\n";
+    let listener = |routes: &str| {
+        format!(
+            "[[listeners]]\nname = \"pass\"\nbind = \"127.0.0.1:8443\"\nprotocol = \"tls_passthrough\"\n{routes}\n{pools}"
+        )
+    };
+    let good = listener(
+        "routes = [{ server_name = \"DB.example.com\", pool = \"db\" }, { server_name = \"*.apps.example.com\", pool = \"apps\" }]",
+    );
+    let config = Config::from_toml(&good).unwrap_or_else(|e| panic!("{e}"));
+    let ListenerProtocol::TlsPassthrough(routes) = &config.listeners[0].protocol else {
+        panic!("not passthrough");
+    };
+    assert_eq!(config.listeners[0].pool, None);
+    let route = |name| route_by_server_name(routes, Some(name)).map(|r| r.pool.as_str());
+    assert_eq!(route("db.example.com"), Some("db"));
+    assert_eq!(route("Db.Example.Com"), Some("db"));
+    assert_eq!(route("shop.apps.example.com"), Some("apps"));
+    assert_eq!(
+        route("apps.example.com"),
+        None,
+        "a wildcard needs a label in front"
+    );
+    assert_eq!(route("a.b.apps.example.com"), None, "and only one");
+    assert_eq!(route_by_server_name(routes, None), None);
+
+    let cases: &[(&str, String, &[&str])] = &[
+        (
+            "a route shadowed by an earlier one, an unknown pool, a bad name",
+            listener(
+                "routes = [{ server_name = \"*.example.com\", pool = \"apps\" }, { server_name = \"db.example.com\", pool = \"db\" }, \
+                 { server_name = \"x.test\", pool = \"nope\" }, { server_name = \"bad name\", pool = \"db\" }]",
+            ),
+            &[
+                "listeners[0].routes[1].server_name: `db.example.com` is never reached: routes[0] (`*.example.com`) matches every name it does",
+                "listeners[0].routes[2].pool: unknown pool `nope`; defined pools: apps, db, web",
+                "listeners[0].routes[3].server_name: `bad name` is not a server name (DNS labels, optionally after `*.`)",
+            ],
+        ),
+        (
+            "neither routes nor a default pool; a TLS table; a pool hashing on requests",
+            listener("tls = { certificates = [{ cert = \"a.pem\", key = \"a.key\" }] }")
+                .replace("protocol = \"tls_passthrough\"", "protocol = \"tls_passthrough\"\nheader_timeout = \"1s\""),
+            &[
+                "listeners[0].routes: a tls_passthrough listener needs routes, e.g. [{ server_name = \"db.example.com\", pool = \"db\" }], or a default `pool`",
+                "listeners[0].header_timeout: applies only to protocol = \"http\"",
+                "listeners[0].tls: a tls_passthrough listener does not terminate TLS; its backends do",
+            ],
+        ),
+        (
+            "a route pool hashing on a request detail",
+            listener("routes = [{ server_name = \"w.test\", pool = \"web\" }]"),
+            &["listeners[0].routes[0].pool: pool `web` hashes on a request detail; a tls_passthrough listener can only hash on \"client_ip\""],
+        ),
+        (
+            "routes on an http listener",
+            listener("pool = \"db\"\nroutes = []").replace("tls_passthrough", "http"),
+            &["listeners[0].routes: applies only to protocol = \"tls_passthrough\" (routes by server name)"],
+        ),
+    ];
+    for (what, text, want) in cases {
+        let mut got = all_errors(text);
+        let mut want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+        got.sort();
+        want.sort();
+        assert_eq!(got, want, "{what}");
     }
 }

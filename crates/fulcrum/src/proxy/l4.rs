@@ -34,7 +34,14 @@ pub struct TcpContext {
     pub idle_timeout: Duration,
 }
 
-pub async fn serve<S: ClientIo>(ctx: &TcpContext, mut client: S, peer: std::net::SocketAddr) {
+/// Proxies `client` to a backend of the pool; `prefix` (bytes already read from the client,
+/// such as a passthrough's ClientHello) goes to the backend first.
+pub async fn serve<S: ClientIo>(
+    ctx: &TcpContext,
+    mut client: S,
+    peer: std::net::SocketAddr,
+    prefix: &[u8],
+) {
     // Over TCP only the client address can be a hash key (validated with the config).
     let key = ctx
         .pool
@@ -46,6 +53,12 @@ pub async fn serve<S: ClientIo>(ctx: &TcpContext, mut client: S, peer: std::net:
         // Nothing to tell a TCP client: closing is the only answer.
         return;
     };
+    if !prefix.is_empty() {
+        if let Err(e) = upstream.write_all(prefix).await {
+            tracing::debug!(listener = %ctx.listener, error = %e, "backend closed before taking the first bytes");
+            return;
+        }
+    }
     let started = Instant::now();
     let aborted = in_flight.stats().aborted();
     tokio::select! {

@@ -6,6 +6,7 @@ pub mod h1;
 pub mod hash_key;
 pub mod headers;
 pub mod l4;
+pub mod passthrough;
 pub mod upstream;
 pub mod worker;
 

@@ -4,6 +4,7 @@
 //! hot path). Pools and their counters are shared; upstream connection pools are per worker.
 
 use std::cell::Cell;
+use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::rc::Rc;
@@ -22,6 +23,7 @@ use super::h1::conn;
 use super::h1::exchange::HttpContext;
 use super::h1::idle::{IdleRegistry, TICK};
 use super::l4::{self, TcpContext};
+use super::passthrough::{self, PassthroughContext};
 use super::upstream::UpstreamPool;
 use crate::pool::Pool;
 use crate::tls::Terminator;
@@ -72,7 +74,10 @@ pub fn ensure_unused(addr: SocketAddr, freebind: bool) -> io::Result<()> {
 pub struct WorkerListener {
     pub config: Listener,
     pub socket: StdListener,
-    pub pool: Arc<Pool>,
+    /// The listener's pool (for tls_passthrough: the default one, if any).
+    pub pool: Option<Arc<Pool>>,
+    /// tls_passthrough: every pool its routes name, by name.
+    pub route_pools: HashMap<String, Arc<Pool>>,
     /// TLS termination, shared by every worker (its certificates rotate in one place).
     pub tls: Option<Arc<Terminator>>,
 }
@@ -114,28 +119,47 @@ async fn run(listeners: Vec<WorkerListener>, mut shutdown: watch::Receiver<bool>
                 continue;
             }
         };
-        let service = match &l.config.protocol {
-            ListenerProtocol::Http(limits) => Service::Http(Rc::new(HttpContext {
+        let tcp = |pool: &Arc<Pool>| {
+            Rc::new(TcpContext {
                 listener: l.config.name.clone(),
-                failure_statuses: l.pool.settings.outlier.as_ref().map_or(
+                pool: Arc::clone(pool),
+                idle_timeout: l.config.idle_timeout,
+            })
+        };
+        let service = match (&l.config.protocol, &l.pool) {
+            (ListenerProtocol::Http(limits), Some(pool)) => Service::Http(Rc::new(HttpContext {
+                listener: l.config.name.clone(),
+                failure_statuses: pool.settings.outlier.as_ref().map_or(
                     StatusRange {
                         low: 500,
                         high: 599,
                     },
                     |o| o.failure_statuses,
                 ),
-                pool: l.pool,
+                pool: Arc::clone(pool),
                 upstreams: Rc::clone(&upstreams),
                 buffers: Rc::clone(&buffers),
                 idle: Rc::clone(&idle),
                 limits: limits.clone(),
                 idle_timeout: l.config.idle_timeout,
             })),
-            ListenerProtocol::Tcp => Service::Tcp(Rc::new(TcpContext {
-                listener: l.config.name.clone(),
-                pool: l.pool,
-                idle_timeout: l.config.idle_timeout,
-            })),
+            (ListenerProtocol::Tcp, Some(pool)) => Service::Tcp(tcp(pool)),
+            (ListenerProtocol::TlsPassthrough(routes), default) => {
+                Service::Passthrough(Rc::new(PassthroughContext {
+                    listener: l.config.name.clone(),
+                    routes: routes.clone(),
+                    pools: l
+                        .route_pools
+                        .iter()
+                        .map(|(name, pool)| (name.clone(), tcp(pool)))
+                        .collect(),
+                    default: default.as_ref().map(tcp),
+                }))
+            }
+            (_, None) => {
+                tracing::error!(listener = %l.config.name, "listener without a pool");
+                continue;
+            }
         };
         tokio::task::spawn_local(accept_loop(
             socket,
@@ -162,6 +186,7 @@ async fn run(listeners: Vec<WorkerListener>, mut shutdown: watch::Receiver<bool>
 enum Service {
     Http(Rc<HttpContext>),
     Tcp(Rc<TcpContext>),
+    Passthrough(Rc<PassthroughContext>),
 }
 
 async fn accept_loop(
@@ -201,7 +226,14 @@ async fn accept_loop(
                 let ctx = Rc::clone(ctx);
                 tokio::task::spawn_local(async move {
                     // TCP has no graceful close: connections run on until the grace period ends.
-                    l4::serve(&ctx, stream, peer).await;
+                    l4::serve(&ctx, stream, peer, &[]).await;
+                    drop(guard);
+                });
+            }
+            (Service::Passthrough(ctx), _) => {
+                let ctx = Rc::clone(ctx);
+                tokio::task::spawn_local(async move {
+                    passthrough::serve(&ctx, stream, peer).await;
                     drop(guard);
                 });
             }
@@ -218,7 +250,7 @@ async fn accept_loop(
                 let (ctx, tls) = (Rc::clone(ctx), Arc::clone(tls));
                 tokio::task::spawn_local(async move {
                     if let Some((stream, _)) = tls.accept(stream).await {
-                        l4::serve(&ctx, stream, peer).await;
+                        l4::serve(&ctx, stream, peer, &[]).await;
                     }
                     drop(guard);
                 });

@@ -3,6 +3,8 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod pki;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -20,7 +20,7 @@ impl Validator {
         let mut names: HashMap<String, usize> = HashMap::new();
         let mut binds: HashMap<SocketAddr, usize> = HashMap::new();
         let mut listeners = Vec::with_capacity(raw.len());
-        for (i, l) in raw.into_iter().enumerate() {
+        for (i, mut l) in raw.into_iter().enumerate() {
             let path = format!("listeners[{i}]");
             let name = self
                 .required(&format!("{path}.name"), l.name.as_deref())
@@ -47,36 +47,42 @@ impl Validator {
                     }
                 }
             }
-            let pool = self
-                .required(&format!("{path}.pool"), l.pool.as_deref())
-                .map(str::to_owned);
+            let protocol = self.protocol(&path, &mut l, pools);
+            // A passthrough listener may go without a default pool (unknown names are closed).
+            let pool = match (&protocol, l.pool.as_deref()) {
+                (ListenerProtocol::TlsPassthrough(_), None) => None,
+                (_, pool) => self
+                    .required(&format!("{path}.pool"), pool)
+                    .map(str::to_owned),
+            };
             if let Some(pool) = &pool {
-                if !pools.contains_key(pool) {
-                    let known: Vec<&str> = pools.keys().map(String::as_str).collect();
-                    let known = if known.is_empty() {
-                        "no pools are defined".to_string()
-                    } else {
-                        format!("defined pools: {}", known.join(", "))
-                    };
-                    self.error(
-                        format!("{path}.pool"),
-                        format!("unknown pool `{pool}`; {known}"),
-                    );
-                }
+                self.known_pool(&format!("{path}.pool"), pool, pools);
             }
-            let protocol = self.protocol(&path, &l);
-            if let (ListenerProtocol::Tcp, Some(pool_name)) = (&protocol, &pool) {
-                let key = pools.get(pool_name).and_then(|p| p.hash_key.as_ref());
-                if key.is_some_and(|k| *k != HashKey::ClientIp) {
-                    self.error(
-                        format!("{path}.pool"),
-                        format!("pool `{pool_name}` hashes on a request detail; a TCP listener can only hash on \"client_ip\""),
-                    );
+            if protocol.is_l4() {
+                let mut l4_pools: Vec<(String, &str)> = Vec::new();
+                if let Some(pool) = &pool {
+                    l4_pools.push((format!("{path}.pool"), pool));
+                }
+                if let ListenerProtocol::TlsPassthrough(routes) = &protocol {
+                    for (j, route) in routes.iter().enumerate() {
+                        l4_pools.push((format!("{path}.routes[{j}].pool"), &route.pool));
+                    }
+                }
+                for (key_path, pool_name) in l4_pools {
+                    let key = pools.get(pool_name).and_then(|p| p.hash_key.as_ref());
+                    if key.is_some_and(|k| *k != HashKey::ClientIp) {
+                        self.error(
+                            key_path,
+                            format!("pool `{pool_name}` hashes on a request detail; a {} listener can only hash on \"client_ip\"", protocol.name()),
+                        );
+                    }
                 }
             }
             let idle_default = match protocol {
                 ListenerProtocol::Http(_) => defaults::HTTP_IDLE_TIMEOUT,
-                ListenerProtocol::Tcp => defaults::TCP_IDLE_TIMEOUT,
+                ListenerProtocol::Tcp | ListenerProtocol::TlsPassthrough(_) => {
+                    defaults::TCP_IDLE_TIMEOUT
+                }
             };
             let idle_timeout = self.duration(
                 &format!("{path}.idle_timeout"),
@@ -84,30 +90,57 @@ impl Validator {
                 idle_default,
                 Duration::from_millis(1),
             );
-            let tls = l
-                .tls
-                .map(|tls| self.listener_tls(&format!("{path}.tls"), tls, &protocol));
-            if let (Some(name), Some(bind), Some(pool)) = (name, bind, pool) {
+            let tls = match (l.tls, &protocol) {
+                (Some(_), ListenerProtocol::TlsPassthrough(_)) => {
+                    self.error(
+                        format!("{path}.tls"),
+                        "a tls_passthrough listener does not terminate TLS; its backends do",
+                    );
+                    None
+                }
+                (tls, _) => {
+                    tls.and_then(|tls| self.listener_tls(&format!("{path}.tls"), tls, &protocol))
+                }
+            };
+            if let (Some(name), Some(bind)) = (name, bind) {
                 listeners.push(Listener {
                     name,
                     bind,
                     pool,
                     idle_timeout,
                     protocol,
-                    tls: tls.flatten(),
+                    tls,
                 });
             }
         }
         listeners
     }
 
-    pub(super) fn protocol(&mut self, path: &str, l: &RawListener) -> ListenerProtocol {
+    fn known_pool(&mut self, path: &str, pool: &str, pools: &BTreeMap<String, Pool>) {
+        if !pools.contains_key(pool) {
+            let known: Vec<&str> = pools.keys().map(String::as_str).collect();
+            let known = if known.is_empty() {
+                "no pools are defined".to_string()
+            } else {
+                format!("defined pools: {}", known.join(", "))
+            };
+            self.error(path, format!("unknown pool `{pool}`; {known}"));
+        }
+    }
+
+    pub(super) fn protocol(
+        &mut self,
+        path: &str,
+        l: &mut RawListener,
+        pools: &BTreeMap<String, Pool>,
+    ) -> ListenerProtocol {
         let http_only = [
             ("header_timeout", l.header_timeout.is_some()),
             ("max_header_bytes", l.max_header_bytes.is_some()),
             ("max_request_line_bytes", l.max_request_line_bytes.is_some()),
         ];
-        match l.protocol.as_deref() {
+        let routes = l.routes.take();
+        let protocol = match l.protocol.as_deref() {
             Some("http") => ListenerProtocol::Http(HttpLimits {
                 header_timeout: self.duration(
                     &format!("{path}.header_timeout"),
@@ -129,31 +162,107 @@ impl Validator {
                     (64, 1 << 20),
                 ) as usize,
             }),
-            Some("tcp") => {
-                for (key, present) in http_only {
-                    if present {
-                        self.error(
-                            format!("{path}.{key}"),
-                            "applies only to protocol = \"http\"",
-                        );
-                    }
-                }
-                ListenerProtocol::Tcp
-            }
+            Some("tcp") => ListenerProtocol::Tcp,
+            Some("tls_passthrough") => ListenerProtocol::TlsPassthrough(self.sni_routes(
+                path,
+                routes.as_deref().unwrap_or_default(),
+                l.pool.is_some(),
+                pools,
+            )),
             Some(other) => {
                 self.error(
                     format!("{path}.protocol"),
-                    format!("unknown protocol `{other}`; valid: http, tcp"),
+                    format!("unknown protocol `{other}`; valid: http, tcp, tls_passthrough"),
                 );
                 ListenerProtocol::Tcp
             }
             None => {
                 self.error(
                     format!("{path}.protocol"),
-                    "is required (\"http\" or \"tcp\")",
+                    "is required (\"http\", \"tcp\" or \"tls_passthrough\")",
                 );
                 ListenerProtocol::Tcp
             }
+        };
+        if protocol.is_l4() {
+            for (key, present) in http_only {
+                if present {
+                    self.error(
+                        format!("{path}.{key}"),
+                        "applies only to protocol = \"http\"",
+                    );
+                }
+            }
         }
+        if routes.is_some() && !matches!(protocol, ListenerProtocol::TlsPassthrough(_)) {
+            self.error(
+                format!("{path}.routes"),
+                "applies only to protocol = \"tls_passthrough\" (routes by server name)",
+            );
+        }
+        protocol
+    }
+
+    /// A passthrough route table: every entry reachable, every pool known.
+    fn sni_routes(
+        &mut self,
+        path: &str,
+        raw: &[RawSniRoute],
+        has_default: bool,
+        pools: &BTreeMap<String, Pool>,
+    ) -> Vec<SniRoute> {
+        if raw.is_empty() && !has_default {
+            self.error(
+                format!("{path}.routes"),
+                "a tls_passthrough listener needs routes, e.g. [{ server_name = \"db.example.com\", pool = \"db\" }], or a default `pool`",
+            );
+        }
+        let mut routes: Vec<SniRoute> = Vec::with_capacity(raw.len());
+        let mut written: Vec<(usize, ServerNamePattern)> = Vec::with_capacity(raw.len());
+        for (j, r) in raw.iter().enumerate() {
+            let route_path = format!("{path}.routes[{j}]");
+            let pattern = match r.server_name.as_deref() {
+                None => {
+                    self.error(
+                        format!("{route_path}.server_name"),
+                        "is required: a name such as \"db.example.com\" or \"*.apps.example.com\"",
+                    );
+                    None
+                }
+                Some(text) => ServerNamePattern::parse(text).or_else(|| {
+                    self.error(
+                        format!("{route_path}.server_name"),
+                        format!(
+                            "`{text}` is not a server name (DNS labels, optionally after `*.`)"
+                        ),
+                    );
+                    None
+                }),
+            };
+            let pool = self
+                .required(&format!("{route_path}.pool"), r.pool.as_deref())
+                .map(str::to_owned);
+            if let Some(pool) = &pool {
+                self.known_pool(&format!("{route_path}.pool"), pool, pools);
+            }
+            let (Some(server_name), Some(pool)) = (pattern, pool) else {
+                continue;
+            };
+            // Named by their index in the file, which the reader sees.
+            if let Some((k, earlier)) = written
+                .iter()
+                .find(|(_, earlier)| earlier.covers(&server_name))
+            {
+                self.error(
+                    format!("{route_path}.server_name"),
+                    format!(
+                        "`{server_name}` is never reached: routes[{k}] (`{earlier}`) matches every name it does"
+                    ),
+                );
+            }
+            written.push((j, server_name.clone()));
+            routes.push(SniRoute { server_name, pool });
+        }
+        routes
     }
 }
