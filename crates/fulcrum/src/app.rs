@@ -103,6 +103,7 @@ impl RunningApp {
                     pool: pool.clone(),
                     route_pools: route_pools.clone(),
                     tls: secrets.tls.get(&l.name).cloned(),
+                    backend_tls: Arc::clone(&secrets.backend_tls),
                 });
             }
             listeners.insert(l.name.clone(), addr);
@@ -141,7 +142,14 @@ impl RunningApp {
                 .map_err(spawn_error)?,
             );
         }
-        threads.push(health::spawn(Arc::clone(&pools), shutdown_rx.clone()).map_err(spawn_error)?);
+        threads.push(
+            health::spawn(
+                Arc::clone(&pools),
+                Arc::clone(&secrets.backend_tls),
+                shutdown_rx.clone(),
+            )
+            .map_err(spawn_error)?,
+        );
         threads.extend(
             tls::rotation::spawn(secrets.tls.clone(), shutdown_rx.clone()).map_err(spawn_error)?,
         );

@@ -141,7 +141,7 @@ async fn session(
         let healthy = match check {
             None => true,
             Some((addr, check)) => {
-                probe::http(*addr, check, args.ttl / 3).await.outcome == ProbeOutcome::Pass
+                probe::http(*addr, check, args.ttl / 3, None).await.outcome == ProbeOutcome::Pass
             }
         };
         if healthy && !registered {
@@ -171,7 +171,7 @@ async fn passes(check: Option<&(SocketAddr, HttpCheck)>, ttl: Duration) -> bool 
     match check {
         None => true,
         Some((addr, check)) => {
-            probe::http(*addr, check, ttl / 3).await.outcome == ProbeOutcome::Pass
+            probe::http(*addr, check, ttl / 3, None).await.outcome == ProbeOutcome::Pass
         }
     }
 }

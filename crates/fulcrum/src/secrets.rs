@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use fulcrum_core::config::{Config, HaMode};
 
+use crate::tls::upstream::BackendTls;
 use crate::tls::Terminator;
 
 use crate::ha::heartbeat;
@@ -19,6 +20,8 @@ pub struct Secrets {
     pub heartbeat_key: Option<Vec<u8>>,
     /// Each TLS listener's termination, by listener name.
     pub tls: HashMap<String, Arc<Terminator>>,
+    /// TLS to backends, by pool name, for each pool with a `tls` table.
+    pub backend_tls: Arc<HashMap<String, Arc<BackendTls>>>,
 }
 
 /// Reads every secret file `config` names; the errors of all of them, each with its key.
@@ -51,6 +54,17 @@ pub fn read(config: &Config) -> Result<Secrets, Vec<String>> {
         Ok(tls) => secrets.tls = tls,
         Err(e) => errors.extend(e),
     }
+    let mut backend_tls = HashMap::new();
+    for (name, pool) in &config.pools {
+        let Some(tls) = &pool.tls else { continue };
+        match BackendTls::load(&format!("pools.{name}.tls"), tls, &[]) {
+            Ok(loaded) => {
+                backend_tls.insert(name.clone(), Arc::new(loaded));
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    secrets.backend_tls = Arc::new(backend_tls);
     if errors.is_empty() {
         Ok(secrets)
     } else {

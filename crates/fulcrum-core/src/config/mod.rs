@@ -55,6 +55,13 @@ impl Config {
                 resolve(&mut client.ca);
             }
         }
+        for ca in self
+            .pools
+            .values_mut()
+            .filter_map(|p| p.tls.as_mut()?.ca.as_mut())
+        {
+            resolve(ca);
+        }
         if let Some(ha) = self.ha.as_mut() {
             if let HaMode::ActivePassive(pair) = &mut ha.mode {
                 if let Some(key) = pair.heartbeat_key_file.as_mut() {

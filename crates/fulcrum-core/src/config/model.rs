@@ -294,6 +294,18 @@ pub struct Pool {
     pub ewma_default_rtt: Duration,
     /// Backends learnt from a store, added to the static `backends`.
     pub discovery: Option<Discovery>,
+    /// TLS to the backends; `None`: plain TCP.
+    pub tls: Option<UpstreamTls>,
+}
+
+/// How fulcrum speaks TLS to a pool's backends. The certificate is always verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTls {
+    /// Sent as SNI and verified against the backend's certificate; `None`: the backend's IP
+    /// address (which the certificate must then carry).
+    pub server_name: Option<String>,
+    /// PEM file of the CA(s) to trust; `None`: the system's trust store.
+    pub ca: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -138,6 +138,14 @@ pub struct RawPool {
     pub ewma_decay: Option<String>,
     pub ewma_default_rtt: Option<String>,
     pub discovery: Option<RawDiscovery>,
+    pub tls: Option<RawUpstreamTls>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstreamTls {
+    pub server_name: Option<String>,
+    pub ca: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

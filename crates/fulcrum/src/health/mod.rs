@@ -5,6 +5,7 @@
 
 pub(crate) mod probe;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use fulcrum_core::health::ProbeOutcome;
 use tokio::sync::watch;
 
 use crate::pool::{Pool, Pools};
+use crate::tls::upstream::BackendTls;
 
 /// How often each pool's control loop runs: the resolution of slow start, decay, drains and
 /// outlier detection.
@@ -21,6 +23,7 @@ pub const CONTROL_TICK: Duration = Duration::from_millis(50);
 
 pub fn spawn(
     pools: Arc<Pools>,
+    backend_tls: Arc<HashMap<String, Arc<BackendTls>>>,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<JoinHandle<()>> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -34,7 +37,8 @@ pub fn spawn(
                     tokio::spawn(control_loop(Arc::clone(pool), shutdown.clone()));
                     tokio::spawn(crate::discovery::run(Arc::clone(pool), shutdown.clone()));
                     if let Some(health) = pool.settings.health.clone() {
-                        tokio::spawn(probe_loop(Arc::clone(pool), health, shutdown.clone()));
+                        let tls = backend_tls.get(&pool.name).cloned();
+                        tokio::spawn(probe_loop(Arc::clone(pool), health, tls, shutdown.clone()));
                     }
                 }
                 let _ = shutdown.wait_for(|stop| *stop).await;
@@ -55,7 +59,12 @@ async fn control_loop(pool: Arc<Pool>, mut shutdown: watch::Receiver<bool>) {
 
 /// Every interval, probes every backend (liveness, then readiness when configured); each
 /// probe is bounded by the timeout, so a round never outlasts the interval.
-async fn probe_loop(pool: Arc<Pool>, health: Health, mut shutdown: watch::Receiver<bool>) {
+async fn probe_loop(
+    pool: Arc<Pool>,
+    health: Health,
+    tls: Option<Arc<BackendTls>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut tick = tokio::time::interval(health.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let health = Arc::new(health);
@@ -68,14 +77,17 @@ async fn probe_loop(pool: Arc<Pool>, health: Health, mut shutdown: watch::Receiv
         for addr in pool.probe_targets() {
             let pool = Arc::clone(&pool);
             let health = Arc::clone(&health);
+            let tls = tls.clone();
             round.spawn(async move {
                 let alive = match &health.liveness {
                     Probe::Tcp => probe::tcp(addr, health.timeout).await,
-                    Probe::Http(check) => probe::http(addr, check, health.timeout).await,
+                    Probe::Http(check) => {
+                        probe::http(addr, check, health.timeout, tls.as_deref()).await
+                    }
                 };
                 pool.report_liveness(addr, alive.outcome == ProbeOutcome::Pass, &alive.detail);
                 if let Some(check) = &health.readiness {
-                    let ready = probe::http(addr, check, health.timeout).await;
+                    let ready = probe::http(addr, check, health.timeout, tls.as_deref()).await;
                     pool.report_readiness(addr, ready.outcome, &ready.detail);
                 }
             });

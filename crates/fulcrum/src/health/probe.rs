@@ -13,6 +13,9 @@ use hyper::Request;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use crate::proxy::upstream_io::Upstream;
+use crate::tls::upstream::BackendTls;
+
 /// A probe's outcome and what was seen, for the logs and the pool view ("status 503",
 /// "connect refused", "timed out after 1s").
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,8 +48,14 @@ pub async fn tcp(addr: SocketAddr, timeout: Duration) -> Probed {
     }
 }
 
-pub async fn http(addr: SocketAddr, check: &HttpCheck, timeout: Duration) -> Probed {
-    match tokio::time::timeout(timeout, get(addr, check)).await {
+/// An HTTP GET; over TLS (verified as the pool's requests are) when the pool speaks TLS.
+pub async fn http(
+    addr: SocketAddr,
+    check: &HttpCheck,
+    timeout: Duration,
+    tls: Option<&BackendTls>,
+) -> Probed {
+    match tokio::time::timeout(timeout, get(addr, check, tls)).await {
         Ok(Ok(status)) if check.expect.contains(status) => {
             Probed::new(ProbeOutcome::Pass, format!("status {status}"))
         }
@@ -64,10 +73,19 @@ fn connect_error(e: &std::io::Error) -> String {
 }
 
 /// The response status, or what went wrong before one arrived.
-async fn get(addr: SocketAddr, check: &HttpCheck) -> Result<u16, String> {
+async fn get(addr: SocketAddr, check: &HttpCheck, tls: Option<&BackendTls>) -> Result<u16, String> {
     let stream = TcpStream::connect(addr)
         .await
         .map_err(|e| connect_error(&e))?;
+    let stream = match tls {
+        None => Upstream::Plain(stream),
+        Some(tls) => Upstream::Tls(Box::new(
+            tls.connector()
+                .connect(tls.name_for(addr), stream)
+                .await
+                .map_err(|e| format!("TLS handshake failed: {e}"))?,
+        )),
+    };
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| format!("HTTP handshake failed: {e}"))?;

@@ -9,7 +9,6 @@ use std::task::Poll;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use fulcrum_core::config::Algorithm;
@@ -17,8 +16,10 @@ use fulcrum_core::config::Algorithm;
 use super::client_io::ClientIo;
 use super::h1::relay::poll_once;
 use super::hash_key;
-use super::upstream::connect_tcp;
+use super::upstream;
+use super::upstream_io::Upstream;
 use crate::pool::{InFlight, Pool, Tried};
+use crate::tls::upstream::BackendTls;
 
 /// Per direction, two per proxied connection: a chatty connection keeps the small buffer, a
 /// bulk transfer (reads that fill the buffer) grows it by doubling up to the large one, so a
@@ -32,6 +33,8 @@ pub struct TcpContext {
     pub listener: String,
     pub pool: Arc<Pool>,
     pub idle_timeout: Duration,
+    /// TLS to the pool's backends, when it speaks TLS.
+    pub backend_tls: Option<Arc<BackendTls>>,
 }
 
 /// Proxies `client` to a backend of the pool; `prefix` (bytes already read from the client,
@@ -49,7 +52,9 @@ pub async fn serve<S: ClientIo>(
         .hash_key
         .as_ref()
         .map(|_| hash_key::ip_key(peer.ip()));
-    let Some((mut upstream, in_flight)) = connect_any(&ctx.pool, key).await else {
+    let Some((mut upstream, in_flight)) =
+        connect_any(&ctx.pool, ctx.backend_tls.as_deref(), key).await
+    else {
         // Nothing to tell a TCP client: closing is the only answer.
         return;
     };
@@ -80,7 +85,11 @@ pub async fn serve<S: ClientIo>(
 }
 
 /// Connects to a picked backend, trying others (up to the pool's attempts) when it fails.
-async fn connect_any(pool: &Pool, key: Option<u64>) -> Option<(TcpStream, InFlight)> {
+async fn connect_any(
+    pool: &Pool,
+    tls: Option<&BackendTls>,
+    key: Option<u64>,
+) -> Option<(Upstream, InFlight)> {
     let snapshot = pool.snapshot_owned();
     let mut tried = Tried::default();
     for _ in 0..pool.settings.connect_attempts {
@@ -92,7 +101,7 @@ async fn connect_any(pool: &Pool, key: Option<u64>) -> Option<(TcpStream, InFlig
         let in_flight = InFlight::start(&backend.stats);
         backend.stats.record_request();
         let started = Instant::now();
-        match connect_tcp(backend.addr, pool.settings.connect_timeout).await {
+        match upstream::connect(backend.addr, pool.settings.connect_timeout, tls).await {
             Ok(stream) => {
                 backend.stats.record_success();
                 if pool.settings.algorithm == Algorithm::P2cEwma {
@@ -121,10 +130,10 @@ enum Splice {
     Idle,
 }
 
-async fn splice<S: ClientIo>(a: &mut S, b: &mut TcpStream, idle: Duration) -> io::Result<Splice> {
+async fn splice<S: ClientIo>(a: &mut S, b: &mut Upstream, idle: Duration) -> io::Result<Splice> {
     let last_activity = Cell::new(Instant::now());
     let (mut a_read, mut a_write) = a.halves();
-    let (mut b_read, mut b_write) = b.split();
+    let (mut b_read, mut b_write) = b.halves();
     let both = async {
         tokio::try_join!(
             copy_half(&mut a_read, &mut b_write, &last_activity),

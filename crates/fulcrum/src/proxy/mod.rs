@@ -8,6 +8,7 @@ pub mod headers;
 pub mod l4;
 pub mod passthrough;
 pub mod upstream;
+pub mod upstream_io;
 pub mod worker;
 
 use std::time::Duration;

@@ -18,13 +18,17 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use super::upstream_io::Upstream;
 use crate::pool::BackendStats;
+use crate::tls::upstream::BackendTls;
 
 /// Why a new upstream connection could not be made.
 #[derive(Debug)]
 pub enum ConnectError {
     Timeout,
     Io(std::io::Error),
+    /// The TLS handshake with the backend failed (its certificate did not verify, say).
+    Tls(std::io::Error),
 }
 
 impl fmt::Display for ConnectError {
@@ -32,6 +36,7 @@ impl fmt::Display for ConnectError {
         match self {
             ConnectError::Timeout => f.write_str("connect timed out"),
             ConnectError::Io(e) => write!(f, "connect failed: {e}"),
+            ConnectError::Tls(e) => write!(f, "TLS handshake with the backend failed: {e}"),
         }
     }
 }
@@ -47,8 +52,28 @@ pub async fn connect_tcp(addr: SocketAddr, timeout: Duration) -> Result<TcpStrea
     Ok(stream)
 }
 
+/// Opens a connection to a backend, with TLS when the pool speaks it; the handshake counts
+/// as part of connecting (its failure moves on to another backend) and shares its deadline.
+pub async fn connect(
+    addr: SocketAddr,
+    timeout: Duration,
+    tls: Option<&BackendTls>,
+) -> Result<Upstream, ConnectError> {
+    let deadline = crate::proxy::deadline(Instant::now(), timeout);
+    let tcp = connect_tcp(addr, timeout).await?;
+    let Some(tls) = tls else {
+        return Ok(Upstream::Plain(tcp));
+    };
+    let handshake = tls.connector().connect(tls.name_for(addr), tcp);
+    match tokio::time::timeout_at(deadline, handshake).await {
+        Ok(Ok(stream)) => Ok(Upstream::Tls(Box::new(stream))),
+        Ok(Err(e)) => Err(ConnectError::Tls(e)),
+        Err(_) => Err(ConnectError::Timeout),
+    }
+}
+
 struct IdleConn {
-    stream: TcpStream,
+    stream: Upstream,
     expires: Instant,
     stats: Arc<BackendStats>,
 }
@@ -84,7 +109,10 @@ impl Hasher for AddrHasher {
     }
 }
 
-type AddrMap<V> = HashMap<SocketAddr, V, BuildHasherDefault<AddrHasher>>;
+/// A backend address and the TLS identity its connections were verified for (0: plain).
+type IdleKey = (SocketAddr, u32);
+
+type AddrMap<V> = HashMap<IdleKey, V, BuildHasherDefault<AddrHasher>>;
 
 /// This worker's idle keep-alive connections, by backend address.
 #[derive(Default)]
@@ -100,12 +128,13 @@ impl fmt::Debug for UpstreamPool {
 }
 
 impl UpstreamPool {
-    /// An idle connection to `addr` that is still open, most recently used first.
-    pub fn checkout(&self, addr: SocketAddr, now: Instant) -> Option<TcpStream> {
+    /// An idle connection to `addr` (made with the TLS identity `tls_id`, 0 for plain) that
+    /// is still open, most recently used first.
+    pub fn checkout(&self, addr: SocketAddr, tls_id: u32, now: Instant) -> Option<Upstream> {
         let mut idle = self.idle.borrow_mut();
-        let list = idle.get_mut(&addr)?;
-        while let Some(candidate) = list.pop() {
-            if candidate.expires > now && still_open(&candidate.stream) {
+        let list = idle.get_mut(&(addr, tls_id))?;
+        while let Some(mut candidate) = list.pop() {
+            if candidate.expires > now && candidate.stream.still_open() {
                 return Some(candidate.stream);
             }
         }
@@ -116,7 +145,8 @@ impl UpstreamPool {
     pub fn checkin(
         &self,
         addr: SocketAddr,
-        stream: TcpStream,
+        tls_id: u32,
+        stream: Upstream,
         stats: &Arc<BackendStats>,
         idle_timeout: Duration,
         max_idle: usize,
@@ -125,7 +155,7 @@ impl UpstreamPool {
             return;
         }
         let mut idle = self.idle.borrow_mut();
-        let list = idle.entry(addr).or_default();
+        let list = idle.entry((addr, tls_id)).or_default();
         if list.len() >= max_idle {
             // Keep the warmest; the oldest one is closed.
             list.remove(0);
@@ -143,18 +173,10 @@ impl UpstreamPool {
         let now = Instant::now();
         let mut idle = self.idle.borrow_mut();
         idle.retain(|_, list| {
-            list.retain(|c| {
-                c.expires > now && c.stats.pools_connections() && still_open(&c.stream)
+            list.retain_mut(|c| {
+                c.expires > now && c.stats.pools_connections() && c.stream.still_open()
             });
             !list.is_empty()
         });
     }
-}
-
-/// An idle keep-alive connection has nothing to read: end of stream means the backend closed
-/// it, and bytes it was not asked for mean it cannot be trusted with a request. The check
-/// costs no system call while the socket has not become readable since the last one.
-fn still_open(stream: &TcpStream) -> bool {
-    let mut probe = [0u8; 1];
-    matches!(stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }

@@ -26,6 +26,7 @@ use super::l4::{self, TcpContext};
 use super::passthrough::{self, PassthroughContext};
 use super::upstream::UpstreamPool;
 use crate::pool::Pool;
+use crate::tls::upstream::BackendTls;
 use crate::tls::Terminator;
 
 /// Binds a listening socket that other workers (and, later, a new fulcrum binary during an
@@ -80,6 +81,8 @@ pub struct WorkerListener {
     pub route_pools: HashMap<String, Arc<Pool>>,
     /// TLS termination, shared by every worker (its certificates rotate in one place).
     pub tls: Option<Arc<Terminator>>,
+    /// TLS to backends, by pool name, for the pools that speak it.
+    pub backend_tls: Arc<HashMap<String, Arc<BackendTls>>>,
 }
 
 /// Starts a worker thread serving `listeners` until `shutdown` turns true, then lets open
@@ -124,6 +127,7 @@ async fn run(listeners: Vec<WorkerListener>, mut shutdown: watch::Receiver<bool>
                 listener: l.config.name.clone(),
                 pool: Arc::clone(pool),
                 idle_timeout: l.config.idle_timeout,
+                backend_tls: l.backend_tls.get(&pool.name).cloned(),
             })
         };
         let service = match (&l.config.protocol, &l.pool) {
@@ -142,6 +146,7 @@ async fn run(listeners: Vec<WorkerListener>, mut shutdown: watch::Receiver<bool>
                 idle: Rc::clone(&idle),
                 limits: limits.clone(),
                 idle_timeout: l.config.idle_timeout,
+                backend_tls: l.backend_tls.get(&pool.name).cloned(),
             })),
             (ListenerProtocol::Tcp, Some(pool)) => Service::Tcp(tcp(pool)),
             (ListenerProtocol::TlsPassthrough(routes), default) => {

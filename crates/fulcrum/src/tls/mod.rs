@@ -6,6 +6,7 @@
 pub mod certs;
 mod resolver;
 pub mod rotation;
+pub mod upstream;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

@@ -68,7 +68,14 @@ impl Validator {
                         l4_pools.push((format!("{path}.routes[{j}].pool"), &route.pool));
                     }
                 }
+                let passthrough = matches!(protocol, ListenerProtocol::TlsPassthrough(_));
                 for (key_path, pool_name) in l4_pools {
+                    if passthrough && pools.get(pool_name).is_some_and(|p| p.tls.is_some()) {
+                        self.error(
+                            key_path.clone(),
+                            format!("pool `{pool_name}` speaks TLS to its backends; a tls_passthrough listener relays the client's own TLS, so its pools must not"),
+                        );
+                    }
                     let key = pools.get(pool_name).and_then(|p| p.hash_key.as_ref());
                     if key.is_some_and(|k| *k != HashKey::ClientIp) {
                         self.error(

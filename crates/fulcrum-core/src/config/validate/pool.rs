@@ -109,7 +109,12 @@ impl Validator {
                 ),
             );
         }
+        let tls = raw
+            .tls
+            .take()
+            .map(|t| self.upstream_tls(&format!("{path}.tls"), t));
         Pool {
+            tls,
             algorithm,
             backends,
             connect_timeout: self.duration(
@@ -206,6 +211,28 @@ impl Validator {
                 Duration::from_micros(1),
             ),
         }
+    }
+
+    fn upstream_tls(&mut self, path: &str, raw: RawUpstreamTls) -> UpstreamTls {
+        let server_name = raw.server_name.filter(|name| {
+            let valid = name.parse::<std::net::IpAddr>().is_ok()
+                || matches!(ServerNamePattern::parse(name), Some(ServerNamePattern::Exact(_)));
+            if !valid {
+                self.error(
+                    format!("{path}.server_name"),
+                    format!("`{name}` is not a DNS name or IP address to verify the backends' certificate against"),
+                );
+            }
+            valid
+        });
+        let ca = match raw.ca {
+            Some(ca) if ca.is_empty() => {
+                self.error(format!("{path}.ca"), "must be the path of a PEM file");
+                None
+            }
+            ca => ca.map(std::path::PathBuf::from),
+        };
+        UpstreamTls { server_name, ca }
     }
 
     pub(super) fn hash_key(

@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fulcrum_core::config::{Algorithm, HttpLimits, StatusRange};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::buffer::{BufferPool, ReadBuf};
@@ -27,7 +26,9 @@ use super::response::{self, ClientSide, ResponseHead};
 use crate::pool::{InFlight, LiveBackend, Pool, Tried};
 use crate::proxy::client_io::ClientIo;
 use crate::proxy::error::ProxyError;
-use crate::proxy::upstream::{connect_tcp, UpstreamPool};
+use crate::proxy::upstream::{self, UpstreamPool};
+use crate::proxy::upstream_io::{Upstream, UpstreamRead};
+use crate::tls::upstream::BackendTls;
 
 /// Largest response head fulcrum accepts from a backend.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
@@ -48,6 +49,8 @@ pub struct HttpContext {
     pub idle_timeout: Duration,
     /// Response statuses that count as backend failures (outlier detection, counters).
     pub failure_statuses: StatusRange,
+    /// TLS to the pool's backends, when it speaks TLS.
+    pub backend_tls: Option<Arc<BackendTls>>,
 }
 
 /// The client side of one exchange.
@@ -178,7 +181,9 @@ async fn attempt_backend<S: ClientIo>(
     now: Instant,
 ) -> Attempt {
     let connect_timeout = ctx.pool.settings.connect_timeout;
-    if let Some(stream) = ctx.upstreams.checkout(backend.addr, now) {
+    let tls = ctx.backend_tls.as_deref();
+    let tls_id = tls.map_or(0, |t| t.id);
+    if let Some(stream) = ctx.upstreams.checkout(backend.addr, tls_id, now) {
         match attempt(ctx, backend, stream, true, client, now).await {
             Attempt::Stale { resend: true } => {
                 tracing::debug!(backend = %backend.addr, "pooled connection was closed by the backend; sending on a new one");
@@ -186,7 +191,7 @@ async fn attempt_backend<S: ClientIo>(
             other => return other,
         }
     }
-    match connect_tcp(backend.addr, connect_timeout).await {
+    match upstream::connect(backend.addr, connect_timeout, tls).await {
         Ok(stream) => attempt(ctx, backend, stream, false, client, Instant::now()).await,
         Err(e) => Attempt::NotSent(e.to_string()),
     }
@@ -234,7 +239,7 @@ pub async fn send_error<S: ClientIo>(
 async fn attempt<S: ClientIo>(
     ctx: &HttpContext,
     backend: &LiveBackend,
-    upstream: TcpStream,
+    upstream: Upstream,
     reused: bool,
     client: &mut Client<'_, S>,
     started: Instant,
@@ -253,7 +258,7 @@ async fn attempt<S: ClientIo>(
 async fn exchange<S: ClientIo>(
     ctx: &HttpContext,
     backend: &LiveBackend,
-    mut upstream: TcpStream,
+    mut upstream: Upstream,
     reused: bool,
     client: &mut Client<'_, S>,
     responded: &Cell<bool>,
@@ -294,6 +299,7 @@ async fn exchange<S: ClientIo>(
             if relayed.upstream_reusable && response_buffer.is_empty() {
                 ctx.upstreams.checkin(
                     backend.addr,
+                    ctx.backend_tls.as_ref().map_or(0, |t| t.id),
                     upstream,
                     &backend.stats,
                     settings.upstream_idle_timeout,
@@ -333,7 +339,7 @@ fn head_with_host(head: &[u8], backend: SocketAddr) -> Vec<u8> {
 async fn send_and_respond<S: ClientIo>(
     ctx: &HttpContext,
     backend: &LiveBackend,
-    upstream: &mut TcpStream,
+    upstream: &mut Upstream,
     client: &mut Client<'_, S>,
     response_buffer: &mut ReadBuf,
     out: &mut Vec<u8>,
@@ -342,7 +348,7 @@ async fn send_and_respond<S: ClientIo>(
 ) -> Result<Relayed, Attempt> {
     let settings = &ctx.pool.settings;
     let request = client.request;
-    let (mut upstream_read, mut upstream_write) = upstream.split();
+    let (mut upstream_read, mut upstream_write) = upstream.halves();
     let (mut client_read, mut client_write) = client.stream.halves();
     let client_timeouts = Timeouts {
         read: ctx.idle_timeout,
@@ -494,7 +500,7 @@ struct Relayed {
 /// in `out`. Whether fulcrum is shutting down is read when the head is written, so a response
 /// that arrives after SIGTERM tells the client to close.
 async fn read_response_head(
-    upstream: &mut tokio::net::tcp::ReadHalf<'_>,
+    upstream: &mut UpstreamRead<'_>,
     buffer: &mut ReadBuf,
     side: &ClientSide<'_>,
     idle: &IdleRegistry,
