@@ -32,6 +32,12 @@ ROWS = [
     ("S7", "l4_cpu_us_per_req", "L4: proxy CPU µs/request", False, "(reported)", None),
     ("S8", "mib_per_s", "L4 bulk 1 MiB responses: MiB/s", True, "≥ 1.0 × HAProxy", lambda h, n: h >= 1.0),
     ("S8", "cpu_s_per_gib", "L4 bulk: CPU s per GiB", False, "(reported)", None),
+    ("S11", "rps", "HTTPS keep-alive, 100 conns: requests/s", True, "≥ 1.1 × HAProxy and nginx",
+     lambda h, n: h >= 1.1 and n >= 1.1),
+    ("S11", "cpu_us_per_req", "HTTPS: proxy CPU µs/request", False, "≤ 0.9 × HAProxy", lambda h, n: h <= 0.9),
+    ("S12", "handshakes_per_s", "full TLS handshake per connection: handshakes/s", True,
+     "≥ 1.0 × HAProxy and nginx", lambda h, n: h >= 1.0 and n >= 1.0),
+    ("S12", "cpu_us_per_handshake", "TLS handshake: proxy CPU µs each", False, "(reported)", None),
     ("S10", "kib_per_idle_conn", f"memory per idle client conn (KiB, {idle} conns)", False,
      "≤ 16 KiB and ≤ HAProxy", None),
 ]
