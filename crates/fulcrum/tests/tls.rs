@@ -492,3 +492,53 @@ fn check_and_run_refuse_unusable_certificate_files_naming_each() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scanner_finds_only_tls_1_2_and_1_3_with_forward_secret_aead_suites() {
+    let pki = Pki::new("scan");
+    let a = pki.server("a", &["a.test"]);
+    let backend = Backend::named("backend", Duration::ZERO).await;
+    let proxy = start_proxy(
+        "http",
+        "round_robin",
+        &[(backend.addr, 1)],
+        &tls_table(&[&a], ""),
+        "",
+    );
+    let sslscan = installed(&["/usr/bin/sslscan"], "sslscan");
+    // The proxy runs on its own threads: a blocking child process here holds up nothing.
+    let out = std::process::Command::new(sslscan)
+        .args(["--no-colour", "--sni-name=a.test"])
+        .arg(proxy.addr.to_string())
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    for (protocol, state) in [
+        ("SSLv2", "disabled"),
+        ("SSLv3", "disabled"),
+        ("TLSv1.0", "disabled"),
+        ("TLSv1.1", "disabled"),
+        ("TLSv1.2", "enabled"),
+        ("TLSv1.3", "enabled"),
+    ] {
+        let line = report
+            .lines()
+            .find(|l| l.starts_with(protocol) && l.split_whitespace().count() == 2)
+            .unwrap_or_else(|| panic!("no {protocol} line in:\n{report}"));
+        assert!(line.ends_with(state), "{line}\n{report}");
+    }
+    let suites: Vec<&str> = report
+        .lines()
+        .filter(|l| l.starts_with("Accepted") || l.starts_with("Preferred"))
+        .collect();
+    assert!(suites.len() >= 4, "{report}");
+    for line in &suites {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (protocol, cipher) = (fields[1], fields[4]);
+        assert!(protocol == "TLSv1.2" || protocol == "TLSv1.3", "{line}");
+        let aead = cipher.contains("GCM") || cipher.contains("CHACHA20");
+        let forward_secret = protocol == "TLSv1.3" || cipher.starts_with("ECDHE-");
+        assert!(aead && forward_secret, "weak suite: {line}");
+    }
+    assert!(report.contains("Session renegotiation not supported"), "{report}");
+}
