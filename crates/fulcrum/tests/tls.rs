@@ -540,5 +540,8 @@ async fn a_scanner_finds_only_tls_1_2_and_1_3_with_forward_secret_aead_suites() 
         let forward_secret = protocol == "TLSv1.3" || cipher.starts_with("ECDHE-");
         assert!(aead && forward_secret, "weak suite: {line}");
     }
-    assert!(report.contains("Session renegotiation not supported"), "{report}");
+    assert!(
+        report.contains("Session renegotiation not supported"),
+        "{report}"
+    );
 }
