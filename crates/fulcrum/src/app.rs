@@ -179,6 +179,9 @@ impl RunningApp {
                 "listening"
             );
         }
+        for terminator in secrets.tls.values() {
+            terminator.log_expiry(std::time::SystemTime::now());
+        }
         for (name, pool) in &config.pools {
             let backends: Vec<String> = pool
                 .backends

@@ -545,3 +545,50 @@ async fn a_scanner_finds_only_tls_1_2_and_1_3_with_forward_secret_aead_suites() 
         "{report}"
     );
 }
+
+#[test]
+fn a_certificate_close_to_expiry_is_warned_about_at_start() {
+    use std::io::{BufRead, BufReader};
+    let pki = Pki::new("expiry");
+    let soon = pki.server_expiring("soon", &["soon.test"], 5);
+    let later = pki.server("later", &["later.test"]);
+    let text = format!(
+        "[[listeners]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nprotocol = \"http\"\npool = \"app\"\n{}\n\
+         [pools.app]\nbackends = [{{ addr = \"127.0.0.1:1\" }}]\n",
+        tls_table(&[&soon, &later], "")
+    );
+    let path = pki.dir.join("fulcrum.toml");
+    std::fs::write(&path, &text).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+        .args(["run", "-c"])
+        .arg(&path)
+        .env("NO_COLOR", "1")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = Vec::new();
+    for line in BufReader::new(stderr).lines() {
+        let line = line.unwrap();
+        let done = line.contains("fulcrum serving");
+        lines.push(line);
+        if done {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = lines.join("\n");
+    let warning = lines
+        .iter()
+        .find(|l| l.contains("TLS certificate expires soon"))
+        .unwrap_or_else(|| panic!("no expiry warning in:\n{log}"));
+    assert!(warning.contains("WARN") && warning.contains("soon.test"), "{warning}");
+    assert!(warning.contains("days_left=4") || warning.contains("days_left=5"), "{warning}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("TLS certificate") && l.contains("later.test") && l.contains("INFO")),
+        "{log}"
+    );
+}

@@ -32,6 +32,10 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// How long before a certificate expires fulcrum starts warning about it (at start and at
+/// each rotation).
+pub const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 86_400);
+
 /// One listener's TLS termination.
 #[derive(Debug)]
 pub struct Terminator {
@@ -199,6 +203,26 @@ impl Terminator {
         })
     }
 
+    /// Logs each certificate served with its names and expiry: a warning from
+    /// [`EXPIRY_WARNING`] before it expires, an error once it has.
+    pub fn log_expiry(&self, now: SystemTime) {
+        let now = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        for cert in &self.serving().certs {
+            let names = cert.names.join(", ");
+            let left = cert.not_after - now;
+            let days = left / 86_400;
+            if left <= 0 {
+                tracing::error!(listener = %self.listener, %names, "TLS certificate has expired; clients will refuse it");
+            } else if left < EXPIRY_WARNING.as_secs() as i64 {
+                tracing::warn!(listener = %self.listener, %names, days_left = days, "TLS certificate expires soon");
+            } else {
+                tracing::info!(listener = %self.listener, %names, days_left = days, "TLS certificate");
+            }
+        }
+    }
+
     pub fn rotation(&self) -> RotationStatus {
         self.rotation.lock().map(|s| s.clone()).unwrap_or_default()
     }
@@ -229,6 +253,7 @@ impl Terminator {
                     s.last_change = Some(SystemTime::now());
                 });
                 tracing::info!(listener = %self.listener, names = %names.join(", "), "TLS certificates reloaded; new handshakes get them");
+                self.log_expiry(SystemTime::now());
                 Ok(true)
             }
             Err(errors) => {

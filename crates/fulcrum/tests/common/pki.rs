@@ -46,6 +46,16 @@ impl Pki {
         self.write(file, params)
     }
 
+    /// A server certificate for `names` that expires `days` from now.
+    pub fn server_expiring(&self, file: &str, names: &[&str], days: i64) -> (PathBuf, PathBuf) {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut params = CertificateParams::new(names).unwrap();
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(1);
+        params.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(days);
+        self.write(file, params)
+    }
+
     /// A client certificate for mTLS, subject `CN=<cn>,O=Example`.
     pub fn client(&self, file: &str, cn: &str) -> (PathBuf, PathBuf) {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
