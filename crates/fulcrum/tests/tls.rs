@@ -583,12 +583,18 @@ fn a_certificate_close_to_expiry_is_warned_about_at_start() {
         .iter()
         .find(|l| l.contains("TLS certificate expires soon"))
         .unwrap_or_else(|| panic!("no expiry warning in:\n{log}"));
-    assert!(warning.contains("WARN") && warning.contains("soon.test"), "{warning}");
-    assert!(warning.contains("days_left=4") || warning.contains("days_left=5"), "{warning}");
     assert!(
-        lines
-            .iter()
-            .any(|l| l.contains("TLS certificate") && l.contains("later.test") && l.contains("INFO")),
+        warning.contains("WARN") && warning.contains("soon.test"),
+        "{warning}"
+    );
+    assert!(
+        warning.contains("days_left=4") || warning.contains("days_left=5"),
+        "{warning}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("TLS certificate")
+            && l.contains("later.test")
+            && l.contains("INFO")),
         "{log}"
     );
 }
