@@ -40,6 +40,17 @@ fn tls_table(pairs: &[&(PathBuf, PathBuf)], extra: &str) -> String {
     format!("tls = {{ certificates = [{}]{extra} }}", certs.join(", "))
 }
 
+/// fulcrum with an HTTPS listener (`pairs` and `extra` in its `tls` table) in front of `backend`.
+fn tls_proxy(backend: &Backend, pairs: &[&(PathBuf, PathBuf)], extra: &str) -> Proxy {
+    start_proxy(
+        "http",
+        "round_robin",
+        &[(backend.addr, 1)],
+        &tls_table(pairs, extra),
+        "",
+    )
+}
+
 async fn handshake(
     addr: SocketAddr,
     config: rustls::ClientConfig,
@@ -98,13 +109,7 @@ async fn sni_picks_each_certificate_by_its_own_names_and_the_first_for_unknown_n
     let a = pki.server("a", &["a.test"]);
     let b = pki.server("b", &["b.test", "*.apps.test"]);
     let backend = Backend::named("backend", Duration::ZERO).await;
-    let proxy = start_proxy(
-        "http",
-        "round_robin",
-        &[(backend.addr, 1)],
-        &tls_table(&[&a, &b], ""),
-        "",
-    );
+    let proxy = tls_proxy(&backend, &[&a, &b], "");
     for (sni, want) in [
         ("a.test", "a.test"),
         ("b.test", "b.test"),
@@ -185,13 +190,7 @@ async fn tls_1_2_and_1_3_with_aead_suites_only_and_nothing_older() {
     let pki = Pki::new("versions");
     let a = pki.server("a", &["a.test"]);
     let backend = Backend::named("backend", Duration::ZERO).await;
-    let proxy = start_proxy(
-        "http",
-        "round_robin",
-        &[(backend.addr, 1)],
-        &tls_table(&[&a], ""),
-        "",
-    );
+    let proxy = tls_proxy(&backend, &[&a], "");
     let out = openssl_s_client(proxy.addr, &["-servername", "a.test", "-tls1_3"], &pki);
     assert!(out.contains("TLSv1.3"), "{out}");
     let out = openssl_s_client(proxy.addr, &["-servername", "a.test", "-tls1_2"], &pki);
@@ -246,13 +245,7 @@ async fn a_renewed_certificate_is_served_to_new_handshakes_while_open_connection
     let pki = Pki::new("rotation");
     let a = pki.server("a", &["a.test"]);
     let backend = Backend::named("backend", Duration::ZERO).await;
-    let proxy = start_proxy(
-        "http",
-        "round_robin",
-        &[(backend.addr, 1)],
-        &tls_table(&[&a], ""),
-        "",
-    );
+    let proxy = tls_proxy(&backend, &[&a], "");
     let before = handshake(proxy.addr, pki.client_config(None), "a.test")
         .await
         .unwrap();
@@ -349,13 +342,7 @@ async fn client_certificates_are_required_and_their_subject_reaches_the_backend(
         ", client_ca = \"{}\", client_subject_header = \"X-Client-Subject\"",
         toml_path(&pki.ca_path())
     );
-    let proxy = start_proxy(
-        "http",
-        "round_robin",
-        &[(backend.addr, 1)],
-        &tls_table(&[&a], &extra),
-        "",
-    );
+    let proxy = tls_proxy(&backend, &[&a], &extra);
     // Without a certificate: refused (TLS 1.3 reports it at the first read).
     let refused = match handshake(proxy.addr, pki.client_config(None), "a.test").await {
         Err(_) => true,
@@ -429,13 +416,7 @@ async fn a_client_that_never_finishes_its_handshake_is_cut_off_at_the_handshake_
     let pki = Pki::new("handshake");
     let a = pki.server("a", &["a.test"]);
     let backend = Backend::named("backend", Duration::ZERO).await;
-    let proxy = start_proxy(
-        "http",
-        "round_robin",
-        &[(backend.addr, 1)],
-        &tls_table(&[&a], ", handshake_timeout = \"300ms\""),
-        "",
-    );
+    let proxy = tls_proxy(&backend, &[&a], ", handshake_timeout = \"300ms\"");
     let mut silent = TcpStream::connect(proxy.addr).await.unwrap();
     let started = std::time::Instant::now();
     let mut buf = [0u8; 16];
@@ -498,13 +479,7 @@ async fn a_scanner_finds_only_tls_1_2_and_1_3_with_forward_secret_aead_suites() 
     let pki = Pki::new("scan");
     let a = pki.server("a", &["a.test"]);
     let backend = Backend::named("backend", Duration::ZERO).await;
-    let proxy = start_proxy(
-        "http",
-        "round_robin",
-        &[(backend.addr, 1)],
-        &tls_table(&[&a], ""),
-        "",
-    );
+    let proxy = tls_proxy(&backend, &[&a], "");
     let sslscan = installed(&["/usr/bin/sslscan"], "sslscan");
     // The proxy runs on its own threads: a blocking child process here holds up nothing.
     let out = std::process::Command::new(sslscan)

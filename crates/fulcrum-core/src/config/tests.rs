@@ -278,6 +278,17 @@ fn all_errors(text: &str) -> Vec<String> {
     }
 }
 
+/// Each case's file gives exactly its errors (as `check` prints them), in any order.
+fn assert_error_table(cases: &[(&str, String, &[&str])]) {
+    for (what, text, want) in cases {
+        let mut got = all_errors(text);
+        let mut want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+        got.sort();
+        want.sort();
+        assert_eq!(got, want, "{what}");
+    }
+}
+
 #[test]
 fn unknown_keys_and_wrong_types_are_all_reported_with_paths_and_plain_words() {
     let app = "[pools.app]\nbackends = [{ addr = \"127.0.0.1:9001\" }]\n";
@@ -291,7 +302,7 @@ fn unknown_keys_and_wrong_types_are_all_reported_with_paths_and_plain_words() {
                  connect_timeout, connect_attempts, response_timeout, upstream_idle_timeout, \
                  max_idle_per_backend, slow_start, slow_start_min_percent, drain_timeout, \
                  health, outlier, hash_key, hash_fallback, sticky_cookie, hash_balance_factor, \
-                 ring_points, maglev_table_size, ewma_decay, ewma_default_rtt, discovery",
+                 ring_points, maglev_table_size, ewma_decay, ewma_default_rtt, discovery, tls",
             ],
         ),
         (
@@ -345,13 +356,7 @@ fn unknown_keys_and_wrong_types_are_all_reported_with_paths_and_plain_words() {
             &["line 7, column 8: extra `=`, expected nothing"],
         ),
     ];
-    for (what, text, want) in cases {
-        let mut got = all_errors(text);
-        let mut want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
-        got.sort();
-        want.sort();
-        assert_eq!(got, want, "{what}");
-    }
+    assert_error_table(cases);
 }
 
 #[test]
@@ -585,11 +590,5 @@ fn passthrough_routes_are_checked_in_order_with_paths() {
             &["listeners[0].routes: applies only to protocol = \"tls_passthrough\" (routes by server name)"],
         ),
     ];
-    for (what, text, want) in cases {
-        let mut got = all_errors(text);
-        let mut want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
-        got.sort();
-        want.sort();
-        assert_eq!(got, want, "{what}");
-    }
+    assert_error_table(cases);
 }

@@ -125,6 +125,24 @@ fn describe(der: &CertificateDer<'_>) -> Result<(Vec<String>, i64), String> {
     Ok((names, cert.validity().not_after.timestamp()))
 }
 
+/// The CA certificates in the PEM file `ca`, for verifying peers (clients for mTLS, backends
+/// for upstream TLS); errors start with `key`, the configuration path of the file.
+pub fn load_roots(key: &str, ca: &Path) -> Result<rustls::RootCertStore, String> {
+    let error = |e: String| format!("{key}: {}: {e}", ca.display());
+    let pem = std::fs::read(ca).map_err(|e| error(format!("cannot read it: {e}")))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| error(format!("not a PEM certificate: {e}")))?;
+        roots
+            .add(cert)
+            .map_err(|e| error(format!("not a usable CA certificate: {e}")))?;
+    }
+    if roots.is_empty() {
+        return Err(error("holds no certificate".to_string()));
+    }
+    Ok(roots)
+}
+
 /// The subject of a client certificate, as the backend gets it (`CN=alice,O=Example`).
 pub fn subject_of(der: &CertificateDer<'_>) -> Option<String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;

@@ -16,9 +16,7 @@ use arc_swap::ArcSwap;
 use fulcrum_core::config::{CertificateFiles, ClientAuth, Listener, ListenerTls, TlsVersion};
 use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::CertificateDer;
+use rustls::ServerConfig;
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
@@ -307,18 +305,7 @@ fn client_verifier(
     auth: &ClientAuth,
     provider: &Arc<CryptoProvider>,
 ) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, Vec<String>> {
-    let error = |e: String| vec![format!("{path}.client_ca: {}: {e}", auth.ca.display())];
-    let pem = std::fs::read(&auth.ca).map_err(|e| error(format!("cannot read it: {e}")))?;
-    let mut roots = RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(&pem) {
-        let cert = cert.map_err(|e| error(format!("not a PEM certificate: {e}")))?;
-        roots
-            .add(cert)
-            .map_err(|e| error(format!("not a usable CA certificate: {e}")))?;
-    }
-    if roots.is_empty() {
-        return Err(error("holds no certificate".to_string()));
-    }
+    let roots = certs::load_roots(&format!("{path}.client_ca"), &auth.ca).map_err(|e| vec![e])?;
     let builder =
         WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(provider));
     let builder = if auth.required {
@@ -326,9 +313,12 @@ fn client_verifier(
     } else {
         builder.allow_unauthenticated()
     };
-    builder
-        .build()
-        .map_err(|e| error(format!("cannot verify clients with it: {e}")))
+    builder.build().map_err(|e| {
+        vec![format!(
+            "{path}.client_ca: {}: cannot verify clients with it: {e}",
+            auth.ca.display()
+        )]
+    })
 }
 
 /// A header value cannot carry control characters (a certificate's subject can): those are

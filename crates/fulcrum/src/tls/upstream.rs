@@ -7,8 +7,7 @@ use std::sync::Arc;
 
 use fulcrum_core::config::UpstreamTls;
 use rustls::{ClientConfig, RootCertStore};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
+use rustls_pki_types::ServerName;
 use tokio_rustls::TlsConnector;
 
 /// One pool's TLS to its backends.
@@ -30,21 +29,7 @@ impl BackendTls {
     /// errors name `path`.
     pub fn load(path: &str, tls: &UpstreamTls, alpn: &[&[u8]]) -> Result<Self, String> {
         let roots = match &tls.ca {
-            Some(ca) => {
-                let error = |e: String| format!("{path}.ca: {}: {e}", ca.display());
-                let pem = std::fs::read(ca).map_err(|e| error(format!("cannot read it: {e}")))?;
-                let mut roots = RootCertStore::empty();
-                for cert in CertificateDer::pem_slice_iter(&pem) {
-                    let cert = cert.map_err(|e| error(format!("not a PEM certificate: {e}")))?;
-                    roots
-                        .add(cert)
-                        .map_err(|e| error(format!("not a usable CA certificate: {e}")))?;
-                }
-                if roots.is_empty() {
-                    return Err(error("holds no certificate".to_string()));
-                }
-                roots
-            }
+            Some(ca) => super::certs::load_roots(&format!("{path}.ca"), ca)?,
             None => {
                 let found = rustls_native_certs::load_native_certs();
                 let mut roots = RootCertStore::empty();
