@@ -1,13 +1,19 @@
 #!/usr/bin/env python3
-"""Opens N keep-alive HTTP/1.1 connections to HOST:PORT, sends one request on each and reads
-its response, then holds them all idle until it receives SIGTERM. Prints "ready N" once every
-connection has been answered (bench/run measures the proxy's memory then)."""
+"""Opens N keep-alive HTTP/1.1 connections to HOST:PORT (over TLS with a fourth argument
+`tls`, without verifying: the bench's certificate is self-signed), sends one request on each
+and reads its response, then holds them all idle until it receives SIGTERM. Prints "ready N"
+once every connection has been answered (bench/run measures the proxy's memory then)."""
 import signal
 import socket
+import ssl
 import sys
 import time
 
 host, port, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+tls = len(sys.argv) > 4 and sys.argv[4] == "tls"
+context = ssl.create_default_context()
+context.check_hostname = False
+context.verify_mode = ssl.CERT_NONE
 request = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
 conns = []
 failed = 0
@@ -16,6 +22,8 @@ for _ in range(count):
     s.settimeout(10)
     try:
         s.connect((host, port))
+        if tls:
+            s = context.wrap_socket(s, server_hostname="bench.test")
         s.sendall(request)
         data = b""
         while b"\r\n\r\n" not in data:

@@ -8,7 +8,7 @@ import statistics
 import sys
 from collections import defaultdict
 
-raw, out_json, machine, versions, command, reps, duration, idle = sys.argv[1:9]
+raw, out_json, machine, versions, command, reps, duration, idle, tls_idle = sys.argv[1:10]
 values = defaultdict(dict)  # (scenario, metric) -> proxy -> {rep: value}
 for line in open(raw):
     scenario, metric, proxy, rep, value = line.rstrip("\n").split("\t")
@@ -40,6 +40,8 @@ ROWS = [
     ("S12", "cpu_us_per_handshake", "TLS handshake: proxy CPU µs each", False, "(reported)", None),
     ("S10", "kib_per_idle_conn", f"memory per idle client conn (KiB, {idle} conns)", False,
      "≤ 16 KiB and ≤ HAProxy", None),
+    ("S10TLS", "kib_per_idle_conn", f"memory per idle TLS client conn (KiB, {tls_idle} conns)", False,
+     "≤ HAProxy", lambda h, n: h <= 1.0),
 ]
 
 
@@ -113,5 +115,5 @@ if rate:
     print(f"\nS3 offered rate: {', '.join(f'{v:,.0f}' for v in rate.values())} requests/s.")
 
 json.dump({"machine": machine, "versions": versions, "command": command, "repetitions": int(reps),
-           "duration_s": float(duration), "idle_connections": int(idle), "results": result_rows},
+           "duration_s": float(duration), "idle_connections": int(idle), "tls_idle_connections": int(tls_idle), "results": result_rows},
           open(out_json, "w"), indent=2, default=lambda x: None)
