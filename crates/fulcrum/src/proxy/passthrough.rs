@@ -86,8 +86,9 @@ async fn read_client_hello(stream: &mut TcpStream) -> Result<ClientHello, &'stat
         let mut acceptor = rustls::server::Acceptor::default();
         let mut unread = &bytes[..];
         while !unread.is_empty() {
-            if acceptor.read_tls(&mut unread).is_err() {
-                return Err("the ClientHello is malformed");
+            match acceptor.read_tls(&mut unread) {
+                Ok(0) | Err(_) => return Err("the ClientHello is malformed or too large"),
+                Ok(_) => {}
             }
             match acceptor.accept() {
                 Ok(Some(accepted)) => {
