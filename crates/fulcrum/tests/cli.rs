@@ -412,11 +412,6 @@ fn register_does_not_report_losing_a_registration_it_never_had() {
 
 #[test]
 fn a_dead_backend_under_traffic_is_warned_about_once_per_ten_seconds() {
-    let dir = std::env::temp_dir().join(format!("fulcrum-cli-warn-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("warn.toml");
-    let port = free_port();
-    let dead = free_port();
     // A TCP backend that accepts and closes: enough for a TCP listener's connects to succeed.
     let alive = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let alive_addr = alive.local_addr().unwrap();
@@ -425,12 +420,49 @@ fn a_dead_backend_under_traffic_is_warned_about_once_per_ten_seconds() {
             drop(stream);
         }
     });
+    let dead = free_port();
+    let log = log_of_tcp_connections(
+        "warn",
+        &format!("{{ addr = \"127.0.0.1:{dead}\" }}, {{ addr = \"{alive_addr}\" }}"),
+        40,
+    );
+    let warnings = log
+        .matches("connect failed; trying another backend")
+        .count();
+    assert_eq!(
+        warnings, 1,
+        "about 20 connects to the dead backend, one warning:\n{log}"
+    );
+}
+
+#[test]
+fn a_pool_with_no_reachable_backend_is_warned_about_once_per_ten_seconds_not_per_connection() {
+    let dead = free_port();
+    let log = log_of_tcp_connections(
+        "unreachable",
+        &format!("{{ addr = \"127.0.0.1:{dead}\" }}"),
+        30,
+    );
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("no backend could be reached"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "30 refused clients, one warning:\n{log}");
+}
+
+/// Runs fulcrum with a TCP listener over `backends`, opens `connections` client connections
+/// one after another, stops it, and returns its log.
+fn log_of_tcp_connections(name: &str, backends: &str, connections: usize) -> String {
+    let dir = std::env::temp_dir().join(format!("fulcrum-cli-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("warn.toml");
+    let port = free_port();
     std::fs::write(
         &path,
         format!(
             "[runtime]\nshutdown_grace = \"1s\"\n[[listeners]]\nname = \"t\"\n\
              bind = \"127.0.0.1:{port}\"\nprotocol = \"tcp\"\npool = \"p\"\n[pools.p]\n\
-             backends = [{{ addr = \"127.0.0.1:{dead}\" }}, {{ addr = \"{alive_addr}\" }}]\n"
+             backends = [{backends}]\n"
         ),
     )
     .unwrap();
@@ -444,16 +476,20 @@ fn a_dead_backend_under_traffic_is_warned_about_once_per_ten_seconds() {
         .unwrap();
     let mut connected = 0;
     for _ in 0..200 {
-        if connected >= 40 {
+        if connected >= connections {
             break;
         }
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            connected += 1;
-        } else {
-            std::thread::sleep(Duration::from_millis(25));
+        match std::net::TcpStream::connect(("127.0.0.1", port)) {
+            Ok(mut stream) => {
+                connected += 1;
+                // Wait for fulcrum to be done with it (closed after the connects).
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+                let _ = stream.read(&mut [0u8; 1]);
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(25)),
         }
     }
-    assert_eq!(connected, 40);
+    assert_eq!(connected, connections);
     std::thread::sleep(Duration::from_millis(200));
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -467,14 +503,8 @@ fn a_dead_backend_under_traffic_is_warned_about_once_per_ten_seconds() {
         .read_to_string(&mut log)
         .unwrap();
     child.wait().unwrap();
-    let warnings = log
-        .matches("connect failed; trying another backend")
-        .count();
-    assert_eq!(
-        warnings, 1,
-        "about 20 connects to the dead backend, one warning:\n{log}"
-    );
     std::fs::remove_dir_all(&dir).unwrap();
+    log
 }
 
 #[test]

@@ -93,7 +93,10 @@ async fn connect_any(
     let snapshot = pool.snapshot_owned();
     let mut tried = Tried::default();
     for _ in 0..pool.settings.connect_attempts {
-        let index = snapshot.pick(&tried, key)?;
+        // Every backend tried, or none in rotation: the client is turned away (warned below).
+        let Some(index) = snapshot.pick(&tried, key) else {
+            break;
+        };
         tried.push(index);
         let backend = &snapshot.backends[index];
         // Counted from the pick: one request (connection) per attempt, each with exactly one
@@ -120,7 +123,9 @@ async fn connect_any(
             }
         }
     }
-    tracing::warn!(pool = %pool.name, "no backend could be reached; closing the client connection");
+    if let Some(more) = pool.unreachable_warnings.pass(pool.clock().now()) {
+        tracing::warn!(pool = %pool.name, more_since_last = more, "no backend could be reached; closing the client connection");
+    }
     None
 }
 

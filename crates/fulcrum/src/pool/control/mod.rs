@@ -28,6 +28,7 @@ use arc_swap::ArcSwap;
 use fulcrum_core::balance::{self, Rotation};
 use fulcrum_core::config;
 use fulcrum_core::health::{self, BackendId, PoolHealth};
+use fulcrum_core::warn_gate::WarnGate;
 
 pub use status::{AdminError, BackendStatus, PoolStatus};
 
@@ -120,6 +121,9 @@ pub struct Pool {
     clock: Clock,
     drain_failures: AtomicU64,
     discovery: Mutex<DiscoveryState>,
+    /// "No backend could be reached": one warning per window for the whole pool, with how
+    /// many clients it stands for, not one per client turned away.
+    pub unreachable_warnings: WarnGate,
 }
 
 impl Pool {
@@ -148,6 +152,7 @@ impl Pool {
             }),
             settings,
             clock,
+            unreachable_warnings: WarnGate::default(),
             drain_failures: AtomicU64::new(0),
             discovery: Mutex::new(DiscoveryState::default()),
         };
