@@ -292,19 +292,7 @@ fn run_serves_ignores_sighup_and_stops_cleanly_on_sigterm() {
         "fulcrum exited on SIGHUP"
     );
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let mut log = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut log)
-        .unwrap();
-    let status = child.wait().unwrap();
+    let (status, log) = terminate(&mut child);
     assert!(
         status.success(),
         "exit status after SIGTERM: {status:?}\n{log}"
@@ -491,10 +479,18 @@ fn log_of_tcp_connections(name: &str, backends: &str, connections: usize) -> Str
     }
     assert_eq!(connected, connections);
     std::thread::sleep(Duration::from_millis(200));
-    Command::new("kill")
+    let (_, log) = terminate(&mut child);
+    std::fs::remove_dir_all(&dir).unwrap();
+    log
+}
+
+/// Sends SIGTERM to a `fulcrum run` started with its stderr piped; its exit status and log.
+fn terminate(child: &mut std::process::Child) -> (std::process::ExitStatus, String) {
+    let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
+    assert!(killed.success());
     let mut log = String::new();
     child
         .stderr
@@ -502,9 +498,7 @@ fn log_of_tcp_connections(name: &str, backends: &str, connections: usize) -> Str
         .unwrap()
         .read_to_string(&mut log)
         .unwrap();
-    child.wait().unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
-    log
+    (child.wait().unwrap(), log)
 }
 
 #[test]

@@ -252,6 +252,7 @@ fn write_upstream_head(
     let connection = &scan.connection;
     let mut forwarded_for = false;
     let mut length_sent = false;
+    let subject_header = tls.and_then(|t| t.subject_header());
     for (h, class) in headers.iter().zip(&scan.classes) {
         let keep = match class {
             Class::EndToEnd => !connection.names(h.name),
@@ -270,9 +271,7 @@ fn write_upstream_head(
             | Class::XForwardedOther => false,
         };
         // A client must not name its own certificate's subject.
-        let spoofed = tls
-            .and_then(|t| t.subject_header())
-            .is_some_and(|name| h.name.eq_ignore_ascii_case(name));
+        let spoofed = subject_header.is_some_and(|name| h.name.eq_ignore_ascii_case(name));
         if keep && !spoofed {
             headers::put(out, h.name.as_bytes(), h.value);
         }
