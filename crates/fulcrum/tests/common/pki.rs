@@ -89,7 +89,7 @@ impl Pki {
 
     pub fn client_config(&self, client_cert: Option<(&Path, &Path)>) -> rustls::ClientConfig {
         let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls_pemfile_free(&self.ca_pem) {
+        for cert in pem_certificates(&self.ca_pem) {
             roots.add(cert).unwrap();
         }
         let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -101,7 +101,7 @@ impl Pki {
         match client_cert {
             None => builder.with_no_client_auth(),
             Some((cert, key)) => {
-                let chain = rustls_pemfile_free(&std::fs::read_to_string(cert).unwrap());
+                let chain = pem_certificates(&std::fs::read_to_string(cert).unwrap());
                 let key = read_key(key);
                 builder.with_client_auth_cert(chain, key).unwrap()
             }
@@ -115,7 +115,7 @@ impl Drop for Pki {
     }
 }
 
-pub fn rustls_pemfile_free(pem: &str) -> Vec<CertificateDer<'static>> {
+pub fn pem_certificates(pem: &str) -> Vec<CertificateDer<'static>> {
     use rustls::pki_types::pem::PemObject;
     CertificateDer::pem_slice_iter(pem.as_bytes())
         .collect::<Result<_, _>>()
@@ -134,7 +134,7 @@ pub fn toml_path(path: &Path) -> String {
 impl Pki {
     /// A rustls server configuration serving the pair (for TLS backends).
     pub fn server_config(&self, pair: &(PathBuf, PathBuf)) -> rustls::ServerConfig {
-        let chain = rustls_pemfile_free(&std::fs::read_to_string(&pair.0).unwrap());
+        let chain = pem_certificates(&std::fs::read_to_string(&pair.0).unwrap());
         rustls::ServerConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
