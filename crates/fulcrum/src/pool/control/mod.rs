@@ -51,8 +51,8 @@ struct Member {
     held_since: Option<Duration>,
     /// `stats.successes()` at the last tick, to tell whether live traffic succeeded since.
     seen_successes: u64,
-    /// The last active probe's result, and when.
-    last_probe: Option<(LastProbe, Duration)>,
+    /// The latest result of each active check, and when.
+    probes: LastProbes,
 }
 
 /// What the last active probe of a backend saw.
@@ -72,6 +72,44 @@ impl LastProbe {
             passed,
             detail: detail.to_string(),
         }
+    }
+}
+
+/// The latest liveness and readiness results of one backend. Kept apart because the two
+/// checks run side by side: a backend that is live but not ready passes one and fails the
+/// other every round, and the passing one must not hide why it is out of rotation.
+#[derive(Debug, Clone, Default)]
+struct LastProbes {
+    liveness: Option<(LastProbe, Duration)>,
+    readiness: Option<(LastProbe, Duration)>,
+}
+
+impl LastProbes {
+    fn record(&mut self, probe: LastProbe, at: Duration) {
+        let slot = if probe.check == "liveness" {
+            &mut self.liveness
+        } else {
+            &mut self.readiness
+        };
+        *slot = Some((probe, at));
+    }
+
+    /// The probe that explains the backend's state: the later of the checks whose latest
+    /// result failed; when none did, readiness (the stronger statement) if it is checked.
+    fn explaining(&self) -> Option<&(LastProbe, Duration)> {
+        type Seen = (LastProbe, Duration);
+        fn later<'a>(a: Option<&'a Seen>, b: Option<&'a Seen>) -> Option<&'a Seen> {
+            match (a, b) {
+                (Some(x), Some(y)) => Some(if y.1 >= x.1 { y } else { x }),
+                (x, y) => x.or(y),
+            }
+        }
+        fn failed(seen: &Option<Seen>) -> Option<&Seen> {
+            seen.as_ref().filter(|(probe, _)| !probe.passed)
+        }
+        later(failed(&self.liveness), failed(&self.readiness))
+            .or(self.readiness.as_ref())
+            .or(self.liveness.as_ref())
     }
 }
 
@@ -196,7 +234,7 @@ fn new_member(settings: &config::Pool, id: BackendId, addr: SocketAddr, weight: 
         remove_after_drain: false,
         held_since: None,
         seen_successes: 0,
-        last_probe: None,
+        probes: LastProbes::default(),
     }
 }
 

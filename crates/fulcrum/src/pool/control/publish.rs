@@ -151,7 +151,7 @@ impl Pool {
         // Why: what the backend's last probe saw ("readiness: status 503"), if it had one.
         let last_probe = |id: &BackendId| {
             c.by_id(*id)
-                .and_then(|m| m.last_probe.as_ref())
+                .and_then(|m| m.probes.explaining())
                 .map_or_else(String::new, |(p, _)| format!("{}: {}", p.check, p.detail))
         };
         let addr = |id: &BackendId| {

@@ -76,7 +76,7 @@ impl Pool {
                         state_since: self.clock.unix_seconds(view.since),
                         discovery_held: m.held_since.is_some(),
                         drain_timeout_ms: m.drain.map(|d| d.timeout.as_millis() as u64),
-                        last_probe: m.last_probe.as_ref().map(|(probe, at)| ProbeStatus {
+                        last_probe: m.probes.explaining().map(|(probe, at)| ProbeStatus {
                             check: probe.check,
                             passed: probe.passed,
                             result: probe.detail.clone(),

@@ -1,6 +1,6 @@
 //! The control plane's own rules, on a pool without sockets.
 
-use fulcrum_core::health::{BackendState, Cause};
+use fulcrum_core::health::{BackendState, Cause, ProbeOutcome};
 
 use super::*;
 
@@ -159,4 +159,27 @@ fn backends_added_by_discovery_say_so() {
     let status = pool.status();
     let added = status.backends.iter().find(|b| b.addr == addr(2));
     assert_eq!(added.map(|b| b.cause), Some(Cause::Discovery));
+}
+
+#[test]
+fn the_last_probe_shown_is_the_one_that_explains_the_state() {
+    let pool = Pool::new("p", settings(&[1]), Clock::new());
+    let shown = |pool: &Pool| {
+        let probe = pool.status().backends[0].last_probe.clone();
+        probe.map(|p| (p.check, p.passed, p.result))
+    };
+    let probe =
+        |check: &'static str, passed: bool, result: &str| Some((check, passed, result.to_string()));
+    // Live but not ready: the passing liveness probe, though later, does not hide the 503.
+    pool.report_readiness(addr(1), ProbeOutcome::Fail, "status 503");
+    pool.report_liveness(addr(1), true, "connected");
+    assert_eq!(shown(&pool), probe("readiness", false, "status 503"));
+    // Both pass: readiness, whichever came last.
+    pool.report_readiness(addr(1), ProbeOutcome::Pass, "status 200");
+    pool.report_liveness(addr(1), true, "connected");
+    assert_eq!(shown(&pool), probe("readiness", true, "status 200"));
+    // Both fail: the later one.
+    pool.report_readiness(addr(1), ProbeOutcome::Fail, "connect refused");
+    pool.report_liveness(addr(1), false, "connect refused");
+    assert_eq!(shown(&pool), probe("liveness", false, "connect refused"));
 }

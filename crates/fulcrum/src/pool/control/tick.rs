@@ -130,7 +130,7 @@ impl Pool {
                 if probe.passed {
                     m.stats.reset_failure_streak();
                 }
-                m.last_probe = Some((probe, now));
+                m.probes.record(probe, now);
             }
             report(c, id, now);
         });
