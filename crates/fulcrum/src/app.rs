@@ -15,6 +15,7 @@ use crate::admin;
 use crate::ha::{self, HaShared};
 use crate::health;
 use crate::pool::{Clock, Pools};
+use crate::proxy::counters::ListenerStats;
 use crate::proxy::worker::{self, WorkerListener};
 use crate::secrets;
 use crate::tls;
@@ -56,6 +57,7 @@ impl RunningApp {
         // Bind everything before starting anything.
         let mut per_worker: Vec<Vec<WorkerListener>> = (0..workers).map(|_| Vec::new()).collect();
         let mut listeners = HashMap::new();
+        let mut listener_stats = Vec::new();
         for (i, l) in config.listeners.iter().enumerate() {
             let pool_named = |key: String, name: &str| {
                 pools
@@ -87,6 +89,7 @@ impl RunningApp {
                 ))
             })?;
             let mut addr = l.bind;
+            let mut stats: Option<Arc<ListenerStats>> = None;
             for sockets in per_worker.iter_mut() {
                 let socket =
                     worker::bind_reuseport(addr, freebind.contains(&addr.ip())).map_err(|e| {
@@ -97,7 +100,11 @@ impl RunningApp {
                     })?;
                 // With port 0 the first bind picks the port; the other workers share it.
                 addr = socket.local_addr().map_err(|e| StartError(e.to_string()))?;
+                let stats = stats.get_or_insert_with(|| {
+                    Arc::new(ListenerStats::new(&l.name, l.protocol.name(), addr))
+                });
                 sockets.push(WorkerListener {
+                    stats: Arc::clone(stats),
                     config: l.clone(),
                     socket,
                     pool: pool.clone(),
@@ -107,6 +114,7 @@ impl RunningApp {
                 });
             }
             listeners.insert(l.name.clone(), addr);
+            listener_stats.extend(stats);
         }
         let admin_socket = match &config.admin {
             Some(a) => Some(std::net::TcpListener::bind(a.bind).map_err(|e| {
@@ -157,13 +165,16 @@ impl RunningApp {
             threads.push(
                 admin::spawn(
                     socket,
-                    Arc::clone(&pools),
-                    ha.clone(),
-                    config
-                        .listeners
-                        .iter()
-                        .filter_map(|l| secrets.tls.get(&l.name).cloned())
-                        .collect(),
+                    admin::AdminState {
+                        pools: Arc::clone(&pools),
+                        ha: ha.clone(),
+                        tls: config
+                            .listeners
+                            .iter()
+                            .filter_map(|l| secrets.tls.get(&l.name).cloned())
+                            .collect(),
+                        listeners: listener_stats,
+                    },
                     admin_token,
                     shutdown_rx,
                 )

@@ -12,6 +12,12 @@ pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 pub const MAX_REQUEST_LINE_BYTES: usize = 8 * 1024;
+/// HTTP/2 (RFC 9113 §6.5.2 recommends at least 100 concurrent streams; HAProxy's default).
+pub const H2_MAX_CONCURRENT_STREAMS: u32 = 100;
+/// The protocol's own initial stream window (RFC 9113 §6.9.2), as HAProxy and nginx use.
+pub const H2_INITIAL_STREAM_WINDOW: u32 = 65_535;
+/// Large enough that one connection's uploads are not throttled by its window.
+pub const H2_INITIAL_CONNECTION_WINDOW: u32 = 1 << 20;
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 pub const CONNECT_ATTEMPTS: u32 = 3;

@@ -259,6 +259,21 @@ pub struct HttpLimits {
     pub max_header_bytes: usize,
     /// Longest request line; longer ones get 414.
     pub max_request_line_bytes: usize,
+    pub http2: Http2Limits,
+}
+
+/// What an HTTP/2 client connection may use (sent in its SETTINGS and enforced).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Http2Limits {
+    /// Streams open at once; more are refused (RST_STREAM REFUSED_STREAM).
+    pub max_concurrent_streams: u32,
+    /// Bytes a client may send on one stream before fulcrum has read them.
+    pub initial_stream_window: u32,
+    /// Bytes a client may send on the whole connection before fulcrum has read them.
+    pub initial_connection_window: u32,
+    /// Largest header list (decoded names and values, 32 bytes more per field); larger
+    /// heads get 431, endless CONTINUATION frames end the connection.
+    pub max_header_list_bytes: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -84,7 +84,17 @@ pub struct RawListener {
     pub max_header_bytes: Option<i64>,
     pub max_request_line_bytes: Option<i64>,
     pub tls: Option<RawListenerTls>,
+    pub http2: Option<RawHttp2>,
     pub routes: Option<Vec<RawSniRoute>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp2 {
+    pub max_concurrent_streams: Option<i64>,
+    pub initial_stream_window_bytes: Option<i64>,
+    pub initial_connection_window_bytes: Option<i64>,
+    pub max_header_list_bytes: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

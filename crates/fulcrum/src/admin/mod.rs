@@ -22,6 +22,7 @@ use tokio::sync::watch;
 
 use crate::ha::HaShared;
 use crate::pool::Pools;
+use crate::proxy::counters::ListenerStats;
 use crate::tls::Terminator;
 
 /// What the admin API reads and acts on.
@@ -32,6 +33,8 @@ pub struct AdminState {
     pub ha: Option<Arc<HaShared>>,
     /// The TLS listeners' terminations, in configuration order.
     pub tls: Vec<Arc<Terminator>>,
+    /// Every listener's connection counts, in configuration order.
+    pub listeners: Vec<Arc<ListenerStats>>,
 }
 
 /// Largest request body the admin API reads (a backend to add is a few dozen bytes).
@@ -39,9 +42,7 @@ const MAX_BODY: usize = 64 * 1024;
 
 pub fn spawn(
     socket: StdListener,
-    pools: Arc<Pools>,
-    ha: Option<Arc<HaShared>>,
-    tls: Vec<Arc<Terminator>>,
+    state: AdminState,
     token: Option<String>,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<JoinHandle<()>> {
@@ -50,7 +51,7 @@ pub fn spawn(
         .enable_all()
         .build()?;
     let token: Option<Arc<str>> = token.map(Into::into);
-    let state = Arc::new(AdminState { pools, ha, tls });
+    let state = Arc::new(state);
     std::thread::Builder::new()
         .name("fulcrum-admin".into())
         .spawn(move || {

@@ -59,6 +59,12 @@ pub fn route(
                 "high availability is not configured (no [ha] section)",
             ),
         },
+        (&Method::GET, ["api", "listeners"]) => json(
+            StatusCode::OK,
+            &serde_json::json!({
+                "listeners": state.listeners.iter().map(|l| l.status()).collect::<Vec<_>>()
+            }),
+        ),
         (&Method::GET, ["api", "tls"]) => json(
             StatusCode::OK,
             &serde_json::json!({
@@ -180,6 +186,7 @@ fn endpoints() -> serde_json::Value {
     serde_json::json!({ "endpoints": [
         { "method": "GET", "path": "/healthz", "does": "ok while serving; 503 standby on an HA standby (no token needed)" },
         { "method": "GET", "path": "/api/ha", "does": "HA role, leader, epoch, peers, failovers" },
+        { "method": "GET", "path": "/api/listeners", "does": "every listener with its client connections by protocol (http1, http2, tcp)" },
         { "method": "GET", "path": "/api/pools", "does": "every pool with its backends" },
         { "method": "GET", "path": "/api/tls", "does": "each TLS listener's certificates (names, expiry), rotation, handshakes" },
         { "method": "POST", "path": "/api/tls/reload", "does": "read every certificate file again now; 422 when one cannot be loaded (the previous set keeps serving)" },

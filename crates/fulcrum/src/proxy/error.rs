@@ -55,7 +55,8 @@ impl ProxyError {
         }
     }
 
-    fn message(self) -> &'static str {
+    /// The one-line plain-text body of fulcrum's answer.
+    pub fn message(self) -> &'static str {
         match self {
             ProxyError::BadRequest(why) => why,
             ProxyError::RequestLineTooLong => "request line too long\n",

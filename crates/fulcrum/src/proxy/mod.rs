@@ -1,12 +1,16 @@
 //! The data path: listeners, and the L4 and L7 proxies behind them.
 
 pub mod client_io;
+pub mod counters;
 pub mod error;
 pub mod h1;
+pub mod h2;
 pub mod hash_key;
 pub mod headers;
 pub mod l4;
 pub mod passthrough;
+pub mod pipeline;
+pub mod prefixed;
 pub mod upstream;
 pub mod upstream_io;
 pub mod worker;

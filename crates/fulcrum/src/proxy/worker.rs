@@ -18,10 +18,12 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 use tokio::task::LocalSet;
 
+use super::counters::ListenerStats;
 use super::h1::buffer::BufferPool;
 use super::h1::conn;
 use super::h1::exchange::HttpContext;
 use super::h1::idle::{IdleRegistry, TICK};
+use super::h2;
 use super::l4::{self, TcpContext};
 use super::passthrough::{self, PassthroughContext};
 use super::upstream::UpstreamPool;
@@ -83,6 +85,8 @@ pub struct WorkerListener {
     pub tls: Option<Arc<Terminator>>,
     /// TLS to backends, by pool name, for the pools that speak it.
     pub backend_tls: Arc<HashMap<String, Arc<BackendTls>>>,
+    /// What the listener served, shared by every worker.
+    pub stats: Arc<ListenerStats>,
 }
 
 /// Starts a worker thread serving `listeners` until `shutdown` turns true, then lets open
@@ -147,6 +151,7 @@ async fn run(listeners: Vec<WorkerListener>, mut shutdown: watch::Receiver<bool>
                 limits: limits.clone(),
                 idle_timeout: l.config.idle_timeout,
                 backend_tls: l.backend_tls.get(&pool.name).cloned(),
+                stats: Arc::clone(&l.stats),
             })),
             (ListenerProtocol::Tcp, Some(pool)) => Service::Tcp(tcp(pool)),
             (ListenerProtocol::TlsPassthrough(routes), default) => {
@@ -169,6 +174,7 @@ async fn run(listeners: Vec<WorkerListener>, mut shutdown: watch::Receiver<bool>
         tokio::task::spawn_local(accept_loop(
             socket,
             service,
+            l.stats,
             l.tls,
             Rc::clone(&connections),
             shutdown.clone(),
@@ -197,6 +203,7 @@ enum Service {
 async fn accept_loop(
     listener: TcpListener,
     service: Service,
+    stats: Arc<ListenerStats>,
     tls: Option<Arc<Terminator>>,
     connections: Rc<ConnTracker>,
     mut shutdown: watch::Receiver<bool>,
@@ -217,6 +224,10 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let guard = connections.open();
+        if !matches!(service, Service::Http(_)) {
+            // HTTP connections are counted by the protocol they turn out to speak.
+            ListenerStats::count(&stats.tcp);
+        }
         // One task shape per protocol: a task is as large as its biggest future, and an idle
         // HTTP connection should not pay for the TCP splice's state.
         match (&service, &tls) {
@@ -245,8 +256,12 @@ async fn accept_loop(
             (Service::Http(ctx), Some(tls)) => {
                 let (ctx, tls) = (Rc::clone(ctx), Arc::clone(tls));
                 tokio::task::spawn_local(async move {
-                    if let Some((stream, facts)) = tls.accept(stream).await {
-                        conn::serve(ctx, stream, peer, Some(facts)).await;
+                    match tls.accept(stream).await {
+                        Some((stream, facts)) if facts.h2 => {
+                            Box::pin(h2::server::serve(ctx, stream, peer, Some(facts))).await;
+                        }
+                        Some((stream, facts)) => conn::serve(ctx, stream, peer, Some(facts)).await,
+                        None => {}
                     }
                     drop(guard);
                 });

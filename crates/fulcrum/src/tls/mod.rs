@@ -76,6 +76,8 @@ pub struct TlsFacts {
     /// listener passes it on (the header name also when the client presented none, so a
     /// client-sent copy is removed).
     subject: Option<(String, Option<String>)>,
+    /// The client chose HTTP/2 by ALPN.
+    pub h2: bool,
 }
 
 impl TlsFacts {
@@ -161,7 +163,8 @@ impl Terminator {
                 .map(|s| header_safe(&s));
             (name.clone(), value)
         });
-        Some((stream, TlsFacts { subject }))
+        let h2 = session.alpn_protocol() == Some(b"h2");
+        Some((stream, TlsFacts { subject, h2 }))
     }
 
     /// The certificates being served now.

@@ -3,6 +3,7 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod h2raw;
 pub mod pki;
 
 use std::collections::HashMap;

@@ -135,6 +135,41 @@ impl Validator {
         }
     }
 
+    fn http2(&mut self, path: &str, raw: RawHttp2) -> Http2Limits {
+        let mut integer = |key: &str, value: Option<i64>, default: u32, range: (i64, i64)| {
+            self.integer(&format!("{path}.{key}"), value, i64::from(default), range) as u32
+        };
+        // RFC 9113 §6.5.2: a window above 2^31-1 is a protocol error.
+        const MAX_WINDOW: i64 = (1 << 31) - 1;
+        Http2Limits {
+            max_concurrent_streams: integer(
+                "max_concurrent_streams",
+                raw.max_concurrent_streams,
+                defaults::H2_MAX_CONCURRENT_STREAMS,
+                (1, 10_000),
+            ),
+            initial_stream_window: integer(
+                "initial_stream_window_bytes",
+                raw.initial_stream_window_bytes,
+                defaults::H2_INITIAL_STREAM_WINDOW,
+                (1024, MAX_WINDOW),
+            ),
+            // The connection window starts at 65 535 whatever SETTINGS say; it can only grow.
+            initial_connection_window: integer(
+                "initial_connection_window_bytes",
+                raw.initial_connection_window_bytes,
+                defaults::H2_INITIAL_CONNECTION_WINDOW,
+                (65_535, MAX_WINDOW),
+            ),
+            max_header_list_bytes: integer(
+                "max_header_list_bytes",
+                raw.max_header_list_bytes,
+                defaults::MAX_HEADER_BYTES as u32,
+                (8192, 1 << 24),
+            ),
+        }
+    }
+
     pub(super) fn protocol(
         &mut self,
         path: &str,
@@ -145,6 +180,7 @@ impl Validator {
             ("header_timeout", l.header_timeout.is_some()),
             ("max_header_bytes", l.max_header_bytes.is_some()),
             ("max_request_line_bytes", l.max_request_line_bytes.is_some()),
+            ("http2", l.http2.is_some()),
         ];
         let routes = l.routes.take();
         let protocol = match l.protocol.as_deref() {
@@ -168,6 +204,7 @@ impl Validator {
                     defaults::MAX_REQUEST_LINE_BYTES as i64,
                     (64, 1 << 20),
                 ) as usize,
+                http2: self.http2(&format!("{path}.http2"), l.http2.take().unwrap_or_default()),
             }),
             Some("tcp") => ListenerProtocol::Tcp,
             Some("tls_passthrough") => ListenerProtocol::TlsPassthrough(self.sni_routes(

@@ -12,7 +12,7 @@ use super::super::raw::*;
 use super::Validator;
 
 /// The ALPN names fulcrum can serve on an HTTP listener today.
-const HTTP_ALPN: &[&str] = &["http/1.1"];
+const HTTP_ALPN: &[&str] = &["h2", "http/1.1"];
 
 impl Validator {
     pub(super) fn listener_tls(

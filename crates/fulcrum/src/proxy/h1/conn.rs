@@ -19,13 +19,17 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
 use super::buffer::ReadBuf;
-use super::exchange::{self, Client, HttpContext, Next};
+use super::downstream::Client;
+use super::exchange::{self, HttpContext, Next};
 use super::head_end::HeadEnd;
 use super::idle::Woke;
 use super::relay;
 use super::request::{self, RequestHead, RequestRules};
 use crate::proxy::client_io::ClientIo;
+use crate::proxy::counters::ListenerStats;
 use crate::proxy::error::ProxyError;
+use crate::proxy::h2::PREFACE;
+use crate::proxy::prefixed::Prefixed;
 use crate::tls::TlsFacts;
 
 /// Serves `stream` until the client closes, a timer ends it, an error makes it unusable, or
@@ -82,6 +86,17 @@ pub async fn serve<S: ClientIo>(
                 },
             }
         }
+        if first && is_h2_preface(input.filled()) {
+            // HTTP/2 with prior knowledge. Boxed: an HTTP/1.1 connection's task does not
+            // carry the HTTP/2 connection's state.
+            let replay = Prefixed::new(input.filled().to_vec(), stream);
+            drop(input);
+            Box::pin(crate::proxy::h2::server::serve(ctx, replay, peer, tls)).await;
+            return;
+        }
+        if first {
+            ListenerStats::count(&ctx.stats.http1);
+        }
         let head_deadline = first.then_some(accepted_deadline);
         first = false;
         // Boxed: a request's state is large and lives only as long as the request, while this
@@ -104,6 +119,13 @@ pub async fn serve<S: ClientIo>(
             }
         }
     }
+}
+
+/// Whether a connection's first bytes are HTTP/2's preface (as far as they go: at least
+/// "PRI ", a method no HTTP/1.1 request uses, RFC 9113 §3.4).
+fn is_h2_preface(first_bytes: &[u8]) -> bool {
+    let n = first_bytes.len().min(PREFACE.len());
+    n >= 4 && first_bytes[..n] == PREFACE[..n]
 }
 
 /// The longest a lingering close reads and discards what the client still sends.

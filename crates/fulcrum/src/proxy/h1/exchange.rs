@@ -1,8 +1,11 @@
-//! One request's way through the proxy, in the order it lives through it:
-//! **pick** (a backend from the pool's snapshot) → **connect** (a pooled connection or a new
-//! one; a failed connect moves on to another backend) → **send** (the rewritten head, then the
-//! body while the response is awaited) → **respond** (the response head rewritten, its body
-//! streamed) → **release** (the upstream connection back to the pool when it ended cleanly).
+//! An exchange with an HTTP/1.1 backend: the upstream codec of the request pipeline
+//! (`proxy::pipeline` picks, accounts and retries; this file does one attempt), for any
+//! [`Downstream`] client — an HTTP/1.1 connection or an HTTP/2 stream.
+//!
+//! One attempt: **connect** (a pooled connection or a new one; a failed connect moves on to
+//! another backend) → **send** (the rewritten head, then the body while the response is
+//! awaited) → **respond** (the response head rewritten for the client, its body streamed) →
+//! **release** (the upstream connection back to the pool when it ended cleanly).
 //!
 //! Bodiless GET, HEAD and OPTIONS requests are sent again to another backend when one breaks
 //! the exchange before answering, as nginx does; nothing else is ever replayed.
@@ -13,19 +16,21 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fulcrum_core::config::{Algorithm, HttpLimits, StatusRange};
+use fulcrum_core::config::{HttpLimits, StatusRange};
 use tokio::time::Instant;
 
 use super::buffer::{BufferPool, ReadBuf};
+use super::downstream::{Downstream, ResponseSink};
 use super::framing::Framing;
 use super::head_end::HeadEnd;
 use super::idle::IdleRegistry;
 use super::relay::{self, RelayError, Timeouts};
-use super::request::RequestHead;
-use super::response::{self, ClientSide, ResponseHead};
-use crate::pool::{InFlight, LiveBackend, Pool, Tried};
+use super::response::{ClientSide, ResponseHead};
+use crate::pool::{LiveBackend, Pool};
 use crate::proxy::client_io::ClientIo;
+use crate::proxy::counters::ListenerStats;
 use crate::proxy::error::ProxyError;
+use crate::proxy::pipeline::{self, Attempt, RequestFacts};
 use crate::proxy::upstream::{self, UpstreamPool};
 use crate::proxy::upstream_io::{Upstream, UpstreamRead};
 use crate::tls::upstream::BackendTls;
@@ -51,34 +56,26 @@ pub struct HttpContext {
     pub failure_statuses: StatusRange,
     /// TLS to the pool's backends, when it speaks TLS.
     pub backend_tls: Option<Arc<BackendTls>>,
+    /// The listener's connection counts.
+    pub stats: Arc<ListenerStats>,
 }
 
-/// The client side of one exchange.
-#[derive(Debug)]
-pub struct Client<'a, S> {
-    pub stream: &'a mut S,
-    /// Bytes read from the client and not yet used: the request body may start here.
-    pub input: &'a mut ReadBuf,
-    pub request: &'a RequestHead,
-    /// The head to send upstream.
-    pub upstream_head: &'a [u8],
-}
-
-/// How one attempt on one backend ended.
-enum Attempt {
-    /// The response went to the client; what to do with the client connection.
-    Answered { next: Next },
-    /// Nothing reached the backend; another backend may be tried.
-    NotSent(String),
+/// How one exchange on one upstream connection ended.
+enum OnConnection {
+    Ended(Attempt<Next>),
     /// A pooled connection turned out closed by the backend before it answered anything:
     /// most likely the backend closed it while it sat idle, just as the request arrived.
     /// Not the backend's failure either way. `resend`: the request can go again as it is on
     /// a new connection (nothing was sent, or it is safe to apply twice).
-    Stale { resend: bool },
-    /// The exchange failed before any response reached the client.
-    Failed(ProxyError),
-    /// The client went away, or the exchange broke after the response had started.
-    Closed,
+    Stale {
+        resend: bool,
+    },
+}
+
+impl From<Attempt<Next>> for OnConnection {
+    fn from(attempt: Attempt<Next>) -> Self {
+        Self::Ended(attempt)
+    }
 }
 
 /// What to do with a client connection after one exchange.
@@ -95,120 +92,70 @@ pub enum Next {
 }
 
 /// Proxies one request; returns what to do with the client connection.
-pub async fn proxy<S: ClientIo>(ctx: &HttpContext, client: &mut Client<'_, S>) -> Next {
-    let pool = &ctx.pool;
-    let snapshot = pool.snapshot_owned();
-    let mut tried = Tried::default();
-    let replay = client.request.replayable
-        && pool.settings.connect_attempts > 1
-        && snapshot.backends.len() > 1;
-    let mut broke = false;
-    let mut now = Instant::now();
-    for attempt_number in 0..pool.settings.connect_attempts {
-        if attempt_number > 0 {
-            now = Instant::now();
-        }
-        let Some(index) = snapshot.pick(&tried, client.request.key) else {
-            break;
-        };
-        tried.push(index);
-        let backend = &snapshot.backends[index];
-        // Counted from the pick, as L4 does: a backend whose connects hang is busy, not idle,
-        // to least_conn and p2c, and a drain waits for connects still pending. Each attempt
-        // is one request with exactly one outcome, so failures never exceed requests.
-        let in_flight = InFlight::start(&backend.stats);
-        backend.stats.record_request();
-        let attempt = attempt_backend(ctx, backend, client, now).await;
-        backend.stats.latency.record(now.elapsed());
-        drop(in_flight);
-        match attempt {
-            Attempt::Answered { next } => return next,
-            Attempt::Closed => return Next::Close,
-            Attempt::NotSent(error) => {
-                backend.stats.record_failure();
-                if let Some(more) = backend.stats.warnings.pass(pool.clock().now()) {
-                    tracing::warn!(pool = %pool.name, backend = %backend.addr, %error, more_since_last = more, "connect failed; trying another backend");
-                }
-            }
-            // The client's fault (a stalled or malformed body), not the backend's.
-            Attempt::Failed(
-                error @ (ProxyError::ClientBodyTimeout | ProxyError::BadRequest(_)),
-            ) => {
-                tracing::debug!(pool = %pool.name, %error, "request body not received whole");
-                return respond_error(ctx, client, error).await;
-            }
-            Attempt::Failed(ProxyError::UpstreamFailed) if replay => {
-                backend.stats.record_failure();
-                if let Some(more) = backend.stats.warnings.pass(pool.clock().now()) {
-                    tracing::warn!(pool = %pool.name, backend = %backend.addr, more_since_last = more, "upstream broke the exchange; retrying the idempotent request on another backend");
-                }
-                broke = true;
-            }
-            Attempt::Stale { .. } => {
-                // A request that may have been applied is not sent twice (RFC 9112 §9.3.1).
-                if let Some(more) = backend.stats.warnings.pass(pool.clock().now()) {
-                    tracing::warn!(pool = %pool.name, backend = %backend.addr, more_since_last = more, "a pooled connection closed before any answer, after the request was sent; not resending a request that is not safe to repeat");
-                }
-                return respond_error(ctx, client, ProxyError::UpstreamFailed).await;
-            }
-            Attempt::Failed(error) => {
-                backend.stats.record_failure();
-                if let Some(more) = backend.stats.warnings.pass(pool.clock().now()) {
-                    tracing::warn!(pool = %pool.name, backend = %backend.addr, %error, more_since_last = more, "upstream failed");
-                }
-                return respond_error(ctx, client, error).await;
-            }
-        }
-    }
-    let error = if broke {
-        ProxyError::UpstreamFailed
-    } else if tried.is_empty() {
-        ProxyError::NoBackend
-    } else {
-        ProxyError::ConnectFailed
+pub async fn proxy<D: Downstream>(ctx: &HttpContext, client: &mut D) -> Next {
+    let request = client.request();
+    let facts = RequestFacts {
+        replayable: request.replayable,
+        key: request.key,
     };
-    respond_error(ctx, client, error).await
+    let mut exchange = ToHttp1 { ctx, client };
+    match pipeline::forward(&ctx.pool, facts, &mut exchange).await {
+        Ok(next) => next,
+        Err(error) => respond_error(ctx, exchange.client, error).await,
+    }
 }
 
-/// One attempt on `backend`: over a pooled connection when there is one, and once more over
-/// a new connection, without counting a failure, when the pooled one turns out stale (the
-/// backend closed it while it sat idle, and the request can be sent again whole) — as nginx
-/// and Go's client do.
-async fn attempt_backend<S: ClientIo>(
-    ctx: &HttpContext,
-    backend: &LiveBackend,
-    client: &mut Client<'_, S>,
-    now: Instant,
-) -> Attempt {
-    let connect_timeout = ctx.pool.settings.connect_timeout;
-    let tls = ctx.backend_tls.as_deref();
-    let tls_id = tls.map_or(0, |t| t.id);
-    if let Some(stream) = ctx.upstreams.checkout(backend.addr, tls_id, now) {
-        match attempt(ctx, backend, stream, true, client, now).await {
-            Attempt::Stale { resend: true } => {
-                tracing::debug!(backend = %backend.addr, "pooled connection was closed by the backend; sending on a new one");
+/// One request of `client` on its way to HTTP/1.1 backends.
+struct ToHttp1<'a, D> {
+    ctx: &'a HttpContext,
+    client: &'a mut D,
+}
+
+impl<D: Downstream> pipeline::Exchange for ToHttp1<'_, D> {
+    type Done = Next;
+
+    /// Over a pooled connection when there is one, and once more over a new connection,
+    /// without counting a failure, when the pooled one turns out stale (the backend closed
+    /// it while it sat idle, and the request can be sent again whole) — as nginx and Go's
+    /// client do.
+    async fn attempt(&mut self, backend: &LiveBackend, picked: Instant) -> Attempt<Next> {
+        let ctx = self.ctx;
+        let connect_timeout = ctx.pool.settings.connect_timeout;
+        let tls = ctx.backend_tls.as_deref();
+        let tls_id = tls.map_or(0, |t| t.id);
+        if let Some(stream) = ctx.upstreams.checkout(backend.addr, tls_id, picked) {
+            match attempt(ctx, backend, stream, true, self.client, picked).await {
+                OnConnection::Stale { resend: true } => {
+                    tracing::debug!(backend = %backend.addr, "pooled connection was closed by the backend; sending on a new one");
+                }
+                OnConnection::Stale { resend: false } => return Attempt::Stale,
+                OnConnection::Ended(attempt) => return attempt,
             }
-            other => return other,
         }
-    }
-    match upstream::connect(backend.addr, connect_timeout, tls).await {
-        Ok(stream) => attempt(ctx, backend, stream, false, client, Instant::now()).await,
-        Err(e) => Attempt::NotSent(e.to_string()),
+        match upstream::connect(backend.addr, connect_timeout, tls).await {
+            Ok(stream) => {
+                match attempt(ctx, backend, stream, false, self.client, Instant::now()).await {
+                    OnConnection::Ended(attempt) => attempt,
+                    OnConnection::Stale { .. } => Attempt::Stale,
+                }
+            }
+            Err(e) => Attempt::NotSent(e.to_string()),
+        }
     }
 }
 
 /// Sends fulcrum's own response for `error`; the connection stays open only when the
 /// request had no body (an unread body would be taken for the next request).
-async fn respond_error<S: ClientIo>(
+async fn respond_error<D: Downstream>(
     ctx: &HttpContext,
-    client: &mut Client<'_, S>,
+    client: &mut D,
     error: ProxyError,
 ) -> Next {
     tracing::debug!(listener = %ctx.listener, %error, "request failed");
-    let request = client.request;
+    let request = client.request();
     let bodiless = request.framing == Framing::Empty;
     let keep_alive = request.keep_alive && bodiless && !ctx.idle.is_stopped();
-    let kept = send_error(ctx, client.stream, error, keep_alive, request.is_head).await;
+    let kept = client.send_error(ctx, error, keep_alive).await;
     match (kept, bodiless) {
         (true, _) => Next::KeepAlive,
         (false, true) => Next::Close,
@@ -236,48 +183,52 @@ pub async fn send_error<S: ClientIo>(
 
 /// One exchange with one backend over `upstream`, guarded by the backend's drain abort.
 /// `reused`: the connection came from the pool (so it may be stale).
-async fn attempt<S: ClientIo>(
+async fn attempt<D: Downstream>(
     ctx: &HttpContext,
     backend: &LiveBackend,
     upstream: Upstream,
     reused: bool,
-    client: &mut Client<'_, S>,
+    client: &mut D,
     started: Instant,
-) -> Attempt {
+) -> OnConnection {
     let responded = Cell::new(false);
     let aborted = backend.stats.aborted();
     tokio::select! {
         outcome = exchange(ctx, backend, upstream, reused, client, &responded, started) => outcome,
         () = aborted => {
             tracing::debug!(backend = %backend.addr, "upstream connection closed: drain timed out");
-            if responded.get() { Attempt::Closed } else { Attempt::Failed(ProxyError::UpstreamFailed) }
+            if responded.get() {
+                Attempt::Done(Next::Close).into()
+            } else {
+                Attempt::Failed(ProxyError::UpstreamFailed).into()
+            }
         }
     }
 }
 
-async fn exchange<S: ClientIo>(
+async fn exchange<D: Downstream>(
     ctx: &HttpContext,
     backend: &LiveBackend,
     mut upstream: Upstream,
     reused: bool,
-    client: &mut Client<'_, S>,
+    client: &mut D,
     responded: &Cell<bool>,
     started: Instant,
-) -> Attempt {
+) -> OnConnection {
     let settings = &ctx.pool.settings;
     let with_host;
-    let head = if client.request.host_missing {
-        with_host = head_with_host(client.upstream_head, backend.addr);
+    let head = if client.request().host_missing {
+        with_host = head_with_host(client.upstream_head(), backend.addr);
         &with_host[..]
     } else {
-        client.upstream_head
+        client.upstream_head()
     };
     if let Err(error) = relay::write_slice(&mut upstream, head, settings.response_timeout).await {
         // Nothing of the body has been read from the client yet: any request can go again.
         return if reused {
-            Attempt::Stale { resend: true }
+            OnConnection::Stale { resend: true }
         } else {
-            Attempt::NotSent(format!("{error:?}"))
+            Attempt::NotSent(format!("{error:?}")).into()
         };
     }
     let mut response_buffer = ReadBuf::new(Rc::clone(&ctx.buffers));
@@ -306,7 +257,7 @@ async fn exchange<S: ClientIo>(
                     settings.max_idle_per_backend,
                 );
             }
-            Attempt::Answered { next: relayed.next }
+            Attempt::Done(relayed.next).into()
         }
         // Closed without a byte of answer: on a pooled connection that is most likely the
         // backend having closed it while idle, just as the request arrived. Only a request
@@ -315,11 +266,11 @@ async fn exchange<S: ClientIo>(
         Err(Attempt::Failed(ProxyError::UpstreamFailed))
             if reused && response_buffer.is_empty() =>
         {
-            Attempt::Stale {
-                resend: client.request.replayable,
+            OnConnection::Stale {
+                resend: client.request().replayable,
             }
         }
-        Err(attempt) => attempt,
+        Err(attempt) => attempt.into(),
     }
 }
 
@@ -336,34 +287,41 @@ fn head_with_host(head: &[u8], backend: SocketAddr) -> Vec<u8> {
 /// Uploads the request body while waiting for the response head, then streams the response
 /// (the upload going on meanwhile if it has not ended).
 #[allow(clippy::too_many_arguments)]
-async fn send_and_respond<S: ClientIo>(
+async fn send_and_respond<D: Downstream>(
     ctx: &HttpContext,
     backend: &LiveBackend,
     upstream: &mut Upstream,
-    client: &mut Client<'_, S>,
+    client: &mut D,
     response_buffer: &mut ReadBuf,
     out: &mut Vec<u8>,
     responded: &Cell<bool>,
     started: Instant,
-) -> Result<Relayed, Attempt> {
+) -> Result<Relayed, Attempt<Next>> {
     let settings = &ctx.pool.settings;
-    let request = client.request;
     let (mut upstream_read, mut upstream_write) = upstream.halves();
-    let (mut client_read, mut client_write) = client.stream.halves();
+    let request = client.request();
+    let (is_head, http10, keep_alive, framing) = (
+        request.is_head,
+        request.http10,
+        request.keep_alive,
+        request.framing,
+    );
+    let set_cookie = request.set_cookie.clone();
+    let (mut client_read, input, mut client_write) = client.split();
     let client_timeouts = Timeouts {
         read: ctx.idle_timeout,
         write: ctx.idle_timeout,
     };
-    let mut uploaded = request.framing == Framing::Empty;
+    let mut uploaded = framing == Framing::Empty;
     // The backend stopped taking the body: it may still answer (413, say), but the rest of
     // the body stays unread, so the client connection cannot carry another request.
     let mut upload_broken = false;
     let mut no_prefix = Vec::new();
     let upload = relay::body(
         &mut client_read,
-        client.input,
+        input,
         &mut upstream_write,
-        request.framing,
+        framing,
         false,
         Timeouts {
             read: ctx.idle_timeout,
@@ -377,14 +335,20 @@ async fn send_and_respond<S: ClientIo>(
     let mut deadline = crate::proxy::deadline(started, settings.response_timeout);
     let head: ResponseHead = loop {
         let side = ClientSide {
-            request_is_head: request.is_head,
-            http10: request.http10,
+            request_is_head: is_head,
+            http10,
             // A response that comes before the whole request was read ends the connection.
-            keep_alive: request.keep_alive && uploaded && !upload_broken,
-            set_cookie: request.set_cookie.as_deref(),
+            keep_alive: keep_alive && uploaded && !upload_broken,
+            set_cookie: set_cookie.as_deref(),
         };
-        let read_head =
-            read_response_head(&mut upstream_read, response_buffer, &side, &ctx.idle, out);
+        let read_head = read_response_head(
+            &mut upstream_read,
+            response_buffer,
+            &side,
+            &ctx.idle,
+            &mut client_write,
+            out,
+        );
         tokio::select! {
             // In this order: the deadline is polled (and its timer armed) only when neither
             // the response nor the upload can make progress.
@@ -393,10 +357,8 @@ async fn send_and_respond<S: ClientIo>(
                 Ok(head) if head.informational => {
                     response_buffer.consume(head.len);
                     // HTTP/1.0 clients do not know 1xx responses.
-                    if !request.http10
-                        && relay::write_slice(&mut client_write, out, ctx.idle_timeout).await.is_err()
-                    {
-                        return Err(Attempt::Closed);
+                    if !http10 && client_write.informational(out, ctx).await.is_err() {
+                        return Err(Attempt::Done(Next::Close));
                     }
                     out.clear();
                 }
@@ -419,14 +381,20 @@ async fn send_and_respond<S: ClientIo>(
                 Err(RelayError::BadChunk) => {
                     return Err(Attempt::Failed(ProxyError::BadRequest("invalid chunked body\n")))
                 }
-                Err(RelayError::SourceClosed | RelayError::Source(_)) => return Err(Attempt::Closed),
+                Err(RelayError::SourceClosed | RelayError::Source(_)) => return Err(Attempt::Done(Next::Close)),
             },
             () = tokio::time::sleep_until(deadline), if uploaded => {
                 return Err(Attempt::Failed(ProxyError::UpstreamTimeout));
             }
         }
     };
-    let status_failed = observe(ctx, backend, head.status, started);
+    let status_failed = pipeline::observe_head(
+        &ctx.pool,
+        backend,
+        head.status,
+        started,
+        ctx.failure_statuses,
+    );
     response_buffer.consume(head.len);
     responded.set(true);
     let response = relay::body(
@@ -463,19 +431,20 @@ async fn send_and_respond<S: ClientIo>(
         }
     };
     let upload_whole = uploaded && !upload_broken;
+    let relayed = relayed.and_then(|()| client_write.end_response().map_err(RelayError::Sink));
     match relayed {
-        Ok(()) => record_outcome(backend, status_failed),
+        Ok(()) => pipeline::record_outcome(backend, status_failed),
         Err(error @ RelayError::Sink(_)) => {
             // The client went away: the backend did its part.
-            record_outcome(backend, status_failed);
+            pipeline::record_outcome(backend, status_failed);
             tracing::debug!(backend = %backend.addr, ?error, "client left before the response ended");
-            return Err(Attempt::Closed);
+            return Err(Attempt::Done(Next::Close));
         }
         Err(error) => {
             // A failure mid-body is the backend's, whatever its status said.
             backend.stats.record_failure();
             tracing::debug!(backend = %backend.addr, ?error, "response body not relayed whole");
-            return Err(Attempt::Closed);
+            return Err(Attempt::Done(Next::Close));
         }
     }
     Ok(Relayed {
@@ -499,11 +468,12 @@ struct Relayed {
 /// Reads until the backend's response head is complete; the head for the client is then
 /// in `out`. Whether fulcrum is shutting down is read when the head is written, so a response
 /// that arrives after SIGTERM tells the client to close.
-async fn read_response_head(
+async fn read_response_head<K: ResponseSink>(
     upstream: &mut UpstreamRead<'_>,
     buffer: &mut ReadBuf,
     side: &ClientSide<'_>,
     idle: &IdleRegistry,
+    client: &mut K,
     out: &mut Vec<u8>,
 ) -> Result<ResponseHead, &'static str> {
     let mut end = HeadEnd::default();
@@ -513,7 +483,7 @@ async fn read_response_head(
                 keep_alive: side.keep_alive && !idle.is_stopped(),
                 ..*side
             };
-            match response::parse(buffer.filled(), &side, out) {
+            match client.start_response(buffer.filled(), &side, out) {
                 Ok(Some(head)) => return Ok(head),
                 Ok(None) => {}
                 Err(bad) => return Err(bad.0),
@@ -525,27 +495,6 @@ async fn read_response_head(
             Ok(_) => {}
             Err(_) => return Err("connection failed before a response"),
         }
-    }
-}
-
-/// Feeds the time to the response head to p2c_ewma; returns whether the status counts as
-/// a backend failure (the outcome is recorded once the body has been relayed).
-fn observe(ctx: &HttpContext, backend: &LiveBackend, status: u16, started: Instant) -> bool {
-    let pool = &ctx.pool;
-    if pool.settings.algorithm == Algorithm::P2cEwma {
-        backend
-            .stats
-            .ewma
-            .observe(pool.clock().now(), started.elapsed());
-    }
-    ctx.failure_statuses.contains(status)
-}
-
-fn record_outcome(backend: &LiveBackend, failed: bool) {
-    if failed {
-        backend.stats.record_failure();
-    } else {
-        backend.stats.record_success();
     }
 }
 

@@ -56,6 +56,33 @@ impl Default for IdleRegistry {
 impl IdleRegistry {
     /// Waits until `stream` is readable, at most `timeout` (to within a tick).
     pub async fn wait(&self, stream: &TcpStream, timeout: Duration) -> Woke {
+        self.wait_until(timeout, |cx| {
+            stream.poll_read_ready(cx).map(|ready| {
+                if ready.is_ok() {
+                    Woke::Readable
+                } else {
+                    Woke::Close
+                }
+            })
+        })
+        .await
+    }
+
+    /// Waits until `timeout` passes (to within a tick) or the worker stops; returns whether
+    /// it stopped. An HTTP/2 connection's idle timer: its socket is never idle to wait on,
+    /// the `h2` crate reads it all the time.
+    pub async fn sleep(&self, timeout: Duration) -> bool {
+        self.wait_until(timeout, |_| Poll::Pending).await;
+        self.stopped.get()
+    }
+
+    /// Waits until `ready` is, at most `timeout`; `Close` when the time passed or the worker
+    /// is stopping.
+    async fn wait_until(
+        &self,
+        timeout: Duration,
+        mut ready: impl FnMut(&mut std::task::Context<'_>) -> Poll<Woke>,
+    ) -> Woke {
         if self.stopped.get() {
             return Woke::Close;
         }
@@ -65,12 +92,8 @@ impl IdleRegistry {
             slot,
         };
         std::future::poll_fn(|cx| {
-            if let Poll::Ready(ready) = stream.poll_read_ready(cx) {
-                return Poll::Ready(if ready.is_ok() {
-                    Woke::Readable
-                } else {
-                    Woke::Close
-                });
+            if let Poll::Ready(woke) = ready(cx) {
+                return Poll::Ready(woke);
             }
             let mut slots = self.slots.borrow_mut();
             let entry = &mut slots[slot];

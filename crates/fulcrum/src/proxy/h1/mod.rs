@@ -8,6 +8,7 @@
 
 pub mod buffer;
 pub mod conn;
+pub mod downstream;
 pub mod exchange;
 pub mod framing;
 pub mod head_end;

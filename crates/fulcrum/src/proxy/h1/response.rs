@@ -36,12 +36,55 @@ pub struct ResponseHead {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BadResponse(pub &'static str);
 
+/// Where the head for the client goes: HTTP/1.1 bytes for an HTTP/1.1 client (a `Vec<u8>`),
+/// a status and header map for an HTTP/2 one.
+pub trait HeadOut {
+    /// The client is an HTTP/2 one: it has its own framing, so chunk framing is always taken
+    /// out of the body, and neither framing nor connection headers are written.
+    const FRAMED: bool;
+
+    fn status_line(&mut self, status: u16, reason: &str);
+
+    /// One header for the client; `false` when the client's protocol cannot carry it.
+    fn header(&mut self, name: &str, value: &[u8]) -> bool;
+
+    /// The end of the head; `close` and `http10_keep_alive` say what an HTTP/1.1 client's
+    /// connection header must say.
+    fn end(&mut self, close: bool, http10_keep_alive: bool);
+}
+
+impl HeadOut for Vec<u8> {
+    const FRAMED: bool = false;
+
+    fn status_line(&mut self, status: u16, reason: &str) {
+        self.extend_from_slice(b"HTTP/1.1 ");
+        self.extend_from_slice(status_digits(status).as_slice());
+        self.push(b' ');
+        self.extend_from_slice(reason.as_bytes());
+        self.extend_from_slice(b"\r\n");
+    }
+
+    fn header(&mut self, name: &str, value: &[u8]) -> bool {
+        headers::put(self, name.as_bytes(), value);
+        true
+    }
+
+    fn end(&mut self, close: bool, http10_keep_alive: bool) {
+        if close {
+            self.extend_from_slice(b"connection: close\r\n");
+        } else if http10_keep_alive {
+            self.extend_from_slice(b"connection: keep-alive\r\n");
+        }
+        self.extend_from_slice(b"\r\n");
+    }
+}
+
 /// Parses the response head at the start of `buffer`; `Ok(None)` while incomplete. On
-/// success, the head for the client has been appended to `out`.
-pub fn parse(
+/// success, the head for the client has been written to `out`.
+pub fn parse<O: HeadOut>(
     buffer: &[u8],
     client: &ClientSide<'_>,
-    out: &mut Vec<u8>,
+    out: &mut O,
 ) -> Result<Option<ResponseHead>, BadResponse> {
     let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut response = httparse::Response::new(&mut slots);
@@ -65,20 +108,17 @@ pub fn parse(
     let scan = headers::scan(headers);
     let connection = &scan.connection;
     let framing = framing(headers, &scan, status, client.request_is_head)?;
-    let decode_chunks = framing == Framing::Chunked && client.http10;
+    let decode_chunks = framing == Framing::Chunked && (client.http10 || O::FRAMED);
     let upstream_reusable = framing != Framing::UntilClose
         && if version == 0 {
             connection.keep_alive && !connection.close
         } else {
             !connection.close
         };
-    let client_close = !client.keep_alive || framing == Framing::UntilClose || decode_chunks;
+    let client_close =
+        !O::FRAMED && (!client.keep_alive || framing == Framing::UntilClose || decode_chunks);
 
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status_digits(status).as_slice());
-    out.push(b' ');
-    out.extend_from_slice(reason.as_bytes());
-    out.extend_from_slice(b"\r\n");
+    out.status_line(status, reason);
     let mut length_sent = false;
     for (h, class) in headers.iter().zip(&scan.classes) {
         let keep = match class {
@@ -90,24 +130,22 @@ pub fn parse(
             Class::HopByHop | Class::Connection | Class::TransferEncoding => false,
             _ => !connection.names(h.name),
         };
-        if keep {
-            headers::put(out, h.name.as_bytes(), h.value);
+        if keep && !out.header(h.name, h.value) {
+            return Err(BadResponse("a header the client's protocol cannot carry"));
         }
     }
-    if !informational {
+    if informational {
+        out.end(false, false);
+    } else {
+        // Kept only for an HTTP/1.1 client that reads chunks as they come.
         if framing == Framing::Chunked && !decode_chunks {
-            out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+            out.header("transfer-encoding", b"chunked");
         }
         if let Some(cookie) = client.set_cookie {
-            headers::put(out, b"set-cookie", cookie.as_bytes());
+            out.header("set-cookie", cookie.as_bytes());
         }
-        if client_close {
-            out.extend_from_slice(b"connection: close\r\n");
-        } else if client.http10 {
-            out.extend_from_slice(b"connection: keep-alive\r\n");
-        }
+        out.end(client_close, client.http10);
     }
-    out.extend_from_slice(b"\r\n");
     Ok(Some(ResponseHead {
         len,
         status,

@@ -1,0 +1,164 @@
+//! The client side of one exchange with an HTTP/1.1 backend, as that exchange uses it: the
+//! request (already parsed and rewritten into the head for the backend), its body, and a sink
+//! that turns the backend's response into the client's. An HTTP/1.1 client connection is one
+//! (this file); an HTTP/2 stream is another (`proxy::h2::stream`). Static dispatch: the
+//! HTTP/1.1 path compiles to what it was before there was a second one.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::buffer::ReadBuf;
+use super::exchange::HttpContext;
+use super::relay::{self, RelayError};
+use super::request::RequestHead;
+use super::response::{self, BadResponse, ClientSide, ResponseHead};
+use crate::proxy::client_io::ClientIo;
+use crate::proxy::error::ProxyError;
+
+/// A client, as an exchange with an HTTP/1.1 backend sees it.
+#[allow(
+    async_fn_in_trait,
+    reason = "exchanges run on one worker thread's LocalSet: their futures are !Send by design"
+)]
+pub trait Downstream {
+    /// Where the request body comes from.
+    type Body<'a>: AsyncRead + Unpin
+    where
+        Self: 'a;
+    /// Where the response goes.
+    type Sink<'a>: ResponseSink
+    where
+        Self: 'a;
+
+    fn request(&self) -> &RequestHead;
+
+    /// The head to send upstream.
+    fn upstream_head(&self) -> &[u8];
+
+    /// The body's source, the bytes of it already read, and the response sink, apart: the
+    /// upload goes on while the response streams.
+    fn split(&mut self) -> (Self::Body<'_>, &mut ReadBuf, Self::Sink<'_>);
+
+    /// Answers with fulcrum's own response for `error`; returns whether the client
+    /// connection stays open (only when `keep_alive` allows it).
+    async fn send_error(&mut self, ctx: &HttpContext, error: ProxyError, keep_alive: bool) -> bool;
+}
+
+/// Where a backend's response goes.
+#[allow(
+    async_fn_in_trait,
+    reason = "exchanges run on one worker thread's LocalSet: their futures are !Send by design"
+)]
+pub trait ResponseSink: AsyncWrite + Unpin {
+    /// Parses the backend's response head at the start of `buffer` and starts the client's
+    /// response. For an HTTP/1.1 client the rewritten head is appended to `out`, to go out
+    /// with the first bytes of the body; an HTTP/2 client gets its HEADERS frame now.
+    fn start_response(
+        &mut self,
+        buffer: &[u8],
+        side: &ClientSide<'_>,
+        out: &mut Vec<u8>,
+    ) -> Result<Option<ResponseHead>, BadResponse>;
+
+    /// Relays the informational (1xx) head in `out`, or drops it when the client's protocol
+    /// has no use for it.
+    async fn informational(&mut self, out: &[u8], ctx: &HttpContext) -> Result<(), RelayError>;
+
+    /// The body has been relayed whole: ends the client's response.
+    fn end_response(&mut self) -> io::Result<()>;
+}
+
+/// An HTTP/1.1 client connection during one exchange.
+#[derive(Debug)]
+pub struct Client<'a, S> {
+    pub stream: &'a mut S,
+    /// Bytes read from the client and not yet used: the request body may start here.
+    pub input: &'a mut ReadBuf,
+    pub request: &'a RequestHead,
+    /// The head to send upstream.
+    pub upstream_head: &'a [u8],
+}
+
+impl<S: ClientIo> Downstream for Client<'_, S> {
+    type Body<'a>
+        = S::ReadHalf<'a>
+    where
+        Self: 'a;
+    type Sink<'a>
+        = H1Sink<S::WriteHalf<'a>>
+    where
+        Self: 'a;
+
+    fn request(&self) -> &RequestHead {
+        self.request
+    }
+
+    fn upstream_head(&self) -> &[u8] {
+        self.upstream_head
+    }
+
+    fn split(&mut self) -> (Self::Body<'_>, &mut ReadBuf, Self::Sink<'_>) {
+        let (read, write) = self.stream.halves();
+        (read, self.input, H1Sink(write))
+    }
+
+    async fn send_error(&mut self, ctx: &HttpContext, error: ProxyError, keep_alive: bool) -> bool {
+        super::exchange::send_error(ctx, self.stream, error, keep_alive, self.request.is_head).await
+    }
+}
+
+/// The write half of an HTTP/1.1 client connection, as a response sink.
+#[derive(Debug)]
+pub struct H1Sink<W>(W);
+
+impl<W: AsyncWrite + Unpin> ResponseSink for H1Sink<W> {
+    fn start_response(
+        &mut self,
+        buffer: &[u8],
+        side: &ClientSide<'_>,
+        out: &mut Vec<u8>,
+    ) -> Result<Option<ResponseHead>, BadResponse> {
+        response::parse(buffer, side, out)
+    }
+
+    async fn informational(&mut self, out: &[u8], ctx: &HttpContext) -> Result<(), RelayError> {
+        relay::write_slice(&mut self.0, out, ctx.idle_timeout).await
+    }
+
+    fn end_response(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<W: AsyncWrite + Unpin> AsyncWrite for H1Sink<W> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+}

@@ -1,0 +1,386 @@
+//! One HTTP/2 stream as a client of the request pipeline: its head translated and checked by
+//! the HTTP/1.1 request rules, its DATA frames as the request body, and the backend's
+//! response sent back as HEADERS and DATA frames, within the stream's flow-control window
+//! (so a slow reader holds at most a window of the response in fulcrum).
+//!
+//! A stream whose exchange breaks after its response started is reset (dropping an unfinished
+//! `SendStream` sends RST_STREAM CANCEL), as a broken HTTP/1.1 response closes its connection.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use h2::server::SendResponse;
+use h2::{RecvStream, SendStream};
+use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderMap, StatusCode};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::proxy::error::ProxyError;
+use crate::proxy::h1::buffer::ReadBuf;
+use crate::proxy::h1::downstream::{Downstream, ResponseSink};
+use crate::proxy::h1::exchange::{self, HttpContext};
+use crate::proxy::h1::framing::Framing;
+use crate::proxy::h1::relay::RelayError;
+use crate::proxy::h1::request::{self as h1_request, RequestHead, RequestRules};
+use crate::proxy::h1::response::{self, BadResponse, ClientSide, HeadOut, ResponseHead};
+use crate::tls::TlsFacts;
+
+/// What every stream of one connection shares.
+#[derive(Debug)]
+pub struct ConnFacts {
+    pub peer: SocketAddr,
+    /// The peer's address as written into X-Forwarded-For.
+    pub peer_text: Vec<u8>,
+    pub tls: Option<TlsFacts>,
+}
+
+/// Serves one stream: checks and translates its head, then forwards it.
+pub async fn serve(
+    ctx: Rc<HttpContext>,
+    conn: Rc<ConnFacts>,
+    request: http::Request<RecvStream>,
+    respond: SendResponse<Bytes>,
+) {
+    let (parts, body) = request.into_parts();
+    let is_head = parts.method == http::Method::HEAD;
+    let mut sink = H2Response {
+        respond: Some(respond),
+        send: None,
+    };
+    let mut upstream_head = ctx.buffers.take_write();
+    let head = {
+        let rules = RequestRules {
+            max_request_line_bytes: ctx.limits.max_request_line_bytes,
+            settings: &ctx.pool.settings,
+            peer: conn.peer.ip(),
+            peer_text: &conn.peer_text,
+            tls: conn.tls.as_ref(),
+        };
+        let mut text = ctx.buffers.take_write();
+        let head =
+            super::request::to_http1(&parts, !body.is_end_stream(), &mut text).and_then(|()| {
+                match h1_request::parse(&text, &rules, &mut upstream_head) {
+                    Ok(Some(head)) => Ok(head),
+                    Ok(None) => Err(ProxyError::BadRequest("malformed request head\n")),
+                    Err(error) => Err(error),
+                }
+            });
+        ctx.buffers.give_write(text);
+        head
+    };
+    drop(parts);
+    match head {
+        Ok(request) => {
+            let chunked = request.framing == Framing::Chunked;
+            let mut body = RequestBody::new(body, chunked);
+            if body.broken_already() {
+                // The client broke the protocol in the frames that came with the head (a
+                // body longer or shorter than its Content-Length): the `h2` crate has reset
+                // the stream, and nothing goes to a backend.
+                tracing::debug!(peer = %conn.peer, "HTTP/2 request body malformed; stream reset");
+                ctx.buffers.give_write(upstream_head);
+                return;
+            }
+            let mut client = H2Client {
+                request,
+                upstream_head,
+                body,
+                input: ReadBuf::new(Rc::clone(&ctx.buffers)),
+                sink,
+            };
+            exchange::proxy(&ctx, &mut client).await;
+            ctx.buffers.give_write(client.upstream_head);
+        }
+        Err(error) => {
+            tracing::debug!(peer = %conn.peer, %error, "bad HTTP/2 request");
+            sink.send_error(error, is_head);
+            ctx.buffers.give_write(upstream_head);
+        }
+    }
+}
+
+/// One stream during its exchange.
+struct H2Client {
+    request: RequestHead,
+    upstream_head: Vec<u8>,
+    body: RequestBody,
+    /// Always empty: a stream's body arrives in DATA frames, never ahead of its head.
+    input: ReadBuf,
+    sink: H2Response,
+}
+
+impl Downstream for H2Client {
+    type Body<'a> = &'a mut RequestBody;
+    type Sink<'a> = &'a mut H2Response;
+
+    fn request(&self) -> &RequestHead {
+        &self.request
+    }
+
+    fn upstream_head(&self) -> &[u8] {
+        &self.upstream_head
+    }
+
+    fn split(&mut self) -> (Self::Body<'_>, &mut ReadBuf, Self::Sink<'_>) {
+        (&mut self.body, &mut self.input, &mut self.sink)
+    }
+
+    async fn send_error(&mut self, _: &HttpContext, error: ProxyError, _: bool) -> bool {
+        self.sink.send_error(error, self.request.is_head);
+        // The connection carries other streams whatever this one's answer was.
+        false
+    }
+}
+
+/// A stream's DATA frames as the bytes of an HTTP/1.1 body: as they are when the request
+/// has a Content-Length, in chunked coding when it has none. Each frame's bytes are handed
+/// back to the flow-control window once they are taken, so the client can send more only as
+/// fast as the backend takes them.
+#[derive(Debug)]
+pub struct RequestBody {
+    recv: RecvStream,
+    chunked: bool,
+    /// Bytes taken from the stream and not yet read (a chunk's size line, data, CRLF).
+    staged: [Bytes; 3],
+    ended: bool,
+    /// A stream error met after bytes were taken: reported by the next read.
+    failed: Option<h2::Error>,
+}
+
+impl RequestBody {
+    fn new(recv: RecvStream, chunked: bool) -> Self {
+        Self {
+            recv,
+            chunked,
+            staged: Default::default(),
+            ended: false,
+            failed: None,
+        }
+    }
+
+    /// Takes what has already arrived of the body, without waiting; true when the stream is
+    /// already known broken.
+    fn broken_already(&mut self) -> bool {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match self.recv.poll_data(&mut cx) {
+            Poll::Ready(polled) => self.stage(polled).is_err(),
+            Poll::Pending => false,
+        }
+    }
+
+    /// Stages one `poll_data` result as body bytes.
+    fn stage(&mut self, polled: Option<Result<Bytes, h2::Error>>) -> Result<(), h2::Error> {
+        match polled {
+            Some(Ok(data)) => {
+                let _ = self.recv.flow_control().release_capacity(data.len());
+                // An empty DATA frame is no chunk: "0" would end the body.
+                if data.is_empty() {
+                } else if self.chunked {
+                    self.staged = [
+                        Bytes::from(format!("{:x}\r\n", data.len())),
+                        data,
+                        Bytes::from_static(b"\r\n"),
+                    ];
+                } else {
+                    self.staged[0] = data;
+                }
+                Ok(())
+            }
+            Some(Err(e)) => Err(e),
+            None => {
+                self.ended = true;
+                if self.chunked {
+                    self.staged[0] = Bytes::from_static(b"0\r\n\r\n");
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl AsyncRead for RequestBody {
+    /// Fills `buf` with as much as has arrived (several frames, when they are there), so
+    /// that one read makes one write upstream.
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let me = &mut *self;
+        if let Some(e) = me.failed.take() {
+            return Poll::Ready(Err(io::Error::other(e)));
+        }
+        let start = buf.filled().len();
+        loop {
+            for piece in me.staged.iter_mut().filter(|piece| !piece.is_empty()) {
+                let n = piece.len().min(buf.remaining());
+                buf.put_slice(&piece.split_to(n));
+            }
+            let taken = buf.filled().len() > start;
+            if me.ended || buf.remaining() == 0 {
+                return Poll::Ready(Ok(()));
+            }
+            let polled = match me.recv.poll_data(cx) {
+                Poll::Ready(polled) => polled,
+                // What has been taken goes now; the waker is registered for the rest.
+                Poll::Pending if taken => return Poll::Ready(Ok(())),
+                Poll::Pending => return Poll::Pending,
+            };
+            if let Err(e) = me.stage(polled) {
+                if !taken {
+                    return Poll::Ready(Err(io::Error::other(e)));
+                }
+                me.failed = Some(e);
+                return Poll::Ready(Ok(()));
+            }
+        }
+    }
+}
+
+/// A stream's response: HEADERS once the backend's head is in, then DATA frames within the
+/// window the client grants.
+#[derive(Debug)]
+pub struct H2Response {
+    respond: Option<SendResponse<Bytes>>,
+    send: Option<SendStream<Bytes>>,
+}
+
+impl H2Response {
+    /// fulcrum's own answer (a one-line text body, none for HEAD).
+    fn send_error(&mut self, error: ProxyError, is_head: bool) {
+        let Some(mut respond) = self.respond.take() else {
+            return;
+        };
+        let body = error.message();
+        let mut response = http::Response::new(());
+        *response.status_mut() =
+            StatusCode::from_u16(error.status()).unwrap_or(StatusCode::BAD_GATEWAY);
+        let headers = response.headers_mut();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+        if let Ok(mut send) = respond.send_response(response, is_head) {
+            if !is_head {
+                let _ = send.send_data(Bytes::from_static(body.as_bytes()), true);
+            }
+        }
+    }
+}
+
+/// A response head on its way to an HTTP/2 client.
+#[derive(Default)]
+struct H2Head {
+    status: u16,
+    headers: HeaderMap,
+}
+
+impl HeadOut for H2Head {
+    const FRAMED: bool = true;
+
+    fn status_line(&mut self, status: u16, _reason: &str) {
+        self.status = status;
+    }
+
+    fn header(&mut self, name: &str, value: &[u8]) -> bool {
+        match (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_bytes(value),
+        ) {
+            (Ok(name), Ok(value)) => {
+                self.headers.append(name, value);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn end(&mut self, _close: bool, _http10_keep_alive: bool) {}
+}
+
+impl ResponseSink for &mut H2Response {
+    fn start_response(
+        &mut self,
+        buffer: &[u8],
+        side: &ClientSide<'_>,
+        _out: &mut Vec<u8>,
+    ) -> Result<Option<ResponseHead>, BadResponse> {
+        let mut head = H2Head::default();
+        let Some(parsed) = response::parse(buffer, side, &mut head)? else {
+            return Ok(None);
+        };
+        if parsed.informational {
+            return Ok(Some(parsed));
+        }
+        let status =
+            StatusCode::from_u16(head.status).map_err(|_| BadResponse("invalid status code"))?;
+        let mut response = http::Response::new(());
+        *response.status_mut() = status;
+        *response.headers_mut() = head.headers;
+        let end = parsed.framing == Framing::Empty;
+        // A client that reset the stream meanwhile: nothing to send to; the body's writes
+        // fail as a client gone away (not the backend's fault).
+        if let Some(mut respond) = self.respond.take() {
+            if let Ok(send) = respond.send_response(response, end) {
+                self.send = (!end).then_some(send);
+            }
+        }
+        Ok(Some(parsed))
+    }
+
+    /// 1xx heads are not relayed: HTTP/2 clients have no use for `100 Continue` (they send
+    /// the body when they please) and the `h2` crate sends no informational heads.
+    async fn informational(&mut self, _out: &[u8], _: &HttpContext) -> Result<(), RelayError> {
+        Ok(())
+    }
+
+    fn end_response(&mut self) -> io::Result<()> {
+        match self.send.take() {
+            Some(mut send) => send.send_data(Bytes::new(), true).map_err(io::Error::other),
+            None => Ok(()),
+        }
+    }
+}
+
+impl AsyncWrite for H2Response {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let Some(send) = self.get_mut().send.as_mut() else {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        };
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        loop {
+            // What the window allows now; when nothing, ask for enough and wait for it.
+            let n = send.capacity().min(buf.len());
+            if n > 0 {
+                send.send_data(Bytes::copy_from_slice(&buf[..n]), false)
+                    .map_err(io::Error::other)?;
+                return Poll::Ready(Ok(n));
+            }
+            send.reserve_capacity(buf.len());
+            match ready!(send.poll_capacity(cx)) {
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Poll::Ready(Err(io::Error::other(e))),
+                None => return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
