@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use fulcrum_core::config::{Config, HaMode};
+use fulcrum_core::config::{Config, HaMode, UpstreamProtocol};
 
 use crate::tls::upstream::BackendTls;
 use crate::tls::Terminator;
@@ -57,7 +57,12 @@ pub fn read(config: &Config) -> Result<Secrets, Vec<String>> {
     let mut backend_tls = HashMap::new();
     for (name, pool) in &config.pools {
         let Some(tls) = &pool.tls else { continue };
-        match BackendTls::load(&format!("pools.{name}.tls"), tls, &[]) {
+        // HTTP/2 over TLS is chosen by ALPN (RFC 9113 §3.2); HTTP/1.1 needs no ALPN.
+        let alpn: &[&[u8]] = match pool.protocol {
+            UpstreamProtocol::Http2 => &[b"h2"],
+            UpstreamProtocol::Http1 => &[],
+        };
+        match BackendTls::load(&format!("pools.{name}.tls"), tls, alpn) {
             Ok(loaded) => {
                 backend_tls.insert(name.clone(), Arc::new(loaded));
             }

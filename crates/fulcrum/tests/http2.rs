@@ -10,6 +10,7 @@ mod common;
 
 use std::net::SocketAddr;
 use std::process::Command;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -606,4 +607,88 @@ async fn fulcrums_own_errors_reach_http2_clients_as_responses() {
     let request = http::Request::get(long).body(()).unwrap();
     let (status, _, _) = h2_exchange(proxy.addr, request, &[]).await;
     assert_eq!(status, 414);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_pool_serves_both_kinds_of_client_over_multiplexed_connections() {
+    let (backend, seen) = h2_backend(10, Duration::from_millis(5), None).await;
+    let proxy = start_proxy(
+        "http",
+        "round_robin",
+        &[(backend, 1)],
+        "",
+        "protocol = \"http2\"",
+    );
+    let url = format!("http://127.0.0.1:{}/path?q=1", proxy.addr.port());
+    // HTTP/1.1 client: chunked, since the backend gave no length; its trailer comes with the
+    // last chunk (curl shows trailers with the headers, -i).
+    let h1 = url.clone();
+    let out = tokio::task::spawn_blocking(move || curl(&["--http1.1", "-i", "--raw"], &h1, &[]))
+        .await
+        .unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.contains("transfer-encoding: chunked"), "{out}");
+    assert!(out.contains("x-served-by: h2"), "{out}");
+    assert!(out.contains("h2 /path"), "{out}");
+    let headers = seen.last_headers.lock().unwrap().clone().unwrap();
+    assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
+    assert!(!headers.contains_key("host"), "Host travels as :authority");
+    // HTTP/2 client.
+    let h2 = url.clone();
+    let out = tokio::task::spawn_blocking(move || curl(&["--http2-prior-knowledge"], &h2, &[]))
+        .await
+        .unwrap();
+    assert_eq!(out, "h2 /path 2");
+    // Requests of one client connection (one worker): one backend connection, reused.
+    let before = seen.connections.load(Ordering::SeqCst);
+    let mut client = Client::connect(proxy.addr).await;
+    for _ in 0..5 {
+        assert_eq!(client.get("/again").await, (200, "h2 /again".to_string()));
+    }
+    let opened = seen.connections.load(Ordering::SeqCst) - before;
+    assert!(
+        opened <= 1,
+        "{opened} new backend connections for 5 requests"
+    );
+    // 4 clients × 32 streams against 10 streams per backend connection: more connections
+    // open, none carries more than 10, and nothing fails.
+    let (ok, failed) =
+        tokio::task::spawn_blocking(move || h2load(&["-c", "4", "-m", "32", "-n", "800"], &url))
+            .await
+            .unwrap();
+    assert_eq!((ok, failed), (800, 0));
+    let connections = seen.connections.load(Ordering::SeqCst);
+    assert!(
+        (2..=16).contains(&connections),
+        "{connections} backend connections"
+    );
+    assert!(seen.most_open.load(Ordering::SeqCst) <= 10);
+    assert_eq!(seen.requests.load(Ordering::SeqCst), 807);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_sending_goaway_gets_no_new_streams_and_nothing_fails() {
+    let (backend, seen) = h2_backend(100, Duration::from_millis(2), Some(20)).await;
+    let proxy = start_proxy(
+        "http",
+        "round_robin",
+        &[(backend, 1)],
+        "",
+        "protocol = \"http2\"",
+    );
+    let url = format!("http://127.0.0.1:{}/", proxy.addr.port());
+    let (ok, failed) =
+        tokio::task::spawn_blocking(move || h2load(&["-c", "4", "-m", "8", "-n", "400"], &url))
+            .await
+            .unwrap();
+    assert_eq!((ok, failed), (400, 0));
+    // Each GOAWAY moved the next streams to a new connection (the `h2` crate's graceful
+    // GOAWAY still takes the streams already on their way, so a connection carries a few
+    // more than 20).
+    let connections = seen.connections.load(Ordering::SeqCst);
+    assert!(
+        connections >= 5,
+        "{connections} connections for 400 streams"
+    );
+    assert_eq!(seen.requests.load(Ordering::SeqCst), 400);
 }

@@ -311,6 +311,28 @@ pub struct Pool {
     pub discovery: Option<Discovery>,
     /// TLS to the backends; `None`: plain TCP.
     pub tls: Option<UpstreamTls>,
+    /// What HTTP listeners speak to the backends.
+    pub protocol: UpstreamProtocol,
+}
+
+/// The HTTP version a pool's backends are spoken to in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 over pooled keep-alive connections.
+    #[default]
+    Http1,
+    /// HTTP/2: each request a stream, many streams over each connection (h2c without TLS,
+    /// ALPN `h2` with it). What gRPC backends need.
+    Http2,
+}
+
+impl UpstreamProtocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            UpstreamProtocol::Http1 => "http1",
+            UpstreamProtocol::Http2 => "http2",
+        }
+    }
 }
 
 /// How fulcrum speaks TLS to a pool's backends. The certificate is always verified.

@@ -149,6 +149,7 @@ pub struct RawPool {
     pub ewma_default_rtt: Option<String>,
     pub discovery: Option<RawDiscovery>,
     pub tls: Option<RawUpstreamTls>,
+    pub protocol: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

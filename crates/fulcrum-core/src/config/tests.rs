@@ -155,6 +155,20 @@ fn bad_configs_report_every_error_with_its_path() {
             &["pools.app.algorithm"],
         ),
         (
+            "unknown backend protocol, and HTTP/2 limits out of range or on tcp",
+            ONE_LISTENER.to_string()
+                + "http2 = { max_concurrent_streams = 0, initial_connection_window_bytes = 1000 }\n"
+                + "[[listeners]]\nname = \"t\"\nbind = \"127.0.0.1:1\"\nprotocol = \"tcp\"\npool = \"app\"\nhttp2 = {}\n"
+                + app
+                + "protocol = \"http3\"\n",
+            &[
+                "pools.app.protocol",
+                "listeners[0].http2.max_concurrent_streams",
+                "listeners[0].http2.initial_connection_window_bytes",
+                "listeners[1].http2",
+            ],
+        ),
+        (
             "unknown protocol and http-only key on tcp",
             ONE_LISTENER.replace("\"http\"", "\"udp\"")
                 + "[[listeners]]\nname = \"t\"\nbind = \"127.0.0.1:1\"\nprotocol = \"tcp\"\npool = \"app\"\nmax_header_bytes = 9000\n"
@@ -302,7 +316,8 @@ fn unknown_keys_and_wrong_types_are_all_reported_with_paths_and_plain_words() {
                  connect_timeout, connect_attempts, response_timeout, upstream_idle_timeout, \
                  max_idle_per_backend, slow_start, slow_start_min_percent, drain_timeout, \
                  health, outlier, hash_key, hash_fallback, sticky_cookie, hash_balance_factor, \
-                 ring_points, maglev_table_size, ewma_decay, ewma_default_rtt, discovery, tls",
+                 ring_points, maglev_table_size, ewma_decay, ewma_default_rtt, discovery, tls, \
+                 protocol",
             ],
         ),
         (

@@ -53,6 +53,9 @@ pub struct Scan<'a> {
     pub content_length: Result<Option<u64>, InvalidLength>,
     pub transfer_encoding: bool,
     pub forwarded_for: bool,
+    /// `TE: trailers`: the client takes trailers (gRPC says so, and an HTTP/2 backend is
+    /// told again, since TE is hop-by-hop).
+    pub te_trailers: bool,
     pub connection: ConnectionTokens<'a>,
 }
 
@@ -65,6 +68,7 @@ pub fn scan<'a>(headers: &[httparse::Header<'a>]) -> Scan<'a> {
         content_length: Ok(None),
         transfer_encoding: false,
         forwarded_for: false,
+        te_trailers: false,
         connection: ConnectionTokens::default(),
     };
     let mut connection = false;
@@ -85,6 +89,9 @@ pub fn scan<'a>(headers: &[httparse::Header<'a>]) -> Scan<'a> {
             }
             Class::TransferEncoding => scan.transfer_encoding = true,
             Class::XForwardedFor => scan.forwarded_for = true,
+            Class::HopByHop if h.name.len() == 2 => {
+                scan.te_trailers |= h.value.eq_ignore_ascii_case(b"trailers");
+            }
             Class::Connection => connection = true,
             _ => {}
         }

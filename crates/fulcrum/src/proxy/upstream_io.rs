@@ -32,6 +32,14 @@ pub enum UpstreamWrite<'a> {
 }
 
 impl Upstream {
+    /// The protocol agreed by ALPN, over TLS.
+    pub fn alpn(&self) -> Option<&[u8]> {
+        match self {
+            Upstream::Plain(_) => None,
+            Upstream::Tls(s) => s.get_ref().1.alpn_protocol(),
+        }
+    }
+
     pub fn halves(&mut self) -> (UpstreamRead<'_>, UpstreamWrite<'_>) {
         match self {
             Upstream::Plain(s) => {

@@ -24,6 +24,7 @@ use super::h1::conn;
 use super::h1::exchange::HttpContext;
 use super::h1::idle::{IdleRegistry, TICK};
 use super::h2;
+use super::h2::upstream::H2Upstreams;
 use super::l4::{self, TcpContext};
 use super::passthrough::{self, PassthroughContext};
 use super::upstream::UpstreamPool;
@@ -113,9 +114,11 @@ async fn run(listeners: Vec<WorkerListener>, mut shutdown: watch::Receiver<bool>
     let idle = Rc::new(IdleRegistry::default());
     tokio::task::spawn_local(tick_idle(Rc::clone(&idle), shutdown.clone()));
     let upstreams = Rc::new(UpstreamPool::default());
+    let h2_upstreams = Rc::new(H2Upstreams::default());
     let buffers = Rc::new(BufferPool::default());
     tokio::task::spawn_local(sweep_idle_upstreams(
         Rc::clone(&upstreams),
+        Rc::clone(&h2_upstreams),
         shutdown.clone(),
     ));
     for l in listeners {
@@ -152,6 +155,7 @@ async fn run(listeners: Vec<WorkerListener>, mut shutdown: watch::Receiver<bool>
                 idle_timeout: l.config.idle_timeout,
                 backend_tls: l.backend_tls.get(&pool.name).cloned(),
                 stats: Arc::clone(&l.stats),
+                h2_upstreams: Rc::clone(&h2_upstreams),
             })),
             (ListenerProtocol::Tcp, Some(pool)) => Service::Tcp(tcp(pool)),
             (ListenerProtocol::TlsPassthrough(routes), default) => {
@@ -291,11 +295,18 @@ async fn tick_idle(idle: Rc<IdleRegistry>, mut shutdown: watch::Receiver<bool>) 
     }
 }
 
-async fn sweep_idle_upstreams(upstreams: Rc<UpstreamPool>, mut shutdown: watch::Receiver<bool>) {
+async fn sweep_idle_upstreams(
+    upstreams: Rc<UpstreamPool>,
+    h2_upstreams: Rc<H2Upstreams>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
-            _ = tick.tick() => upstreams.sweep(),
+            _ = tick.tick() => {
+                upstreams.sweep();
+                h2_upstreams.sweep();
+            }
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
     }

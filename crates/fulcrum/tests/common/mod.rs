@@ -399,3 +399,75 @@ pub async fn body_length_backend() -> Backend {
     }))
     .await
 }
+
+/// What an HTTP/2 test backend saw.
+#[derive(Default)]
+pub struct H2Seen {
+    pub connections: AtomicUsize,
+    pub requests: AtomicUsize,
+    /// The most streams open at once on one connection.
+    pub most_open: AtomicUsize,
+    pub last_headers: Mutex<Option<http::HeaderMap>>,
+}
+
+/// An HTTP/2-only backend (the `h2` crate, clear text) allowing `max_streams` streams per
+/// connection; it answers `h2 PATH` after `delay`, with an `x-served-by: h2` trailer. With
+/// `goaway_after`, each connection sends GOAWAY once it has taken that many streams.
+pub async fn h2_backend(
+    max_streams: u32,
+    delay: Duration,
+    goaway_after: Option<usize>,
+) -> (SocketAddr, Arc<H2Seen>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(H2Seen::default());
+    let seen_task = Arc::clone(&seen);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            seen_task.connections.fetch_add(1, Ordering::SeqCst);
+            let seen = Arc::clone(&seen_task);
+            tokio::spawn(async move {
+                let mut builder = h2::server::Builder::new();
+                builder.max_concurrent_streams(max_streams);
+                let Ok(mut conn) = builder.handshake::<_, Bytes>(stream).await else {
+                    return;
+                };
+                let open = Arc::new(AtomicUsize::new(0));
+                let mut taken = 0;
+                while let Some(Ok((request, mut respond))) = conn.accept().await {
+                    seen.requests.fetch_add(1, Ordering::SeqCst);
+                    taken += 1;
+                    if goaway_after == Some(taken) {
+                        conn.graceful_shutdown();
+                    }
+                    let now = open.fetch_add(1, Ordering::SeqCst) + 1;
+                    seen.most_open.fetch_max(now, Ordering::SeqCst);
+                    *seen.last_headers.lock().unwrap() = Some(request.headers().clone());
+                    let open = Arc::clone(&open);
+                    tokio::spawn(async move {
+                        let path = request.uri().path().to_string();
+                        let mut body = request.into_body();
+                        while let Some(Ok(chunk)) = body.data().await {
+                            let _ = body.flow_control().release_capacity(chunk.len());
+                        }
+                        if !delay.is_zero() {
+                            tokio::time::sleep(delay).await;
+                        }
+                        let response = http::Response::builder().status(200).body(()).unwrap();
+                        if let Ok(mut send) = respond.send_response(response, false) {
+                            let _ = send.send_data(Bytes::from(format!("h2 {path}")), false);
+                            let mut trailers = http::HeaderMap::new();
+                            trailers.insert("x-served-by", http::HeaderValue::from_static("h2"));
+                            let _ = send.send_trailers(trailers);
+                        }
+                        open.fetch_sub(1, Ordering::SeqCst);
+                    });
+                }
+            });
+        }
+    });
+    (addr, seen)
+}

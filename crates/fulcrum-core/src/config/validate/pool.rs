@@ -113,8 +113,20 @@ impl Validator {
             .tls
             .take()
             .map(|t| self.upstream_tls(&format!("{path}.tls"), t));
+        let protocol = match raw.protocol.as_deref() {
+            None | Some("http1") => UpstreamProtocol::Http1,
+            Some("http2") => UpstreamProtocol::Http2,
+            Some(other) => {
+                self.error(
+                    format!("{path}.protocol"),
+                    format!("unknown protocol `{other}`; valid: http1, http2"),
+                );
+                UpstreamProtocol::Http1
+            }
+        };
         Pool {
             tls,
+            protocol,
             algorithm,
             backends,
             connect_timeout: self.duration(

@@ -7,6 +7,9 @@
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::HeaderMap;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -14,9 +17,10 @@ use super::buffer::ReadBuf;
 use super::exchange::HttpContext;
 use super::relay::{self, RelayError};
 use super::request::RequestHead;
-use super::response::{self, BadResponse, ClientSide, ResponseHead};
+use super::response::{self, BadResponse, ClientSide, HeadOut, ResponseHead};
 use crate::proxy::client_io::ClientIo;
 use crate::proxy::error::ProxyError;
+use crate::proxy::headers;
 
 /// A client, as an exchange with an HTTP/1.1 backend sees it.
 #[allow(
@@ -69,6 +73,35 @@ pub trait ResponseSink: AsyncWrite + Unpin {
 
     /// The body has been relayed whole: ends the client's response.
     fn end_response(&mut self) -> io::Result<()>;
+
+    /// Starts the client's response from an HTTP/2 backend's head (which has no hop-by-hop
+    /// fields). `end`: no body follows. For an HTTP/1.1 client the head goes into `out`, to
+    /// go out with the first bytes of the body, framed by its Content-Length or chunked.
+    /// Returns whether the client connection must close after it.
+    fn start_parts(
+        &mut self,
+        parts: &http::response::Parts,
+        end: bool,
+        side: &ClientSide<'_>,
+        out: &mut Vec<u8>,
+    ) -> Result<bool, BadResponse>;
+
+    /// Relays one piece of an HTTP/2 backend's response body (after what `out` holds).
+    async fn send_body(
+        &mut self,
+        data: &[u8],
+        out: &mut Vec<u8>,
+        timeout: Duration,
+    ) -> Result<(), RelayError>;
+
+    /// Ends a response started by [`ResponseSink::start_parts`], with the backend's trailers
+    /// when it sent some (HTTP/1.1 clients get them in the last chunk).
+    async fn end_body(
+        &mut self,
+        trailers: Option<HeaderMap>,
+        out: &mut Vec<u8>,
+        timeout: Duration,
+    ) -> Result<(), RelayError>;
 }
 
 /// An HTTP/1.1 client connection during one exchange.
@@ -102,7 +135,14 @@ impl<S: ClientIo> Downstream for Client<'_, S> {
 
     fn split(&mut self) -> (Self::Body<'_>, &mut ReadBuf, Self::Sink<'_>) {
         let (read, write) = self.stream.halves();
-        (read, self.input, H1Sink(write))
+        (
+            read,
+            self.input,
+            H1Sink {
+                write,
+                chunked: false,
+            },
+        )
     }
 
     async fn send_error(&mut self, ctx: &HttpContext, error: ProxyError, keep_alive: bool) -> bool {
@@ -112,7 +152,11 @@ impl<S: ClientIo> Downstream for Client<'_, S> {
 
 /// The write half of an HTTP/1.1 client connection, as a response sink.
 #[derive(Debug)]
-pub struct H1Sink<W>(W);
+pub struct H1Sink<W> {
+    write: W,
+    /// A response from an HTTP/2 backend is sent chunked (it has no length).
+    chunked: bool,
+}
 
 impl<W: AsyncWrite + Unpin> ResponseSink for H1Sink<W> {
     fn start_response(
@@ -125,11 +169,76 @@ impl<W: AsyncWrite + Unpin> ResponseSink for H1Sink<W> {
     }
 
     async fn informational(&mut self, out: &[u8], ctx: &HttpContext) -> Result<(), RelayError> {
-        relay::write_slice(&mut self.0, out, ctx.idle_timeout).await
+        relay::write_slice(&mut self.write, out, ctx.idle_timeout).await
     }
 
     fn end_response(&mut self) -> io::Result<()> {
         Ok(())
+    }
+
+    fn start_parts(
+        &mut self,
+        parts: &http::response::Parts,
+        end: bool,
+        side: &ClientSide<'_>,
+        out: &mut Vec<u8>,
+    ) -> Result<bool, BadResponse> {
+        let length = parts.headers.get(http::header::CONTENT_LENGTH).is_some();
+        let status = parts.status;
+        // Bodiless by its status or by the request (HEAD): no framing needed.
+        let bodiless =
+            end || side.request_is_head || status.as_u16() == 204 || status.as_u16() == 304;
+        self.chunked = !bodiless && !length && !side.http10;
+        // An HTTP/1.0 client reads a body without length to the close.
+        let close = !side.keep_alive || (!bodiless && !length && !self.chunked);
+        out.status_line(status.as_u16(), status.canonical_reason().unwrap_or(""));
+        for (name, value) in &parts.headers {
+            headers::put(out, name.as_str().as_bytes(), value.as_bytes());
+        }
+        if self.chunked {
+            out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+        }
+        if let Some(cookie) = side.set_cookie {
+            headers::put(out, b"set-cookie", cookie.as_bytes());
+        }
+        out.end(close, side.http10);
+        Ok(close)
+    }
+
+    async fn send_body(
+        &mut self,
+        data: &[u8],
+        out: &mut Vec<u8>,
+        timeout: Duration,
+    ) -> Result<(), RelayError> {
+        if self.chunked {
+            out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+            out.extend_from_slice(data);
+            out.extend_from_slice(b"\r\n");
+        } else {
+            out.extend_from_slice(data);
+        }
+        let written = relay::write_slice(&mut self.write, out, timeout).await;
+        out.clear();
+        written
+    }
+
+    async fn end_body(
+        &mut self,
+        trailers: Option<HeaderMap>,
+        out: &mut Vec<u8>,
+        timeout: Duration,
+    ) -> Result<(), RelayError> {
+        if self.chunked {
+            out.extend_from_slice(b"0\r\n");
+            for (name, value) in trailers.iter().flatten() {
+                headers::put(out, name.as_str().as_bytes(), value.as_bytes());
+            }
+            out.extend_from_slice(b"\r\n");
+        }
+        let written = relay::write_slice(&mut self.write, out, timeout).await;
+        out.clear();
+        written
     }
 }
 
@@ -139,15 +248,15 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for H1Sink<W> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
+        Pin::new(&mut self.write).poll_write(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
+        Pin::new(&mut self.write).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
+        Pin::new(&mut self.write).poll_shutdown(cx)
     }
 
     fn poll_write_vectored(
@@ -155,10 +264,10 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for H1Sink<W> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+        Pin::new(&mut self.write).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.0.is_write_vectored()
+        self.write.is_write_vectored()
     }
 }

@@ -16,7 +16,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fulcrum_core::config::{HttpLimits, StatusRange};
+use fulcrum_core::config::{HttpLimits, StatusRange, UpstreamProtocol};
 use tokio::time::Instant;
 
 use super::buffer::{BufferPool, ReadBuf};
@@ -30,6 +30,7 @@ use crate::pool::{LiveBackend, Pool};
 use crate::proxy::client_io::ClientIo;
 use crate::proxy::counters::ListenerStats;
 use crate::proxy::error::ProxyError;
+use crate::proxy::h2::upstream::{H2Upstreams, ToHttp2};
 use crate::proxy::pipeline::{self, Attempt, RequestFacts};
 use crate::proxy::upstream::{self, UpstreamPool};
 use crate::proxy::upstream_io::{Upstream, UpstreamRead};
@@ -58,6 +59,8 @@ pub struct HttpContext {
     pub backend_tls: Option<Arc<BackendTls>>,
     /// The listener's connection counts.
     pub stats: Arc<ListenerStats>,
+    /// This worker's HTTP/2 connections to backends.
+    pub h2_upstreams: Rc<H2Upstreams>,
 }
 
 /// How one exchange on one upstream connection ended.
@@ -98,10 +101,25 @@ pub async fn proxy<D: Downstream>(ctx: &HttpContext, client: &mut D) -> Next {
         replayable: request.replayable,
         key: request.key,
     };
-    let mut exchange = ToHttp1 { ctx, client };
-    match pipeline::forward(&ctx.pool, facts, &mut exchange).await {
+    let forwarded = match ctx.pool.settings.protocol {
+        UpstreamProtocol::Http1 => {
+            let mut exchange = ToHttp1 {
+                ctx,
+                client: &mut *client,
+            };
+            pipeline::forward(&ctx.pool, facts, &mut exchange).await
+        }
+        UpstreamProtocol::Http2 => {
+            let mut exchange = ToHttp2 {
+                ctx,
+                client: &mut *client,
+            };
+            pipeline::forward(&ctx.pool, facts, &mut exchange).await
+        }
+    };
+    match forwarded {
         Ok(next) => next,
-        Err(error) => respond_error(ctx, exchange.client, error).await,
+        Err(error) => respond_error(ctx, client, error).await,
     }
 }
 

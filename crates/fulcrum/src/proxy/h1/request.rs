@@ -42,6 +42,8 @@ pub struct RequestHead {
     pub key: Option<u64>,
     /// The value of a Set-Cookie header pinning a new client to its backend.
     pub set_cookie: Option<String>,
+    /// The client sent `TE: trailers`.
+    pub te_trailers: bool,
 }
 
 /// Parses the head at the start of `buffer`. `Ok(None)`: not complete yet. On success, the
@@ -124,6 +126,7 @@ pub fn parse(
         replayable,
         key,
         set_cookie,
+        te_trailers: scan.te_trailers,
     }))
 }
 

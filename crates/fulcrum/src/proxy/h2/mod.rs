@@ -8,11 +8,15 @@
 //!   accepted and spawned, idle timeout and GOAWAY on shutdown;
 //! - `request`: a stream's request head translated into the HTTP/1.1 head fulcrum's request
 //!   rules read (pseudo-headers → request line and Host, cookies joined);
-//! - `stream`: one stream as the pipeline's client (request body in, response out).
+//! - `stream`: one stream as the pipeline's client (request body in, response out);
+//! - `flow`: bodies written within a stream's flow-control window;
+//! - `upstream`: HTTP/2 to backends — multiplexed connections, each request a stream.
 
+pub mod flow;
 pub mod request;
 pub mod server;
 pub mod stream;
+pub mod upstream;
 
 /// The HTTP/2 connection preface (RFC 9113 §3.4): a client with prior knowledge starts with
 /// it, and no HTTP/1.1 request can.

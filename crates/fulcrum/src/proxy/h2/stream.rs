@@ -10,7 +10,8 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use h2::server::SendResponse;
@@ -24,7 +25,7 @@ use crate::proxy::h1::buffer::ReadBuf;
 use crate::proxy::h1::downstream::{Downstream, ResponseSink};
 use crate::proxy::h1::exchange::{self, HttpContext};
 use crate::proxy::h1::framing::Framing;
-use crate::proxy::h1::relay::RelayError;
+use crate::proxy::h1::relay::{self, RelayError};
 use crate::proxy::h1::request::{self as h1_request, RequestHead, RequestRules};
 use crate::proxy::h1::response::{self, BadResponse, ClientSide, HeadOut, ResponseHead};
 use crate::tls::TlsFacts;
@@ -345,6 +346,55 @@ impl ResponseSink for &mut H2Response {
             None => Ok(()),
         }
     }
+
+    fn start_parts(
+        &mut self,
+        parts: &http::response::Parts,
+        end: bool,
+        side: &ClientSide<'_>,
+        _out: &mut Vec<u8>,
+    ) -> Result<bool, BadResponse> {
+        let mut response = http::Response::new(());
+        *response.status_mut() = parts.status;
+        *response.headers_mut() = parts.headers.clone();
+        if let Some(cookie) = side.set_cookie.and_then(|c| HeaderValue::from_str(c).ok()) {
+            response
+                .headers_mut()
+                .append(http::header::SET_COOKIE, cookie);
+        }
+        let end = end || side.request_is_head;
+        if let Some(mut respond) = self.respond.take() {
+            if let Ok(send) = respond.send_response(response, end) {
+                self.send = (!end).then_some(send);
+            }
+        }
+        Ok(false)
+    }
+
+    async fn send_body(
+        &mut self,
+        data: &[u8],
+        _out: &mut Vec<u8>,
+        timeout: Duration,
+    ) -> Result<(), RelayError> {
+        relay::write_slice(self, data, timeout).await
+    }
+
+    async fn end_body(
+        &mut self,
+        trailers: Option<HeaderMap>,
+        _out: &mut Vec<u8>,
+        _timeout: Duration,
+    ) -> Result<(), RelayError> {
+        let Some(mut send) = self.send.take() else {
+            return Ok(());
+        };
+        let ended = match trailers {
+            Some(trailers) => send.send_trailers(trailers),
+            None => send.send_data(Bytes::new(), true),
+        };
+        ended.map_err(|e| RelayError::Sink(io::Error::other(e)))
+    }
 }
 
 impl AsyncWrite for H2Response {
@@ -353,26 +403,9 @@ impl AsyncWrite for H2Response {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let Some(send) = self.get_mut().send.as_mut() else {
-            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
-        };
-        if buf.is_empty() {
-            return Poll::Ready(Ok(0));
-        }
-        loop {
-            // What the window allows now; when nothing, ask for enough and wait for it.
-            let n = send.capacity().min(buf.len());
-            if n > 0 {
-                send.send_data(Bytes::copy_from_slice(&buf[..n]), false)
-                    .map_err(io::Error::other)?;
-                return Poll::Ready(Ok(n));
-            }
-            send.reserve_capacity(buf.len());
-            match ready!(send.poll_capacity(cx)) {
-                Some(Ok(_)) => {}
-                Some(Err(e)) => return Poll::Ready(Err(io::Error::other(e))),
-                None => return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
-            }
+        match self.get_mut().send.as_mut() {
+            Some(send) => super::flow::poll_send(send, cx, buf),
+            None => Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
         }
     }
 
