@@ -692,3 +692,36 @@ async fn a_backend_sending_goaway_gets_no_new_streams_and_nothing_fails() {
     );
     assert_eq!(seen.requests.load(Ordering::SeqCst), 400);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expect_100_continue_reaches_an_http2_client_before_it_sends_the_body() {
+    let counter = body_length_backend().await;
+    let proxy = start_proxy("http", "round_robin", &[(counter.addr, 1)], "", "");
+    let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    let request = http::Request::post("http://h2.test/upload")
+        .header("expect", "100-continue")
+        .header("content-length", "5")
+        .body(())
+        .unwrap();
+    let (mut response, mut upload) = client.send_request(request, false).unwrap();
+    // Nothing of the body yet: the backend's 100 Continue comes first.
+    let informational = tokio::time::timeout(
+        Duration::from_secs(5),
+        std::future::poll_fn(|cx| response.poll_informational(cx)),
+    )
+    .await
+    .expect("a 100 Continue within 5 s");
+    let informational = informational.unwrap().unwrap();
+    assert_eq!(informational.status(), 100);
+    upload
+        .send_data(Bytes::from_static(b"hello"), true)
+        .unwrap();
+    let response = response.await.unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let chunk = body.data().await.unwrap().unwrap();
+    assert_eq!(&chunk[..], b"5");
+}

@@ -126,6 +126,11 @@ impl IdleRegistry {
         due.into_iter().for_each(Waker::wake);
     }
 
+    /// The time at the last tick (within [`TICK`] of the clock).
+    pub fn now(&self) -> Instant {
+        self.now.get()
+    }
+
     pub fn is_stopped(&self) -> bool {
         self.stopped.get()
     }

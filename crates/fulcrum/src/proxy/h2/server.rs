@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use super::stream::{self, ConnFacts};
 use crate::proxy::counters::ListenerStats;
 use crate::proxy::h1::exchange::{self, HttpContext};
+use crate::proxy::h1::idle::IdleRegistry;
 use crate::tls::TlsFacts;
 
 /// Streams a client may reset before fulcrum has accepted them, at once (the `h2` crate's
@@ -71,11 +72,17 @@ where
     });
     let activity = Rc::new(Activity {
         open: Cell::new(0),
-        last: Cell::new(Instant::now()),
+        last: Cell::new(ctx.idle.now()),
+        idle: Rc::clone(&ctx.idle),
     });
     let mut closing = false;
+    // Both timers live as long as the connection and are re-armed only when they fire:
+    // accepting a stream costs no timer work and no clock read.
+    let idle = ctx.idle.sleep(ctx.idle_timeout);
+    tokio::pin!(idle);
+    let close_grace = tokio::time::sleep(CLOSE_GRACE);
+    tokio::pin!(close_grace);
     loop {
-        let idle_for = activity.idle_left(ctx.idle_timeout);
         tokio::select! {
             accepted = connection.accept() => match accepted {
                 Some(Ok((request, respond))) => {
@@ -92,18 +99,23 @@ where
                 }
                 None => break,
             },
-            stopped = ctx.idle.sleep(idle_for), if !closing => {
-                if stopped || activity.idle_left(ctx.idle_timeout).is_zero() {
+            stopped = &mut idle, if !closing => {
+                let left = activity.idle_left(ctx.idle_timeout);
+                if stopped || left.is_zero() {
                     // GOAWAY; the streams open go on to their end, then `accept` ends.
                     connection.graceful_shutdown();
                     closing = true;
+                    close_grace.as_mut().reset(Instant::now() + CLOSE_GRACE);
+                } else {
+                    idle.set(ctx.idle.sleep(left));
                 }
             }
-            () = tokio::time::sleep(CLOSE_GRACE), if closing => {
+            () = &mut close_grace, if closing => {
                 if activity.open.get() == 0 {
                     tracing::debug!(%peer, "HTTP/2 client did not close after GOAWAY; dropping it");
                     break;
                 }
+                close_grace.as_mut().reset(Instant::now() + CLOSE_GRACE);
             }
         }
     }
@@ -113,6 +125,8 @@ where
 struct Activity {
     open: Cell<usize>,
     last: Cell<Instant>,
+    /// The worker's idle clock (advanced every tick): a stream's end reads no clock.
+    idle: Rc<IdleRegistry>,
 }
 
 /// One open stream; when dropped, the stream has ended.
@@ -130,13 +144,13 @@ impl Activity {
         if self.open.get() > 0 {
             return timeout;
         }
-        timeout.saturating_sub(self.last.get().elapsed())
+        timeout.saturating_sub(self.idle.now().saturating_duration_since(self.last.get()))
     }
 }
 
 impl Drop for Open {
     fn drop(&mut self) {
         self.0.open.set(self.0.open.get().saturating_sub(1));
-        self.0.last.set(Instant::now());
+        self.0.last.set(self.0.idle.now());
     }
 }

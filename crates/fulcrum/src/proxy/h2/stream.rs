@@ -51,6 +51,7 @@ pub async fn serve(
     let mut sink = H2Response {
         respond: Some(respond),
         send: None,
+        informational: None,
     };
     let mut upstream_head = ctx.buffers.take_write();
     let head = {
@@ -248,6 +249,8 @@ impl AsyncRead for RequestBody {
 pub struct H2Response {
     respond: Option<SendResponse<Bytes>>,
     send: Option<SendStream<Bytes>>,
+    /// A 1xx head from the backend, until [`ResponseSink::informational`] relays it.
+    informational: Option<http::Response<()>>,
 }
 
 impl H2Response {
@@ -315,14 +318,15 @@ impl ResponseSink for &mut H2Response {
         let Some(parsed) = response::parse(buffer, side, &mut head)? else {
             return Ok(None);
         };
-        if parsed.informational {
-            return Ok(Some(parsed));
-        }
         let status =
             StatusCode::from_u16(head.status).map_err(|_| BadResponse("invalid status code"))?;
         let mut response = http::Response::new(());
         *response.status_mut() = status;
         *response.headers_mut() = head.headers;
+        if parsed.informational {
+            self.informational = Some(response);
+            return Ok(Some(parsed));
+        }
         let end = parsed.framing == Framing::Empty;
         // A client that reset the stream meanwhile: nothing to send to; the body's writes
         // fail as a client gone away (not the backend's fault).
@@ -334,9 +338,14 @@ impl ResponseSink for &mut H2Response {
         Ok(Some(parsed))
     }
 
-    /// 1xx heads are not relayed: HTTP/2 clients have no use for `100 Continue` (they send
-    /// the body when they please) and the `h2` crate sends no informational heads.
+    /// A 1xx head (`100 Continue`, `103 Early Hints`) goes out as a HEADERS frame of its
+    /// own before the final response (RFC 9113 §8.1).
     async fn informational(&mut self, _out: &[u8], _: &HttpContext) -> Result<(), RelayError> {
+        if let (Some(head), Some(respond)) = (self.informational.take(), self.respond.as_mut()) {
+            respond
+                .send_informational(head)
+                .map_err(|e| RelayError::Sink(io::Error::other(e)))?;
+        }
         Ok(())
     }
 
