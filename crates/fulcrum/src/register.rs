@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use etcd_client::{Client, PutOptions};
-use fulcrum_core::config::{HttpCheck, StatusRange};
+use fulcrum_core::config::{HttpCheck, StatusRange, UpstreamProtocol};
 use fulcrum_core::health::ProbeOutcome;
 
 use crate::discovery::{etcd::connect_options, registration, BACKOFF};
@@ -141,7 +141,10 @@ async fn session(
         let healthy = match check {
             None => true,
             Some((addr, check)) => {
-                probe::http(*addr, check, args.ttl / 3, None).await.outcome == ProbeOutcome::Pass
+                probe::http(*addr, check, args.ttl / 3, None, UpstreamProtocol::Http1)
+                    .await
+                    .outcome
+                    == ProbeOutcome::Pass
             }
         };
         if healthy && !registered {
@@ -171,7 +174,10 @@ async fn passes(check: Option<&(SocketAddr, HttpCheck)>, ttl: Duration) -> bool 
     match check {
         None => true,
         Some((addr, check)) => {
-            probe::http(*addr, check, ttl / 3, None).await.outcome == ProbeOutcome::Pass
+            probe::http(*addr, check, ttl / 3, None, UpstreamProtocol::Http1)
+                .await
+                .outcome
+                == ProbeOutcome::Pass
         }
     }
 }

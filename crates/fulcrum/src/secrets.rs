@@ -60,6 +60,7 @@ pub fn read(config: &Config) -> Result<Secrets, Vec<String>> {
         // HTTP/2 over TLS is chosen by ALPN (RFC 9113 §3.2); HTTP/1.1 needs no ALPN.
         let alpn: &[&[u8]] = match pool.protocol {
             UpstreamProtocol::Http2 => &[b"h2"],
+            UpstreamProtocol::Auto => &[b"h2", b"http/1.1"],
             UpstreamProtocol::Http1 => &[],
         };
         match BackendTls::load(&format!("pools.{name}.tls"), tls, alpn) {

@@ -309,92 +309,50 @@ async fn an_endless_continuation_flood_ends_the_connection() {
 async fn malformed_requests_never_reach_the_backend() {
     let backend = Backend::named("backend", Duration::ZERO).await;
     let proxy = start_proxy("http", "round_robin", &[(backend.addr, 1)], "", "");
-    let post = |extra: &[(&'static str, &'static str)]| {
-        let mut fields = vec![
-            (":method", "POST"),
-            (":scheme", "http"),
-            (":authority", "h2.test"),
-            (":path", "/"),
-        ];
-        fields.extend_from_slice(extra);
-        fields
+    // Stream 1's whole request in one HEADERS frame, or its head and then one DATA frame.
+    let request =
+        |fields: &[(&str, &str)]| frame(HEADERS, END_STREAM | END_HEADERS, 1, &block(fields));
+    let get = |extra: &[(&str, &str)]| request(&get_fields("/", extra));
+    let post_with = |length: &str, data: &[u8]| {
+        let mut fields = get_fields("/", &[("content-length", length)]);
+        fields[0] = (":method", "POST");
+        let mut bytes = frame(HEADERS, END_HEADERS, 1, &block(&fields));
+        bytes.extend(frame(DATA, END_STREAM, 1, data));
+        bytes
     };
+    let big = block(&[("x-big", &"b".repeat(40_000))]);
     let cases: Vec<(&str, Vec<u8>)> = vec![
         (
             "connection-specific header",
-            frame(
-                HEADERS,
-                END_STREAM | END_HEADERS,
-                1,
-                &block(&get_fields("/", &[("connection", "keep-alive")])),
-            ),
+            get(&[("connection", "keep-alive")]),
         ),
-        (
-            "uppercase header name",
-            frame(
-                HEADERS,
-                END_STREAM | END_HEADERS,
-                1,
-                &block(&get_fields("/", &[("X-Upper", "1")])),
-            ),
-        ),
+        ("uppercase header name", get(&[("X-Upper", "1")])),
         (
             "missing :path",
-            frame(
-                HEADERS,
-                END_STREAM | END_HEADERS,
-                1,
-                &block(&[
-                    (":method", "GET"),
-                    (":scheme", "http"),
-                    (":authority", "h2.test"),
-                ]),
-            ),
+            request(&[
+                (":method", "GET"),
+                (":scheme", "http"),
+                (":authority", "h2.test"),
+            ]),
         ),
-        ("body longer than Content-Length", {
-            let mut bytes = frame(
-                HEADERS,
-                END_HEADERS,
-                1,
-                &block(&post(&[("content-length", "3")])),
-            );
-            bytes.extend(frame(DATA, END_STREAM, 1, b"too long"));
-            bytes
-        }),
-        ("body shorter than Content-Length", {
-            let mut bytes = frame(
-                HEADERS,
-                END_HEADERS,
-                1,
-                &block(&post(&[("content-length", "30")])),
-            );
-            bytes.extend(frame(DATA, END_STREAM, 1, b"short"));
-            bytes
-        }),
         (
-            "TE other than trailers",
-            frame(
-                HEADERS,
-                END_STREAM | END_HEADERS,
-                1,
-                &block(&get_fields("/", &[("te", "gzip")])),
-            ),
+            "body longer than Content-Length",
+            post_with("3", b"too long"),
         ),
+        (
+            "body shorter than Content-Length",
+            post_with("30", b"short"),
+        ),
+        ("TE other than trailers", get(&[("te", "gzip")])),
         ("header list over max_header_list_bytes", {
-            let fields = block(&[("x-big", &"b".repeat(40_000))]);
             let mut bytes = frame(HEADERS, END_STREAM, 1, &block(&get_fields("/", &[])));
-            bytes.extend(frame(CONTINUATION, 0, 1, &fields));
-            bytes.extend(frame(CONTINUATION, END_HEADERS, 1, &fields));
+            bytes.extend(frame(CONTINUATION, 0, 1, &big));
+            bytes.extend(frame(CONTINUATION, END_HEADERS, 1, &big));
             bytes
         }),
         (
             "Host contradicting :authority",
-            frame(
-                HEADERS,
-                END_STREAM | END_HEADERS,
-                1,
-                &block(&get_fields("/", &[("host", "elsewhere.test")])),
-            ),
+            get(&[("host", "elsewhere.test")]),
         ),
     ];
     for (what, bytes) in cases {
@@ -724,4 +682,26 @@ async fn expect_100_continue_reaches_an_http2_client_before_it_sends_the_body() 
     let mut body = response.into_body();
     let chunk = body.data().await.unwrap().unwrap();
     assert_eq!(&chunk[..], b"5");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_pool_is_probed_in_http2() {
+    let (backend, seen) = h2_backend(100, Duration::ZERO, None).await;
+    let pool =
+        "protocol = \"http2\"\n[pools.app.health]\ninterval = \"100ms\"\ntimeout = \"100ms\"\n\
+                readiness = { path = \"/ready\" }\n";
+    let proxy = start_proxy("http", "round_robin", &[(backend, 1)], "", pool);
+    let status = proxy
+        .wait_for(Duration::from_secs(5), "a readiness probe answered", |s| {
+            s["backends"][0]["last_probe"]["check"] == "readiness"
+        })
+        .await;
+    let probe = &status["backends"][0]["last_probe"];
+    assert_eq!(
+        (&probe["passed"], &probe["result"]),
+        (&true.into(), &"status 200".into()),
+        "{status:#}"
+    );
+    assert_eq!(backend_state(&status, backend), "active");
+    assert!(seen.requests.load(Ordering::SeqCst) >= 1);
 }

@@ -181,3 +181,71 @@ fn check_refuses_an_unreadable_ca_naming_the_pool() {
         errors[0]
     );
 }
+
+/// An HTTPS backend that speaks only HTTP/2 (ALPN `h2`), answering `h2`; counts its
+/// connections.
+async fn h2_https_backend(pki: &Pki, pair: &(PathBuf, PathBuf)) -> (SocketAddr, Arc<AtomicUsize>) {
+    let mut config = pki.server_config(pair);
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let acceptor = TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&connections);
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let acceptor = acceptor.clone();
+            let counted = Arc::clone(&counted);
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                counted.fetch_add(1, Ordering::SeqCst);
+                let Ok(mut conn) = h2::server::handshake(tls).await else {
+                    return;
+                };
+                while let Some(Ok((_request, mut respond))) = conn.accept().await {
+                    let response = http::Response::new(());
+                    if let Ok(mut send) = respond.send_response(response, false) {
+                        let _ = send.send_data(Bytes::from_static(b"h2"), true);
+                    }
+                }
+            });
+        }
+    });
+    (addr, connections)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auto_pool_speaks_to_each_backend_in_the_protocol_it_chose() {
+    let pki = Pki::new("upstream-auto");
+    let pair = pki.server("backend", &["backend.test"]);
+    let (h1_addr, h1_connections) = https_backend(&pki, "h1", &pair).await;
+    let (h2_addr, h2_connections) = h2_https_backend(&pki, &pair).await;
+    let pool = format!(
+        "protocol = \"auto\"\ntls = {{ server_name = \"backend.test\", ca = \"{}\" }}\n",
+        toml_path(&pki.ca_path())
+    );
+    let proxy = start_proxy(
+        "http",
+        "round_robin",
+        &[(h1_addr, 1), (h2_addr, 1)],
+        "",
+        &pool,
+    );
+    let mut client = Client::connect(proxy.addr).await;
+    let mut answers = Vec::new();
+    for _ in 0..10 {
+        let (status, body) = client.get("/").await;
+        assert_eq!(status, 200, "{body}");
+        answers.push(body);
+    }
+    let tally = tally(answers);
+    assert_eq!((tally["h1"], tally["h2"]), (5, 5), "{tally:?}");
+    // Each kept its connection: one each (this client's requests stay on one worker).
+    assert_eq!(h1_connections.load(Ordering::SeqCst), 1);
+    assert_eq!(h2_connections.load(Ordering::SeqCst), 1);
+}

@@ -324,6 +324,8 @@ pub enum UpstreamProtocol {
     /// HTTP/2: each request a stream, many streams over each connection (h2c without TLS,
     /// ALPN `h2` with it). What gRPC backends need.
     Http2,
+    /// Over TLS, whichever of the two each backend chooses by ALPN.
+    Auto,
 }
 
 impl UpstreamProtocol {
@@ -331,6 +333,7 @@ impl UpstreamProtocol {
         match self {
             UpstreamProtocol::Http1 => "http1",
             UpstreamProtocol::Http2 => "http2",
+            UpstreamProtocol::Auto => "auto",
         }
     }
 }

@@ -155,6 +155,11 @@ fn bad_configs_report_every_error_with_its_path() {
             &["pools.app.algorithm"],
         ),
         (
+            "auto without tls: ALPN needs TLS",
+            format!("{ONE_LISTENER}{app}protocol = \"auto\"\n"),
+            &["pools.app.protocol"],
+        ),
+        (
             "unknown backend protocol, and HTTP/2 limits out of range or on tcp",
             ONE_LISTENER.to_string()
                 + "http2 = { max_concurrent_streams = 0, initial_connection_window_bytes = 1000 }\n"

@@ -82,12 +82,15 @@ async fn probe_loop(
                 let alive = match &health.liveness {
                     Probe::Tcp => probe::tcp(addr, health.timeout).await,
                     Probe::Http(check) => {
-                        probe::http(addr, check, health.timeout, tls.as_deref()).await
+                        let protocol = pool.settings.protocol;
+                        probe::http(addr, check, health.timeout, tls.as_deref(), protocol).await
                     }
                 };
                 pool.report_liveness(addr, alive.outcome == ProbeOutcome::Pass, &alive.detail);
                 if let Some(check) = &health.readiness {
-                    let ready = probe::http(addr, check, health.timeout, tls.as_deref()).await;
+                    let protocol = pool.settings.protocol;
+                    let ready =
+                        probe::http(addr, check, health.timeout, tls.as_deref(), protocol).await;
                     pool.report_readiness(addr, ready.outcome, &ready.detail);
                 }
             });

@@ -1,12 +1,13 @@
-//! Active probes: a TCP connect, or an HTTP/1.1 GET whose status must fall in the expected
-//! range. Each probe uses a fresh connection (a probe must see what a new client would see)
+//! Active probes: a TCP connect, or an HTTP GET whose status must fall in the expected range,
+//! in the protocol the pool's requests use (HTTP/1.1, HTTP/2, or the one the backend picks by
+//! ALPN). Each probe uses a fresh connection (a probe must see what a new client would see)
 //! and is bounded by the check's timeout.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fulcrum_core::config::HttpCheck;
+use fulcrum_core::config::{HttpCheck, UpstreamProtocol};
 use fulcrum_core::health::ProbeOutcome;
 use http_body_util::Empty;
 use hyper::Request;
@@ -54,8 +55,9 @@ pub async fn http(
     check: &HttpCheck,
     timeout: Duration,
     tls: Option<&BackendTls>,
+    protocol: UpstreamProtocol,
 ) -> Probed {
-    match tokio::time::timeout(timeout, get(addr, check, tls)).await {
+    match tokio::time::timeout(timeout, get(addr, check, tls, protocol)).await {
         Ok(Ok(status)) if check.expect.contains(status) => {
             Probed::new(ProbeOutcome::Pass, format!("status {status}"))
         }
@@ -73,7 +75,12 @@ fn connect_error(e: &std::io::Error) -> String {
 }
 
 /// The response status, or what went wrong before one arrived.
-async fn get(addr: SocketAddr, check: &HttpCheck, tls: Option<&BackendTls>) -> Result<u16, String> {
+async fn get(
+    addr: SocketAddr,
+    check: &HttpCheck,
+    tls: Option<&BackendTls>,
+    protocol: UpstreamProtocol,
+) -> Result<u16, String> {
     let stream = TcpStream::connect(addr)
         .await
         .map_err(|e| connect_error(&e))?;
@@ -86,11 +93,19 @@ async fn get(addr: SocketAddr, check: &HttpCheck, tls: Option<&BackendTls>) -> R
                 .map_err(|e| format!("TLS handshake failed: {e}"))?,
         )),
     };
+    let host = check.host.clone().unwrap_or_else(|| addr.to_string());
+    let h2 = match protocol {
+        UpstreamProtocol::Http1 => false,
+        UpstreamProtocol::Http2 => true,
+        UpstreamProtocol::Auto => stream.alpn() == Some(b"h2"),
+    };
+    if h2 {
+        return get_h2(stream, check, &host, tls.is_some()).await;
+    }
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| format!("HTTP handshake failed: {e}"))?;
     let driver = tokio::spawn(connection);
-    let host = check.host.clone().unwrap_or_else(|| addr.to_string());
     let request = Request::get(check.path.as_str())
         .header(http::header::HOST, host)
         .header(http::header::USER_AGENT, "fulcrum-health-check")
@@ -102,6 +117,35 @@ async fn get(addr: SocketAddr, check: &HttpCheck, tls: Option<&BackendTls>) -> R
         .await
         .map(|r| r.status().as_u16())
         .map_err(|e| format!("no answer: {e}"));
+    driver.abort();
+    status
+}
+
+/// The probe over HTTP/2 (`:authority` is the check's host).
+async fn get_h2(stream: Upstream, check: &HttpCheck, host: &str, tls: bool) -> Result<u16, String> {
+    let (sender, connection) = h2::client::handshake(stream)
+        .await
+        .map_err(|e| format!("HTTP/2 handshake failed: {e}"))?;
+    let driver = tokio::spawn(connection);
+    let scheme = if tls { "https" } else { "http" };
+    let request = http::Request::get(format!("{scheme}://{host}{}", check.path))
+        .header(http::header::USER_AGENT, "fulcrum-health-check")
+        .body(())
+        .map_err(|e| format!("cannot build the probe request: {e}"))?;
+    let status = async {
+        let mut sender = sender
+            .ready()
+            .await
+            .map_err(|e| format!("no stream: {e}"))?;
+        let (response, _) = sender
+            .send_request(request, true)
+            .map_err(|e| format!("no stream: {e}"))?;
+        response
+            .await
+            .map(|r| r.status().as_u16())
+            .map_err(|e| format!("no answer: {e}"))
+    }
+    .await;
     driver.abort();
     status
 }

@@ -116,10 +116,18 @@ impl Validator {
         let protocol = match raw.protocol.as_deref() {
             None | Some("http1") => UpstreamProtocol::Http1,
             Some("http2") => UpstreamProtocol::Http2,
+            Some("auto") if tls.is_none() => {
+                self.error(
+                    format!("{path}.protocol"),
+                    "`auto` chooses by ALPN, which needs `tls`; without it say \"http1\" or \"http2\" (h2c)",
+                );
+                UpstreamProtocol::Http1
+            }
+            Some("auto") => UpstreamProtocol::Auto,
             Some(other) => {
                 self.error(
                     format!("{path}.protocol"),
-                    format!("unknown protocol `{other}`; valid: http1, http2"),
+                    format!("unknown protocol `{other}`; valid: http1, http2, auto"),
                 );
                 UpstreamProtocol::Http1
             }

@@ -30,6 +30,7 @@ use crate::pool::{LiveBackend, Pool};
 use crate::proxy::client_io::ClientIo;
 use crate::proxy::counters::ListenerStats;
 use crate::proxy::error::ProxyError;
+use crate::proxy::h2::alpn::ByAlpn;
 use crate::proxy::h2::upstream::{H2Upstreams, ToHttp2};
 use crate::proxy::pipeline::{self, Attempt, RequestFacts};
 use crate::proxy::upstream::{self, UpstreamPool};
@@ -116,6 +117,13 @@ pub async fn proxy<D: Downstream>(ctx: &HttpContext, client: &mut D) -> Next {
             };
             pipeline::forward(&ctx.pool, facts, &mut exchange).await
         }
+        UpstreamProtocol::Auto => {
+            let mut exchange = ByAlpn {
+                ctx,
+                client: &mut *client,
+            };
+            pipeline::forward(&ctx.pool, facts, &mut exchange).await
+        }
     };
     match forwarded {
         Ok(next) => next,
@@ -132,33 +140,56 @@ struct ToHttp1<'a, D> {
 impl<D: Downstream> pipeline::Exchange for ToHttp1<'_, D> {
     type Done = Next;
 
-    /// Over a pooled connection when there is one, and once more over a new connection,
-    /// without counting a failure, when the pooled one turns out stale (the backend closed
-    /// it while it sat idle, and the request can be sent again whole) — as nginx and Go's
-    /// client do.
     async fn attempt(&mut self, backend: &LiveBackend, picked: Instant) -> Attempt<Next> {
-        let ctx = self.ctx;
-        let connect_timeout = ctx.pool.settings.connect_timeout;
-        let tls = ctx.backend_tls.as_deref();
-        let tls_id = tls.map_or(0, |t| t.id);
-        if let Some(stream) = ctx.upstreams.checkout(backend.addr, tls_id, picked) {
-            match attempt(ctx, backend, stream, true, self.client, picked).await {
-                OnConnection::Stale { resend: true } => {
-                    tracing::debug!(backend = %backend.addr, "pooled connection was closed by the backend; sending on a new one");
-                }
-                OnConnection::Stale { resend: false } => return Attempt::Stale,
-                OnConnection::Ended(attempt) => return attempt,
+        let tls_id = self.ctx.backend_tls.as_ref().map_or(0, |t| t.id);
+        let pooled = self.ctx.upstreams.checkout(backend.addr, tls_id, picked);
+        over_http1(self.ctx, backend, self.client, picked, pooled).await
+    }
+}
+
+/// One attempt over HTTP/1.1: over `pooled` when there is one, and once more over a new
+/// connection, without counting a failure, when the pooled one turns out stale (the backend
+/// closed it while it sat idle, and the request can be sent again whole) — as nginx and Go's
+/// client do.
+pub(crate) async fn over_http1<D: Downstream>(
+    ctx: &HttpContext,
+    backend: &LiveBackend,
+    client: &mut D,
+    picked: Instant,
+    pooled: Option<Upstream>,
+) -> Attempt<Next> {
+    if let Some(stream) = pooled {
+        match attempt(ctx, backend, stream, true, client, picked).await {
+            OnConnection::Stale { resend: true } => {
+                tracing::debug!(backend = %backend.addr, "pooled connection was closed by the backend; sending on a new one");
             }
+            OnConnection::Stale { resend: false } => return Attempt::Stale,
+            OnConnection::Ended(attempt) => return attempt,
         }
-        match upstream::connect(backend.addr, connect_timeout, tls).await {
-            Ok(stream) => {
-                match attempt(ctx, backend, stream, false, self.client, Instant::now()).await {
-                    OnConnection::Ended(attempt) => attempt,
-                    OnConnection::Stale { .. } => Attempt::Stale,
-                }
-            }
-            Err(e) => Attempt::NotSent(e.to_string()),
-        }
+    }
+    let settings = &ctx.pool.settings;
+    match upstream::connect(
+        backend.addr,
+        settings.connect_timeout,
+        ctx.backend_tls.as_deref(),
+    )
+    .await
+    {
+        Ok(stream) => over_new_http1(ctx, backend, client, stream).await,
+        Err(e) => Attempt::NotSent(e.to_string()),
+    }
+}
+
+/// One attempt over HTTP/1.1 on a connection just opened.
+pub(crate) async fn over_new_http1<D: Downstream>(
+    ctx: &HttpContext,
+    backend: &LiveBackend,
+    client: &mut D,
+    stream: Upstream,
+) -> Attempt<Next> {
+    match attempt(ctx, backend, stream, false, client, Instant::now()).await {
+        OnConnection::Ended(attempt) => attempt,
+        OnConnection::Stale { .. } => Attempt::Stale,
     }
 }
 

@@ -10,8 +10,10 @@
 //!   rules read (pseudo-headers → request line and Host, cookies joined);
 //! - `stream`: one stream as the pipeline's client (request body in, response out);
 //! - `flow`: bodies written within a stream's flow-control window;
-//! - `upstream`: HTTP/2 to backends — multiplexed connections, each request a stream.
+//! - `upstream`: HTTP/2 to backends — multiplexed connections, each request a stream;
+//! - `alpn`: `protocol = "auto"`, each backend spoken to in the protocol it chose by ALPN.
 
+pub mod alpn;
 pub mod flow;
 pub mod request;
 pub mod server;

@@ -36,6 +36,7 @@ use crate::proxy::h1::response::ClientSide;
 use crate::proxy::headers::{self, Class, MAX_HEADERS};
 use crate::proxy::pipeline::{self, Attempt};
 use crate::proxy::upstream;
+use crate::proxy::upstream_io::Upstream;
 use crate::tls::upstream::BackendTls;
 
 /// The stream window fulcrum grants a backend's responses, and the connection window.
@@ -53,7 +54,7 @@ pub struct H2Upstreams {
     connecting: RefCell<HashMap<Key, Rc<Connecting>>>,
 }
 
-type Key = (SocketAddr, u32);
+pub type Key = (SocketAddr, u32);
 
 #[derive(Debug, Default)]
 struct Connecting {
@@ -159,6 +160,32 @@ impl H2Upstreams {
         Claim(conn)
     }
 
+    /// Whether this worker has an open HTTP/2 connection to the backend of `key`.
+    pub fn speaks_h2(&self, key: Key) -> bool {
+        self.conns
+            .borrow()
+            .get(&key)
+            .is_some_and(|list| list.iter().any(|c| !c.closed.get()))
+    }
+
+    /// Takes `io`, a connection to `addr` on which the backend chose `h2` by ALPN, as one of
+    /// its HTTP/2 connections.
+    pub async fn adopt(
+        &self,
+        key: Key,
+        io: Upstream,
+        connect_timeout: Duration,
+        idle_timeout: Duration,
+    ) -> Result<(), String> {
+        let conn = handshake(key.0, io, connect_timeout, idle_timeout).await?;
+        self.conns
+            .borrow_mut()
+            .entry(key)
+            .or_default()
+            .push(Rc::new(conn));
+        Ok(())
+    }
+
     /// An open connection with a stream to spare; closed ones are forgotten on the way.
     fn spare(&self, key: (SocketAddr, u32)) -> Option<Rc<H2Conn>> {
         let mut conns = self.conns.borrow_mut();
@@ -193,10 +220,19 @@ async fn connect(
     let io = upstream::connect(addr, connect_timeout, tls)
         .await
         .map_err(|e| e.to_string())?;
-    if io.alpn().is_some_and(|protocol| protocol != b"h2") || (tls.is_some() && io.alpn().is_none())
-    {
+    if tls.is_some() && io.alpn() != Some(b"h2") {
         return Err("the backend did not agree to HTTP/2 (ALPN)".into());
     }
+    handshake(addr, io, connect_timeout, idle_timeout).await
+}
+
+/// HTTP/2 over `io`, a connection to `addr` just opened.
+async fn handshake(
+    addr: SocketAddr,
+    io: Upstream,
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+) -> Result<H2Conn, String> {
     let mut builder = h2::client::Builder::new();
     builder
         .initial_window_size(STREAM_WINDOW)
