@@ -9,12 +9,14 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::HeaderMap;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::buffer::ReadBuf;
 use super::exchange::HttpContext;
+use super::framing::Framing;
 use super::relay::{self, RelayError};
 use super::request::RequestHead;
 use super::response::{self, BadResponse, ClientSide, HeadOut, ResponseHead};
@@ -49,6 +51,13 @@ pub trait Downstream {
     /// Answers with fulcrum's own response for `error`; returns whether the client
     /// connection stays open (only when `keep_alive` allows it).
     async fn send_error(&mut self, ctx: &HttpContext, error: ProxyError, keep_alive: bool) -> bool;
+
+    /// The framing the body's source yields it in for an HTTP/2 backend, which needs no
+    /// framing of its own: the request's (an HTTP/1.1 client's chunks are decoded), or
+    /// `UntilClose` when the source can give the bare bytes and an end (an HTTP/2 stream).
+    fn body_for_http2(&mut self) -> Framing {
+        self.request().framing
+    }
 }
 
 /// Where a backend's response goes.
@@ -77,10 +86,11 @@ pub trait ResponseSink: AsyncWrite + Unpin {
     /// Starts the client's response from an HTTP/2 backend's head (which has no hop-by-hop
     /// fields). `end`: no body follows. For an HTTP/1.1 client the head goes into `out`, to
     /// go out with the first bytes of the body, framed by its Content-Length or chunked.
-    /// Returns whether the client connection must close after it.
+    /// Returns whether the client connection must close after it. The headers may be taken
+    /// out of `parts`.
     fn start_parts(
         &mut self,
-        parts: &http::response::Parts,
+        parts: &mut http::response::Parts,
         end: bool,
         side: &ClientSide<'_>,
         out: &mut Vec<u8>,
@@ -89,7 +99,7 @@ pub trait ResponseSink: AsyncWrite + Unpin {
     /// Relays one piece of an HTTP/2 backend's response body (after what `out` holds).
     async fn send_body(
         &mut self,
-        data: &[u8],
+        data: Bytes,
         out: &mut Vec<u8>,
         timeout: Duration,
     ) -> Result<(), RelayError>;
@@ -178,7 +188,7 @@ impl<W: AsyncWrite + Unpin> ResponseSink for H1Sink<W> {
 
     fn start_parts(
         &mut self,
-        parts: &http::response::Parts,
+        parts: &mut http::response::Parts,
         end: bool,
         side: &ClientSide<'_>,
         out: &mut Vec<u8>,
@@ -207,16 +217,16 @@ impl<W: AsyncWrite + Unpin> ResponseSink for H1Sink<W> {
 
     async fn send_body(
         &mut self,
-        data: &[u8],
+        data: Bytes,
         out: &mut Vec<u8>,
         timeout: Duration,
     ) -> Result<(), RelayError> {
         if self.chunked {
             out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-            out.extend_from_slice(data);
+            out.extend_from_slice(&data);
             out.extend_from_slice(b"\r\n");
         } else {
-            out.extend_from_slice(data);
+            out.extend_from_slice(&data);
         }
         let written = relay::write_slice(&mut self.write, out, timeout).await;
         out.clear();

@@ -9,7 +9,11 @@ use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
 use h2::SendStream;
+use std::time::Duration;
+
 use tokio::io::AsyncWrite;
+
+use crate::proxy::h1::relay::{self, RelayError};
 
 /// Sends what the window allows of `buf` on `send` (at least one byte), or waits for room.
 pub fn poll_send(
@@ -36,6 +40,36 @@ pub fn poll_send(
             None => return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
         }
     }
+}
+
+/// Sends `data` on `send` as the window allows, without copying it; waits at most `timeout`
+/// for the window to open each time it is shut.
+pub async fn send_all(
+    send: &mut SendStream<Bytes>,
+    mut data: Bytes,
+    timeout: Duration,
+) -> Result<(), RelayError> {
+    let failed = |e: h2::Error| RelayError::Sink(io::Error::other(e));
+    while !data.is_empty() {
+        let n = send.capacity().min(data.len());
+        if n > 0 {
+            send.send_data(data.split_to(n), false).map_err(failed)?;
+            continue;
+        }
+        send.reserve_capacity(data.len());
+        match relay::timed(timeout, std::future::poll_fn(|cx| send.poll_capacity(cx))).await {
+            Some(Some(Ok(_))) => {}
+            Some(Some(Err(e))) => return Err(failed(e)),
+            Some(None) => return Err(RelayError::Sink(io::ErrorKind::BrokenPipe.into())),
+            None => {
+                return Err(RelayError::Sink(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the client's window stayed shut for the write timeout",
+                )))
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A stream's outgoing body as an `AsyncWrite`; [`DataSink::finish`] ends the stream.

@@ -25,7 +25,7 @@ use crate::proxy::h1::buffer::ReadBuf;
 use crate::proxy::h1::downstream::{Downstream, ResponseSink};
 use crate::proxy::h1::exchange::{self, HttpContext};
 use crate::proxy::h1::framing::Framing;
-use crate::proxy::h1::relay::{self, RelayError};
+use crate::proxy::h1::relay::RelayError;
 use crate::proxy::h1::request::{self as h1_request, RequestHead, RequestRules};
 use crate::proxy::h1::response::{self, BadResponse, ClientSide, HeadOut, ResponseHead};
 use crate::tls::TlsFacts;
@@ -131,6 +131,16 @@ impl Downstream for H2Client {
         (&mut self.body, &mut self.input, &mut self.sink)
     }
 
+    fn body_for_http2(&mut self) -> Framing {
+        match self.request.framing {
+            Framing::Chunked => {
+                self.body.chunked = false;
+                Framing::UntilClose
+            }
+            framing => framing,
+        }
+    }
+
     async fn send_error(&mut self, _: &HttpContext, error: ProxyError, _: bool) -> bool {
         self.sink.send_error(error, self.request.is_head);
         // The connection carries other streams whatever this one's answer was.
@@ -139,16 +149,21 @@ impl Downstream for H2Client {
 }
 
 /// A stream's DATA frames as the bytes of an HTTP/1.1 body: as they are when the request
-/// has a Content-Length, in chunked coding when it has none. Each frame's bytes are handed
-/// back to the flow-control window once they are taken, so the client can send more only as
-/// fast as the backend takes them.
+/// has a Content-Length (or goes to an HTTP/2 backend), in chunked coding when it has none.
+/// Each frame's bytes are handed back to the flow-control window once they are taken, so the
+/// client can send more only as fast as the backend takes them. Frames are kept bare until
+/// they are read, so the coding can still be chosen after the first one arrived.
 #[derive(Debug)]
 pub struct RequestBody {
     recv: RecvStream,
     chunked: bool,
-    /// Bytes taken from the stream and not yet read (a chunk's size line, data, CRLF).
+    /// A frame taken from the stream and not yet framed for reading.
+    pending: Option<Bytes>,
+    /// Bytes being read (a chunk's size line, data, CRLF).
     staged: [Bytes; 3],
+    /// The stream ended; `terminated`: the last chunk has been staged too.
     ended: bool,
+    terminated: bool,
     /// A stream error met after bytes were taken: reported by the next read.
     failed: Option<h2::Error>,
 }
@@ -158,8 +173,10 @@ impl RequestBody {
         Self {
             recv,
             chunked,
+            pending: None,
             staged: Default::default(),
             ended: false,
+            terminated: false,
             failed: None,
         }
     }
@@ -169,38 +186,50 @@ impl RequestBody {
     fn broken_already(&mut self) -> bool {
         let mut cx = Context::from_waker(std::task::Waker::noop());
         match self.recv.poll_data(&mut cx) {
-            Poll::Ready(polled) => self.stage(polled).is_err(),
+            Poll::Ready(polled) => self.take(polled).is_err(),
             Poll::Pending => false,
         }
     }
 
-    /// Stages one `poll_data` result as body bytes.
-    fn stage(&mut self, polled: Option<Result<Bytes, h2::Error>>) -> Result<(), h2::Error> {
+    /// Keeps one `poll_data` result.
+    fn take(&mut self, polled: Option<Result<Bytes, h2::Error>>) -> Result<(), h2::Error> {
         match polled {
             Some(Ok(data)) => {
                 let _ = self.recv.flow_control().release_capacity(data.len());
                 // An empty DATA frame is no chunk: "0" would end the body.
-                if data.is_empty() {
-                } else if self.chunked {
-                    self.staged = [
-                        Bytes::from(format!("{:x}\r\n", data.len())),
-                        data,
-                        Bytes::from_static(b"\r\n"),
-                    ];
-                } else {
-                    self.staged[0] = data;
+                if !data.is_empty() {
+                    self.pending = Some(data);
                 }
                 Ok(())
             }
             Some(Err(e)) => Err(e),
             None => {
                 self.ended = true;
-                if self.chunked {
-                    self.staged[0] = Bytes::from_static(b"0\r\n\r\n");
-                }
                 Ok(())
             }
         }
+    }
+
+    /// Frames what was taken for reading; false when there is nothing to frame.
+    fn frame_pending(&mut self) -> bool {
+        if let Some(data) = self.pending.take() {
+            self.staged = if self.chunked {
+                [
+                    Bytes::from(format!("{:x}\r\n", data.len())),
+                    data,
+                    Bytes::from_static(b"\r\n"),
+                ]
+            } else {
+                [data, Bytes::new(), Bytes::new()]
+            };
+            return true;
+        }
+        if self.ended && self.chunked && !self.terminated {
+            self.terminated = true;
+            self.staged[0] = Bytes::from_static(b"0\r\n\r\n");
+            return true;
+        }
+        false
     }
 }
 
@@ -222,8 +251,14 @@ impl AsyncRead for RequestBody {
                 let n = piece.len().min(buf.remaining());
                 buf.put_slice(&piece.split_to(n));
             }
+            if buf.remaining() == 0 {
+                return Poll::Ready(Ok(()));
+            }
+            if me.frame_pending() {
+                continue;
+            }
             let taken = buf.filled().len() > start;
-            if me.ended || buf.remaining() == 0 {
+            if me.ended {
                 return Poll::Ready(Ok(()));
             }
             let polled = match me.recv.poll_data(cx) {
@@ -232,7 +267,7 @@ impl AsyncRead for RequestBody {
                 Poll::Pending if taken => return Poll::Ready(Ok(())),
                 Poll::Pending => return Poll::Pending,
             };
-            if let Err(e) = me.stage(polled) {
+            if let Err(e) = me.take(polled) {
                 if !taken {
                     return Poll::Ready(Err(io::Error::other(e)));
                 }
@@ -358,14 +393,14 @@ impl ResponseSink for &mut H2Response {
 
     fn start_parts(
         &mut self,
-        parts: &http::response::Parts,
+        parts: &mut http::response::Parts,
         end: bool,
         side: &ClientSide<'_>,
         _out: &mut Vec<u8>,
     ) -> Result<bool, BadResponse> {
         let mut response = http::Response::new(());
         *response.status_mut() = parts.status;
-        *response.headers_mut() = parts.headers.clone();
+        *response.headers_mut() = std::mem::take(&mut parts.headers);
         if let Some(cookie) = side.set_cookie.and_then(|c| HeaderValue::from_str(c).ok()) {
             response
                 .headers_mut()
@@ -380,13 +415,17 @@ impl ResponseSink for &mut H2Response {
         Ok(false)
     }
 
+    /// The backend's DATA go on as they are, split only where the window says.
     async fn send_body(
         &mut self,
-        data: &[u8],
+        data: Bytes,
         _out: &mut Vec<u8>,
         timeout: Duration,
     ) -> Result<(), RelayError> {
-        relay::write_slice(self, data, timeout).await
+        match self.send.as_mut() {
+            Some(send) => super::flow::send_all(send, data, timeout).await,
+            None => Err(RelayError::Sink(io::ErrorKind::BrokenPipe.into())),
+        }
     }
 
     async fn end_body(

@@ -21,6 +21,7 @@ use bytes::Bytes;
 use h2::client::SendRequest;
 use h2::{Reason, RecvStream};
 use http::header::{HeaderName, HeaderValue, HOST, TE};
+use http::uri::{Authority, PathAndQuery, Scheme};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -374,22 +375,30 @@ fn request_for(
     tls: bool,
 ) -> Result<http::Request<()>, ProxyError> {
     let invalid = ProxyError::BadRequest("request not expressible in HTTP/2\n");
+    // One copy of the head; the target, authority and every value are slices of it (no
+    // allocation per field).
+    let shared = Bytes::copy_from_slice(head);
     let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut slots);
-    if !matches!(parsed.parse(head), Ok(httparse::Status::Complete(_))) {
+    if !matches!(parsed.parse(&shared), Ok(httparse::Status::Complete(_))) {
         return Err(invalid);
     }
     let (Some(method), Some(path)) = (parsed.method, parsed.path) else {
         return Err(invalid);
     };
-    let backend_name = backend.to_string();
-    let authority = parsed
+    let authority = match parsed
         .headers
         .iter()
         .find(|h| h.name.eq_ignore_ascii_case("host"))
-        .map_or(backend_name.as_bytes(), |h| h.value);
+    {
+        Some(host) => Authority::from_maybe_shared(shared.slice_ref(host.value)),
+        None => Authority::try_from(backend.to_string()),
+    }
+    .map_err(|_| invalid)?;
+    let path =
+        PathAndQuery::from_maybe_shared(shared.slice_ref(path.as_bytes())).map_err(|_| invalid)?;
     let uri = http::Uri::builder()
-        .scheme(if tls { "https" } else { "http" })
+        .scheme(if tls { Scheme::HTTPS } else { Scheme::HTTP })
         .authority(authority)
         .path_and_query(path)
         .build()
@@ -402,17 +411,16 @@ fn request_for(
     let fields = out.headers_mut();
     for h in parsed.headers.iter() {
         // Host is :authority now; the rest of what HTTP/2 forbids is gone already, but
-        // for the framing the rules wrote.
-        match headers::classify(h.name) {
+        // for the framing the rules wrote. The names fulcrum writes itself are static.
+        let name = match headers::classify(h.name) {
             Class::Host | Class::TransferEncoding | Class::Connection | Class::HopByHop => continue,
-            _ => {}
-        }
-        let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(h.name.as_bytes()),
-            HeaderValue::from_bytes(h.value),
-        ) else {
-            return Err(invalid);
+            Class::XForwardedFor => X_FORWARDED_FOR,
+            _ if h.name == "x-forwarded-proto" => X_FORWARDED_PROTO,
+            _ if h.name == "x-forwarded-host" => X_FORWARDED_HOST,
+            _ => HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| invalid)?,
         };
+        let value =
+            HeaderValue::from_maybe_shared(shared.slice_ref(h.value)).map_err(|_| invalid)?;
         fields.append(name, value);
     }
     if request.te_trailers {
@@ -421,6 +429,10 @@ fn request_for(
     debug_assert!(!fields.contains_key(HOST));
     Ok(out)
 }
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// Uploads the body while waiting for the response head, then relays the response, its
 /// trailers included.
@@ -442,6 +454,7 @@ async fn exchange<D: Downstream>(
         request.framing,
     );
     let set_cookie = request.set_cookie.clone();
+    let body_framing = client.body_for_http2();
     let (mut client_read, input, mut sink) = client.split();
     let mut uploaded = framing == Framing::Empty;
     let mut upload_broken = false;
@@ -451,7 +464,7 @@ async fn exchange<D: Downstream>(
             &mut client_read,
             input,
             &mut upload_sink,
-            framing,
+            body_framing,
             true,
             Timeouts {
                 read: ctx.idle_timeout,
@@ -507,7 +520,7 @@ async fn exchange<D: Downstream>(
         ctx.failure_statuses,
     );
     responded.set(true);
-    let (parts, mut body) = head.into_parts();
+    let (mut parts, mut body) = head.into_parts();
     let side = ClientSide {
         request_is_head: is_head,
         http10,
@@ -515,7 +528,7 @@ async fn exchange<D: Downstream>(
         set_cookie: set_cookie.as_deref(),
     };
     let mut out = ctx.buffers.take_write();
-    let relayed = match sink.start_parts(&parts, body.is_end_stream(), &side, &mut out) {
+    let relayed = match sink.start_parts(&mut parts, body.is_end_stream(), &side, &mut out) {
         Ok(close) => {
             let relayed = relay_body(
                 ctx,
@@ -591,10 +604,13 @@ async fn relay_body<K: ResponseSink, U: std::future::Future<Output = Result<(), 
             }
             Some(None) => break,
             Some(Some(Ok(data))) => {
-                let _ = body.flow_control().release_capacity(data.len());
-                if sink.send_body(&data, out, ctx.idle_timeout).await.is_err() {
+                // The window is handed back once the client took the bytes: a slow client
+                // slows the backend instead of filling fulcrum.
+                let len = data.len();
+                if sink.send_body(data, out, ctx.idle_timeout).await.is_err() {
                     return Err(BodyError::Client);
                 }
+                let _ = body.flow_control().release_capacity(len);
             }
             Some(Some(Err(error))) => return Err(BodyError::Backend(error.to_string())),
         }
