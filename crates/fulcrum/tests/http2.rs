@@ -705,3 +705,52 @@ async fn an_http2_pool_is_probed_in_http2() {
     assert_eq!(backend_state(&status, backend), "active");
     assert!(seen.requests.load(Ordering::SeqCst) >= 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_hints_from_an_http2_backend_reach_clients_that_know_1xx() {
+    let (backend, _) = h2_backend(100, Duration::from_millis(20), None).await;
+    let proxy = start_proxy(
+        "http",
+        "round_robin",
+        &[(backend, 1)],
+        "",
+        "protocol = \"http2\"",
+    );
+    // HTTP/1.1: the 103 head, then the response.
+    let out = raw_exchange(
+        proxy.addr,
+        b"GET /early HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(
+        out.starts_with("HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\n"),
+        "{out}"
+    );
+    assert!(out.contains("\r\n\r\n9\r\nh2 /early\r\n0\r\n"), "{out}");
+    // HTTP/1.0 has no 1xx: only the response.
+    let out = raw_exchange(proxy.addr, b"GET /early HTTP/1.0\r\nHost: a.test\r\n\r\n").await;
+    assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+    assert!(!out.contains("103"), "{out}");
+    // HTTP/2: a HEADERS frame of its own before the response's.
+    let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    let request = http::Request::get("http://a.test/early").body(()).unwrap();
+    let (mut response, _) = client.send_request(request, true).unwrap();
+    let hints = tokio::time::timeout(
+        Duration::from_secs(5),
+        std::future::poll_fn(|cx| response.poll_informational(cx)),
+    )
+    .await
+    .expect("103 within 5 s")
+    .expect("an informational head")
+    .unwrap();
+    assert_eq!(hints.status(), 103);
+    assert_eq!(hints.headers()["link"], "</style.css>; rel=preload");
+    let response = response.await.unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let chunk = body.data().await.unwrap().unwrap();
+    assert_eq!(&chunk[..], b"h2 /early");
+}

@@ -411,7 +411,8 @@ pub struct H2Seen {
 }
 
 /// An HTTP/2-only backend (the `h2` crate, clear text) allowing `max_streams` streams per
-/// connection; it answers `h2 PATH` after `delay`, with an `x-served-by: h2` trailer. With
+/// connection; it answers `h2 PATH` after `delay`, with an `x-served-by: h2` trailer, and
+/// sends `103 Early Hints` (a `link` header) first for a path starting `/early`. With
 /// `goaway_after`, each connection sends GOAWAY once it has taken that many streams.
 pub async fn h2_backend(
     max_streams: u32,
@@ -452,6 +453,14 @@ pub async fn h2_backend(
                         let mut body = request.into_body();
                         while let Some(Ok(chunk)) = body.data().await {
                             let _ = body.flow_control().release_capacity(chunk.len());
+                        }
+                        if path.starts_with("/early") {
+                            let hints = http::Response::builder()
+                                .status(103)
+                                .header("link", "</style.css>; rel=preload")
+                                .body(())
+                                .unwrap();
+                            let _ = respond.send_informational(hints);
                         }
                         if !delay.is_zero() {
                             tokio::time::sleep(delay).await;

@@ -80,6 +80,10 @@ pub trait ResponseSink: AsyncWrite + Unpin {
     /// has no use for it.
     async fn informational(&mut self, out: &[u8], ctx: &HttpContext) -> Result<(), RelayError>;
 
+    /// Prepares an HTTP/2 backend's informational (1xx) head for
+    /// [`ResponseSink::informational`]: an HTTP/1.1 client's goes into `out`.
+    fn start_informational(&mut self, head: http::response::Parts, out: &mut Vec<u8>);
+
     /// The body has been relayed whole: ends the client's response.
     fn end_response(&mut self) -> io::Result<()>;
 
@@ -182,6 +186,11 @@ impl<W: AsyncWrite + Unpin> ResponseSink for H1Sink<W> {
         relay::write_slice(&mut self.write, out, ctx.idle_timeout).await
     }
 
+    fn start_informational(&mut self, head: http::response::Parts, out: &mut Vec<u8>) {
+        write_head_start(out, &head);
+        out.end(false, false);
+    }
+
     fn end_response(&mut self) -> io::Result<()> {
         Ok(())
     }
@@ -201,10 +210,7 @@ impl<W: AsyncWrite + Unpin> ResponseSink for H1Sink<W> {
         self.chunked = !bodiless && !length && !side.http10;
         // An HTTP/1.0 client reads a body without length to the close.
         let close = !side.keep_alive || (!bodiless && !length && !self.chunked);
-        out.status_line(status.as_u16(), status.canonical_reason().unwrap_or(""));
-        for (name, value) in &parts.headers {
-            headers::put(out, name.as_str().as_bytes(), value.as_bytes());
-        }
+        write_head_start(out, parts);
         if self.chunked {
             out.extend_from_slice(b"transfer-encoding: chunked\r\n");
         }
@@ -249,6 +255,17 @@ impl<W: AsyncWrite + Unpin> ResponseSink for H1Sink<W> {
         let written = relay::write_slice(&mut self.write, out, timeout).await;
         out.clear();
         written
+    }
+}
+
+/// The status line and headers of an HTTP/2 backend's head, for an HTTP/1.1 client.
+fn write_head_start(out: &mut Vec<u8>, parts: &http::response::Parts) {
+    out.status_line(
+        parts.status.as_u16(),
+        parts.status.canonical_reason().unwrap_or(""),
+    );
+    for (name, value) in &parts.headers {
+        headers::put(out, name.as_str().as_bytes(), value.as_bytes());
     }
 }
 

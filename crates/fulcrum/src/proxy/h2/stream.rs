@@ -384,6 +384,10 @@ impl ResponseSink for &mut H2Response {
         Ok(())
     }
 
+    fn start_informational(&mut self, head: http::response::Parts, _out: &mut Vec<u8>) {
+        self.informational = Some(http::Response::from_parts(head, ()));
+    }
+
     fn end_response(&mut self) -> io::Result<()> {
         match self.send.take() {
             Some(mut send) => send.send_data(Bytes::new(), true).map_err(io::Error::other),

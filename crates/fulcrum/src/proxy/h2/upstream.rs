@@ -13,8 +13,11 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -479,15 +482,26 @@ async fn exchange<D: Downstream>(
     tokio::pin!(response);
     let mut deadline = crate::proxy::deadline(started, settings.response_timeout);
     let head = loop {
+        let next = std::future::poll_fn(|cx| poll_head(response.as_mut().get_mut(), cx));
         tokio::select! {
             biased;
-            head = &mut response => match head {
-                Ok(head) => break head,
+            head = next => match head {
+                Head::Interim(head) => {
+                    // HTTP/1.0 clients do not know 1xx responses.
+                    if !http10 {
+                        let mut interim = Vec::new();
+                        sink.start_informational(head.into_parts().0, &mut interim);
+                        if sink.informational(&interim, ctx).await.is_err() {
+                            return Ok(Attempt::Done(Next::Close));
+                        }
+                    }
+                }
+                Head::Final(Ok(head)) => break head,
                 // Not processed (RFC 9113 §8.7): safe to send again.
-                Err(error) if error.reason() == Some(Reason::REFUSED_STREAM) || error.is_go_away() => {
+                Head::Final(Err(error)) if error.reason() == Some(Reason::REFUSED_STREAM) || error.is_go_away() => {
                     return Err(format!("stream not processed: {error}"));
                 }
-                Err(error) => {
+                Head::Final(Err(error)) => {
                     tracing::debug!(backend = %backend.addr, %error, "HTTP/2 upstream exchange failed");
                     return Ok(Attempt::Failed(ProxyError::UpstreamFailed));
                 }
@@ -566,6 +580,22 @@ async fn exchange<D: Downstream>(
             Attempt::Done(Next::Close)
         }
     })
+}
+
+/// The next head a backend sent on a stream.
+enum Head {
+    /// A 1xx head (`100 Continue`, `103 Early Hints`); the final one is still to come.
+    Interim(http::Response<()>),
+    Final(Result<http::Response<RecvStream>, h2::Error>),
+}
+
+/// Polls for the stream's next head, an informational one first: the `h2` crate skips those
+/// that are still queued once the final head is polled for.
+fn poll_head(response: &mut h2::client::ResponseFuture, cx: &mut Context<'_>) -> Poll<Head> {
+    if let Poll::Ready(Some(Ok(head))) = response.poll_informational(cx) {
+        return Poll::Ready(Head::Interim(head));
+    }
+    Pin::new(response).poll(cx).map(Head::Final)
 }
 
 enum BodyError {
