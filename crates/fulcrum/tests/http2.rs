@@ -306,6 +306,60 @@ async fn an_endless_continuation_flood_ends_the_connection() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_head_trickled_past_the_header_timeout_ends_the_connection() {
+    let backend = Backend::named("backend", Duration::ZERO).await;
+    let proxy = start_proxy(
+        "http",
+        "round_robin",
+        &[(backend.addr, 1)],
+        "header_timeout = \"400ms\"\nidle_timeout = \"30s\"",
+        "",
+    );
+    let mut raw = RawH2::connect(proxy.addr).await;
+    raw.send(&frame(HEADERS, 0, 1, &block(&get_fields("/", &[]))))
+        .await
+        .unwrap();
+    // One CONTINUATION frame, a byte every 50 ms: it would take 5 s, a trickle no frame
+    // count limit sees.
+    let slow = "a".repeat(100);
+    let filler = frame(CONTINUATION, 0, 1, &block(&[("x-slow", &slow)]));
+    let mut sent = 0;
+    for byte in &filler {
+        if raw.send(std::slice::from_ref(byte)).await.is_err() || raw.closed_now().await {
+            break;
+        }
+        sent += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        sent < filler.len(),
+        "the connection outlived a CONTINUATION frame trickled over 5 s"
+    );
+    assert!(
+        sent >= 4,
+        "closed after {sent} bytes, before the header timeout"
+    );
+    assert_eq!(backend.requests(), 0);
+    // Other connections are served.
+    assert_eq!(h2_get(proxy.addr, "/").await, (200, "backend".to_string()));
+    // A head in several frames sent at once is whole in time.
+    let mut raw = RawH2::connect(proxy.addr).await;
+    let mut head = frame(HEADERS, END_STREAM, 1, &block(&get_fields("/", &[])));
+    head.extend(frame(
+        CONTINUATION,
+        END_HEADERS,
+        1,
+        &block(&[("x-more", "b")]),
+    ));
+    raw.send(&head).await.unwrap();
+    let frames = raw
+        .frames_until(|seen| seen.iter().any(|f| f.kind == HEADERS && f.stream == 1))
+        .await;
+    let response = frames.iter().find(|f| f.kind == HEADERS && f.stream == 1);
+    assert!(response.is_some(), "{frames:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_requests_never_reach_the_backend() {
     let backend = Backend::named("backend", Duration::ZERO).await;
     let proxy = start_proxy("http", "round_robin", &[(backend.addr, 1)], "", "");

@@ -153,6 +153,20 @@ impl RawH2 {
         }
     }
 
+    /// Whether the server has closed the connection (waiting at most 10 ms to see); what
+    /// arrives meanwhile is kept for `next_frame`.
+    pub async fn closed_now(&mut self) -> bool {
+        let mut chunk = [0u8; 16384];
+        match tokio::time::timeout(Duration::from_millis(10), self.stream.read(&mut chunk)).await {
+            Ok(Ok(0) | Err(_)) => true,
+            Ok(Ok(n)) => {
+                self.buffer.extend_from_slice(&chunk[..n]);
+                false
+            }
+            Err(_) => false,
+        }
+    }
+
     /// Frames until the connection closes or `done` says enough.
     pub async fn frames_until(&mut self, mut done: impl FnMut(&[Frame]) -> bool) -> Vec<Frame> {
         let mut frames = Vec::new();

@@ -10,11 +10,13 @@
 //!   rules read (pseudo-headers → request line and Host, cookies joined);
 //! - `stream`: one stream as the pipeline's client (request body in, response out);
 //! - `flow`: bodies written within a stream's flow-control window;
+//! - `header_block`: a request head's frames timed by the listener's header timeout;
 //! - `upstream`: HTTP/2 to backends — multiplexed connections, each request a stream;
 //! - `alpn`: `protocol = "auto"`, each backend spoken to in the protocol it chose by ALPN.
 
 pub mod alpn;
 pub mod flow;
+pub mod header_block;
 pub mod request;
 pub mod server;
 pub mod stream;

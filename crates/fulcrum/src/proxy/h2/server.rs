@@ -3,7 +3,8 @@
 //! task of its own, and the connection's end — GOAWAY when fulcrum shuts down or when no
 //! stream has been open for the idle timeout, open streams finishing first.
 //!
-//! The abuse defences are the `h2` crate's, set here: streams over `max_concurrent_streams`
+//! A request head must arrive whole within the header timeout (`header_block`). The other
+//! abuse defences are the `h2` crate's, set here: streams over `max_concurrent_streams`
 //! are refused (REFUSED_STREAM) without touching the others; a header list over
 //! `max_header_list_bytes` is refused, and CONTINUATION frames past it end the connection;
 //! a client resetting streams faster than they can be served (rapid reset, CVE-2023-44487)
@@ -18,6 +19,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
+use super::header_block::Watched;
 use super::stream::{self, ConnFacts};
 use crate::proxy::counters::ListenerStats;
 use crate::proxy::h1::exchange::{self, HttpContext};
@@ -52,6 +54,7 @@ where
         .max_send_buffer_size(MAX_SEND_BUFFER)
         .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESETS)
         .max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS));
+    let io = Watched::new(io, ctx.limits.header_timeout);
     let handshake = builder.handshake::<_, Bytes>(io);
     let mut connection = match tokio::time::timeout(ctx.limits.header_timeout, handshake).await {
         Ok(Ok(connection)) => connection,
