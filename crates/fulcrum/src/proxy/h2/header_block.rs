@@ -208,11 +208,14 @@ mod tests {
             .collect()
     }
 
+    /// A name, frames, and whether a block is open after each.
+    type Case = (&'static str, Vec<Vec<u8>>, Vec<bool>);
+
     #[test]
     fn a_block_is_open_from_headers_without_end_headers_to_the_continuation_that_ends_it() {
         let settings = frame(0x4, 0, 6);
         let data = frame(0x0, 0x1, 300);
-        let cases: &[(&str, Vec<Vec<u8>>, Vec<bool>)] = &[
+        let cases: &[Case] = &[
             (
                 "whole head in one frame",
                 vec![settings.clone(), frame(HEADERS, END_HEADERS | 0x1, 40)],
