@@ -11,4 +11,5 @@ pub mod ha;
 pub mod health;
 pub mod latency;
 pub mod rand;
+pub mod reload;
 pub mod warn_gate;
