@@ -13,6 +13,7 @@ pub mod pool;
 pub mod proxy;
 pub mod register;
 pub mod secrets;
+pub mod systemd;
 pub mod telemetry;
 pub mod tls;
 

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use fulcrum::telemetry::{self, LogFormat};
-use fulcrum::{demo, lab, register, RunningApp};
+use fulcrum::{demo, lab, register, systemd, RunningApp};
 use fulcrum_core::config::Config;
 
 /// The version and the commit it was built from.
@@ -157,11 +157,13 @@ fn run(path: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    systemd::ready(config.listeners.len());
     signals.block_on(telemetry::shutdown_signal());
     tracing::info!(
         grace = ?config.runtime.shutdown_grace,
         "shutting down: no new connections; finishing in-flight requests"
     );
+    systemd::stopping();
     app.shutdown();
     tracing::info!("stopped");
     ExitCode::SUCCESS

@@ -554,3 +554,66 @@ fn the_demo_serves_its_admin_api_beyond_loopback_only_with_a_token() {
     assert!(child.wait().unwrap().success());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn under_systemd_run_says_ready_once_it_listens_and_stopping_on_sigterm() {
+    let dir = std::env::temp_dir().join(format!("fulcrum-notify-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // systemd's side: a datagram socket whose path is in NOTIFY_SOCKET.
+    let socket_path = dir.join("notify.sock");
+    let _ = std::fs::remove_file(&socket_path);
+    let notify = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let path = dir.join("run.toml");
+    let port = free_port();
+    let backend = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    std::fs::write(
+        &path,
+        format!(
+            "[runtime]\nshutdown_grace = \"1s\"\n[[listeners]]\nname = \"t\"\nbind = \"127.0.0.1:{port}\"\nprotocol = \"tcp\"\npool = \"p\"\n[pools.p]\nbackends = [{{ addr = \"{}\" }}]\n",
+            backend.local_addr().unwrap()
+        ),
+    )
+    .unwrap();
+    let mut child = fulcrum()
+        .args(["run", "-c"])
+        .arg(&path)
+        .env("NOTIFY_SOCKET", &socket_path)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut message = [0u8; 512];
+    let n = notify.recv(&mut message).expect("READY=1 within 20 s");
+    let ready = String::from_utf8_lossy(&message[..n]).into_owned();
+    assert!(ready.lines().any(|l| l == "READY=1"), "{ready:?}");
+    assert!(
+        ready
+            .lines()
+            .any(|l| l == format!("MAINPID={}", child.id())),
+        "{ready:?}"
+    );
+    // Ready means serving: the listener accepts at once.
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        "READY=1 before the listener was bound"
+    );
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let n = notify.recv(&mut message).expect("STOPPING=1 within 20 s");
+    let stopping = String::from_utf8_lossy(&message[..n]).into_owned();
+    assert!(stopping.lines().any(|l| l == "STOPPING=1"), "{stopping:?}");
+    let mut log = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "{log}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
