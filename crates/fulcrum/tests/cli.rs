@@ -248,10 +248,9 @@ fn demo_shows_traffic_on_all_three_backends_within_five_seconds() {
     );
 }
 
-#[test]
-fn run_serves_ignores_sighup_and_stops_cleanly_on_sigterm() {
-    let dir = std::env::temp_dir().join(format!("fulcrum-run-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+/// A configuration in `dir` with one TCP listener (on the port returned) in front of a
+/// backend socket that accepts but never answers; the socket must be kept open.
+fn tcp_run_config(dir: &std::path::Path) -> (PathBuf, u16, std::net::TcpListener) {
     let path = dir.join("run.toml");
     let port = free_port();
     let backend = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -263,6 +262,14 @@ fn run_serves_ignores_sighup_and_stops_cleanly_on_sigterm() {
         ),
     )
     .unwrap();
+    (path, port, backend)
+}
+
+#[test]
+fn run_serves_ignores_sighup_and_stops_cleanly_on_sigterm() {
+    let dir = std::env::temp_dir().join(format!("fulcrum-run-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (path, port, _backend) = tcp_run_config(&dir);
     let mut child = fulcrum()
         .args(["run", "-c"])
         .arg(&path)
@@ -566,17 +573,7 @@ fn under_systemd_run_says_ready_once_it_listens_and_stopping_on_sigterm() {
     notify
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
-    let path = dir.join("run.toml");
-    let port = free_port();
-    let backend = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    std::fs::write(
-        &path,
-        format!(
-            "[runtime]\nshutdown_grace = \"1s\"\n[[listeners]]\nname = \"t\"\nbind = \"127.0.0.1:{port}\"\nprotocol = \"tcp\"\npool = \"p\"\n[pools.p]\nbackends = [{{ addr = \"{}\" }}]\n",
-            backend.local_addr().unwrap()
-        ),
-    )
-    .unwrap();
+    let (path, port, _backend) = tcp_run_config(&dir);
     let mut child = fulcrum()
         .args(["run", "-c"])
         .arg(&path)
