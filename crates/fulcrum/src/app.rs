@@ -35,6 +35,8 @@ impl std::error::Error for StartError {}
 /// A started fulcrum: its bound addresses, its pools, and the handle to stop it.
 #[derive(Debug)]
 pub struct RunningApp {
+    /// The configuration running now (the file's, as of start or the last reload).
+    config: Config,
     listeners: HashMap<String, SocketAddr>,
     admin: Option<SocketAddr>,
     pools: Arc<Pools>,
@@ -212,6 +214,7 @@ impl RunningApp {
         }
         tracing::info!(workers, "fulcrum serving");
         Ok(Self {
+            config: config.clone(),
             listeners,
             admin,
             pools,
@@ -219,6 +222,14 @@ impl RunningApp {
             shutdown,
             threads,
         })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub(crate) fn set_config(&mut self, config: Config) {
+        self.config = config;
     }
 
     /// The address a listener is bound to (useful with port 0).

@@ -12,6 +12,7 @@ pub mod lab;
 pub mod pool;
 pub mod proxy;
 pub mod register;
+pub mod reload;
 pub mod secrets;
 pub mod systemd;
 pub mod telemetry;

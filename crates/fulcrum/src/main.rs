@@ -84,26 +84,29 @@ fn main() -> ExitCode {
     }
 }
 
-fn load(path: &Path) -> Result<Config, ExitCode> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        eprintln!("error: cannot read {}: {e}", path.display());
-        ExitCode::FAILURE
-    })?;
+/// The configuration file, parsed and validated; every error with its path.
+fn read_config(path: &Path) -> Result<Config, Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| vec![format!("cannot read {}: {e}", path.display())])?;
     // Paths inside the file are relative to the file, not to the working directory.
     let dir = path.parent().unwrap_or(Path::new("."));
     Config::from_toml(&text)
         .map(|config| config.relative_to(dir))
-        .map_err(|errors| {
-            for e in &errors.0 {
-                eprintln!("error: {e}");
-            }
-            eprintln!(
-                "{}: {} error(s); nothing was started",
-                path.display(),
-                errors.0.len()
-            );
-            ExitCode::FAILURE
-        })
+        .map_err(|errors| errors.0.iter().map(ToString::to_string).collect())
+}
+
+fn load(path: &Path) -> Result<Config, ExitCode> {
+    read_config(path).map_err(|errors| {
+        for e in &errors {
+            eprintln!("error: {e}");
+        }
+        eprintln!(
+            "{}: {} error(s); nothing was started",
+            path.display(),
+            errors.len()
+        );
+        ExitCode::FAILURE
+    })
 }
 
 fn check(path: &Path) -> ExitCode {
@@ -139,18 +142,22 @@ fn run(path: &Path) -> ExitCode {
         config = %path.display(),
         "fulcrum starting"
     );
-    let app = match RunningApp::start(&config) {
+    let mut app = match RunningApp::start(&config) {
         Ok(app) => app,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let signals = match tokio::runtime::Builder::new_current_thread()
+    let signals = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
-        Ok(rt) => rt,
+        .and_then(|rt| {
+            let signals = rt.block_on(async { telemetry::Signals::new() })?;
+            Ok((rt, signals))
+        });
+    let (rt, mut signals) = match signals {
+        Ok(both) => both,
         Err(e) => {
             eprintln!("error: cannot start the signal handler: {e}");
             app.shutdown();
@@ -158,13 +165,39 @@ fn run(path: &Path) -> ExitCode {
         }
     };
     systemd::ready(config.listeners.len());
-    signals.block_on(telemetry::shutdown_signal());
+    while rt.block_on(signals.next()) == telemetry::Signal::Reload {
+        reload(&mut app, path);
+    }
     tracing::info!(
-        grace = ?config.runtime.shutdown_grace,
+        grace = ?app.config().runtime.shutdown_grace,
         "shutting down: no new connections; finishing in-flight requests"
     );
     systemd::stopping();
     app.shutdown();
     tracing::info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// SIGHUP: the file read, checked and applied again; any error leaves everything running as
+/// it was, and is logged with its path.
+fn reload(app: &mut RunningApp, path: &Path) {
+    systemd::reloading();
+    let outcome = read_config(path)
+        .map_err(fulcrum::reload::ReloadError::Invalid)
+        .and_then(|config| app.reload(config));
+    match outcome {
+        Ok(changes) if changes.is_empty() => {
+            tracing::info!(config = %path.display(), "reloaded: nothing changed");
+        }
+        Ok(changes) => {
+            for change in &changes {
+                tracing::info!(%change, "reload");
+            }
+            tracing::info!(config = %path.display(), changes = changes.len(), "reloaded");
+        }
+        Err(error) => {
+            tracing::error!(config = %path.display(), %error, "reload refused; nothing changed");
+        }
+    }
+    systemd::ready(app.config().listeners.len());
 }

@@ -30,32 +30,62 @@ fn colour() -> bool {
     !no_color && std::io::stderr().is_terminal()
 }
 
-/// Waits for SIGINT (Ctrl-C) or SIGTERM. SIGHUP, which would otherwise end the process
-/// silently, is logged and otherwise ignored: configuration reload does not exist yet.
+/// Waits for SIGINT (Ctrl-C) or SIGTERM, for the commands that do not reload (`demo`,
+/// `register`). SIGHUP, which would otherwise end the process silently, is logged and
+/// otherwise ignored.
 pub async fn shutdown_signal() {
     #[cfg(unix)]
     {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut interrupt), Ok(mut terminate), Ok(mut hangup)) = (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-            signal(SignalKind::hangup()),
-        ) else {
+        let Ok(mut signals) = Signals::new() else {
             let _ = tokio::signal::ctrl_c().await;
             return;
         };
-        loop {
-            tokio::select! {
-                _ = interrupt.recv() => return,
-                _ = terminate.recv() => return,
-                _ = hangup.recv() => tracing::warn!(
-                    "SIGHUP received: configuration reload is not supported yet; still running with the configuration loaded at start"
-                ),
-            }
+        while signals.next().await == Signal::Reload {
+            tracing::warn!("SIGHUP received: this command does not reload; still running");
         }
     }
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// What a signal asks of a running fulcrum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// SIGTERM or SIGINT: stop gracefully.
+    Stop,
+    /// SIGHUP: read the configuration file again.
+    Reload,
+}
+
+/// The signals `fulcrum run` answers, installed once (a signal arriving between two waits is
+/// kept, not lost).
+#[cfg(unix)]
+#[derive(Debug)]
+pub struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+}
+
+#[cfg(unix)]
+impl Signals {
+    /// Needs a Tokio runtime with I/O enabled.
+    pub fn new() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+            hangup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    pub async fn next(&mut self) -> Signal {
+        tokio::select! {
+            _ = self.interrupt.recv() => Signal::Stop,
+            _ = self.terminate.recv() => Signal::Stop,
+            _ = self.hangup.recv() => Signal::Reload,
+        }
     }
 }

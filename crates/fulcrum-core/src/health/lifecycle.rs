@@ -70,6 +70,8 @@ pub enum Cause {
     Outlier,
     Admin,
     Discovery,
+    /// The configuration file, read again (SIGHUP).
+    Reload,
     /// A timer ran out (slow start finished, ejection time over).
     Timer,
 }
@@ -82,6 +84,7 @@ impl fmt::Display for Cause {
             Cause::Outlier => "outlier",
             Cause::Admin => "admin",
             Cause::Discovery => "discovery",
+            Cause::Reload => "reload",
             Cause::Timer => "timer",
         })
     }

@@ -104,7 +104,7 @@ pub fn route(
                 ))
             })?;
             let addr = parse_addr(&new.addr)?;
-            pool.add_backend(addr, new.weight.unwrap_or(defaults::WEIGHT))?;
+            pool.add_backend(addr, new.weight.unwrap_or(defaults::WEIGHT), Cause::Admin)?;
             Ok((
                 StatusCode::CREATED,
                 serde_json::json!({ "added": addr, "state": "warming" }),

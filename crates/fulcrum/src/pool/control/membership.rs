@@ -14,8 +14,14 @@ use super::{new_member, Control, Drain, Pool};
 use crate::pool::stats::BackendStats;
 
 impl Pool {
-    /// Adds a backend at runtime; it warms up through slow start.
-    pub fn add_backend(&self, addr: SocketAddr, weight: u32) -> Result<(), AdminError> {
+    /// Adds a backend at runtime (through the admin API, or a reload: `cause`); it warms up
+    /// through slow start.
+    pub fn add_backend(
+        &self,
+        addr: SocketAddr,
+        weight: u32,
+        cause: Cause,
+    ) -> Result<(), AdminError> {
         if !(1..=defaults::MAX_WEIGHT).contains(&weight) {
             return Err(AdminError::BadRequest(format!(
                 "weight must be between 1 and {}",
@@ -24,7 +30,7 @@ impl Pool {
         }
         let now = self.clock.now();
         let mut control = self.lock();
-        self.add_locked(&mut control, addr, weight, now, Cause::Admin)?;
+        self.add_locked(&mut control, addr, weight, now, cause)?;
         self.apply(&mut control, now);
         Ok(())
     }
@@ -41,6 +47,15 @@ impl Pool {
     pub fn remove_backend(&self, addr: SocketAddr, cause: Cause) -> Result<Duration, AdminError> {
         self.edit(addr, |pool, c, id, now| {
             pool.remove_locked(c, id, now, cause)
+        })
+    }
+
+    /// Gives `addr` a new weight; the balancer takes it with the next snapshot.
+    pub fn set_weight(&self, addr: SocketAddr, weight: u32) -> Result<(), AdminError> {
+        self.edit(addr, |_, c, id, _| {
+            if let Some(m) = c.by_id_mut(id) {
+                m.weight = weight;
+            }
         })
     }
 

@@ -27,7 +27,7 @@ fn counters_survive_a_new_snapshot() {
     let stats = Arc::clone(&pool.snapshot().backends[1].stats);
     let _held = super::super::InFlight::start(&stats);
     stats.record_request();
-    pool.add_backend(addr(3), 1)
+    pool.add_backend(addr(3), 1, Cause::Admin)
         .unwrap_or_else(|e| panic!("{e}"));
     let snapshot = pool.snapshot();
     assert_eq!(snapshot.backends.len(), 3);
@@ -64,7 +64,7 @@ fn drain_takes_the_backend_out_of_the_snapshot_before_returning() {
 #[test]
 fn a_new_backend_starts_at_the_slow_start_minimum() {
     let pool = Pool::new("p", settings(&[1]), Clock::new());
-    pool.add_backend(addr(2), 2)
+    pool.add_backend(addr(2), 2, Cause::Admin)
         .unwrap_or_else(|e| panic!("{e}"));
     let snapshot = pool.snapshot();
     let weights: Vec<(u16, u32)> = snapshot
