@@ -396,13 +396,7 @@ fn register_does_not_report_losing_a_registration_it_never_had() {
         .unwrap();
     std::thread::sleep(Duration::from_millis(2500));
     child.kill().unwrap();
-    let mut log = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut log)
-        .unwrap();
+    let log = stderr_of(&mut child);
     let _ = child.wait();
     assert!(log.contains("cannot register yet"), "{log}");
     assert!(!log.contains("registration lost"), "{log}");
@@ -494,13 +488,8 @@ fn log_of_tcp_connections(name: &str, backends: &str, connections: usize) -> Str
     log
 }
 
-/// Sends SIGTERM to a `fulcrum run` started with its stderr piped; its exit status and log.
-fn terminate(child: &mut std::process::Child) -> (std::process::ExitStatus, String) {
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+/// Everything a child started with its stderr piped wrote there, until it closed it.
+fn stderr_of(child: &mut std::process::Child) -> String {
     let mut log = String::new();
     child
         .stderr
@@ -508,6 +497,17 @@ fn terminate(child: &mut std::process::Child) -> (std::process::ExitStatus, Stri
         .unwrap()
         .read_to_string(&mut log)
         .unwrap();
+    log
+}
+
+/// Sends SIGTERM to a `fulcrum run` started with its stderr piped; its exit status and log.
+fn terminate(child: &mut std::process::Child) -> (std::process::ExitStatus, String) {
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let log = stderr_of(child);
     (child.wait().unwrap(), log)
 }
 
@@ -623,13 +623,7 @@ fn under_systemd_run_says_ready_once_it_listens_reloading_around_a_reload_and_st
     let n = notify.recv(&mut message).expect("STOPPING=1 within 20 s");
     let stopping = String::from_utf8_lossy(&message[..n]).into_owned();
     assert!(stopping.lines().any(|l| l == "STOPPING=1"), "{stopping:?}");
-    let mut log = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut log)
-        .unwrap();
+    let log = stderr_of(&mut child);
     assert!(child.wait().unwrap().success(), "{log}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

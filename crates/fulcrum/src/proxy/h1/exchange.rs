@@ -82,6 +82,33 @@ impl From<Attempt<Next>> for OnConnection {
     }
 }
 
+/// How a request body's upload ended, as the exchange waiting for the response sees it.
+#[derive(Debug)]
+pub enum Uploaded {
+    /// Sent whole: the response timeout starts now.
+    Whole,
+    /// The backend stopped taking it; its response may still come (a `413`, say), and the
+    /// client connection closes after it.
+    BackendStoppedReading,
+    /// The exchange ends here.
+    End(Attempt<Next>),
+}
+
+/// Reads the end of an upload (`relay::body` towards either protocol's backend).
+pub fn upload_ended(sent: Result<(), RelayError>) -> Uploaded {
+    match sent {
+        Ok(()) => Uploaded::Whole,
+        Err(RelayError::Sink(_)) => Uploaded::BackendStoppedReading,
+        Err(RelayError::Stalled) => Uploaded::End(Attempt::Failed(ProxyError::ClientBodyTimeout)),
+        Err(RelayError::BadChunk) => Uploaded::End(Attempt::Failed(ProxyError::BadRequest(
+            "invalid chunked body\n",
+        ))),
+        Err(RelayError::SourceClosed | RelayError::Source(_)) => {
+            Uploaded::End(Attempt::Done(Next::Close))
+        }
+    }
+}
+
 /// What to do with a client connection after one exchange.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Next {
@@ -417,20 +444,16 @@ async fn send_and_respond<D: Downstream>(
                     return Err(Attempt::Failed(ProxyError::UpstreamFailed));
                 }
             },
-            sent = &mut upload, if !uploaded => match sent {
-                Ok(()) => {
+            sent = &mut upload, if !uploaded => match upload_ended(sent) {
+                Uploaded::Whole => {
                     uploaded = true;
                     deadline = crate::proxy::deadline(Instant::now(), settings.response_timeout);
                 }
-                Err(RelayError::Stalled) => return Err(Attempt::Failed(ProxyError::ClientBodyTimeout)),
-                Err(RelayError::Sink(_)) => {
+                Uploaded::BackendStoppedReading => {
                     uploaded = true;
                     upload_broken = true;
                 }
-                Err(RelayError::BadChunk) => {
-                    return Err(Attempt::Failed(ProxyError::BadRequest("invalid chunked body\n")))
-                }
-                Err(RelayError::SourceClosed | RelayError::Source(_)) => return Err(Attempt::Done(Next::Close)),
+                Uploaded::End(attempt) => return Err(attempt),
             },
             () = tokio::time::sleep_until(deadline), if uploaded => {
                 return Err(Attempt::Failed(ProxyError::UpstreamTimeout));

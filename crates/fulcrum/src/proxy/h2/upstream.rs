@@ -32,7 +32,7 @@ use super::flow::DataSink;
 use crate::pool::LiveBackend;
 use crate::proxy::error::ProxyError;
 use crate::proxy::h1::downstream::{Downstream, ResponseSink};
-use crate::proxy::h1::exchange::{HttpContext, Next};
+use crate::proxy::h1::exchange::{upload_ended, HttpContext, Next, Uploaded};
 use crate::proxy::h1::framing::Framing;
 use crate::proxy::h1::relay::{self, RelayError, Timeouts};
 use crate::proxy::h1::request::RequestHead;
@@ -506,20 +506,16 @@ async fn exchange<D: Downstream>(
                     return Ok(Attempt::Failed(ProxyError::UpstreamFailed));
                 }
             },
-            sent = &mut upload, if !uploaded => match sent {
-                Ok(()) => {
+            sent = &mut upload, if !uploaded => match upload_ended(sent) {
+                Uploaded::Whole => {
                     uploaded = true;
                     deadline = crate::proxy::deadline(Instant::now(), settings.response_timeout);
                 }
-                Err(RelayError::Stalled) => return Ok(Attempt::Failed(ProxyError::ClientBodyTimeout)),
-                Err(RelayError::Sink(_)) => {
+                Uploaded::BackendStoppedReading => {
                     uploaded = true;
                     upload_broken = true;
                 }
-                Err(RelayError::BadChunk) => {
-                    return Ok(Attempt::Failed(ProxyError::BadRequest("invalid chunked body\n")))
-                }
-                Err(RelayError::SourceClosed | RelayError::Source(_)) => return Ok(Attempt::Done(Next::Close)),
+                Uploaded::End(attempt) => return Ok(attempt),
             },
             () = tokio::time::sleep_until(deadline), if uploaded => {
                 return Ok(Attempt::Failed(ProxyError::UpstreamTimeout));
