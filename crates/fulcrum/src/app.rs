@@ -4,21 +4,24 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use fulcrum_core::config::{Config, ListenerProtocol};
-use tokio::sync::watch;
+use fulcrum_core::config::{Config, Listener, ListenerProtocol};
+use tokio::sync::{mpsc, watch};
 
 use crate::admin;
 use crate::ha::{self, HaShared};
-use crate::health;
-use crate::pool::{Clock, Pools};
+use crate::health::ControlPlane;
+use crate::pool::{Clock, Pool, Pools};
 use crate::proxy::counters::ListenerStats;
-use crate::proxy::worker::{self, WorkerListener};
+use crate::proxy::worker::{self, Command, ListenerSocket, WorkerListener};
+use crate::reload::{ReloadRecord, ReloadRequest, Reloader};
 use crate::secrets;
-use crate::tls;
+use crate::tls::upstream::BackendTls;
+use crate::tls::{self, Terminator};
+use crate::views::ListenerViews;
 
 /// Why fulcrum could not start.
 #[derive(Debug)]
@@ -43,6 +46,30 @@ pub struct RunningApp {
     ha: Option<Arc<HaShared>>,
     shutdown: watch::Sender<bool>,
     threads: Vec<JoinHandle<()>>,
+    /// What a reload changes in place.
+    pub(crate) live: Live,
+    /// The reload counters the admin API shows.
+    reloads: Arc<ReloadRecord>,
+    /// `POST /api/reload` requests, for the owner of the app to answer.
+    reload_requests: Option<mpsc::UnboundedReceiver<ReloadRequest>>,
+}
+
+/// The running parts a reload reaches: the workers, the control thread, and what the
+/// listeners are served with now.
+#[derive(Debug)]
+pub(crate) struct Live {
+    pub clock: Clock,
+    pub workers: Vec<mpsc::UnboundedSender<Command>>,
+    pub control: Arc<ControlPlane>,
+    pub views: Arc<ListenerViews>,
+    /// Each listener's counters, by name (kept while its address and protocol stay).
+    pub stats: HashMap<String, Arc<ListenerStats>>,
+    /// Each TLS listener's termination, by listener name.
+    pub tls: HashMap<String, Arc<Terminator>>,
+    /// TLS to backends, by pool name.
+    pub backend_tls: Arc<HashMap<String, Arc<BackendTls>>>,
+    /// Addresses that may be bound before they are on this host (HA virtual IPs).
+    pub freebind: Vec<IpAddr>,
 }
 
 impl RunningApp {
@@ -59,64 +86,25 @@ impl RunningApp {
         // Bind everything before starting anything.
         let mut per_worker: Vec<Vec<WorkerListener>> = (0..workers).map(|_| Vec::new()).collect();
         let mut listeners = HashMap::new();
+        let mut stats_by_name = HashMap::new();
         let mut listener_stats = Vec::new();
         for (i, l) in config.listeners.iter().enumerate() {
-            let pool_named = |key: String, name: &str| {
-                pools
-                    .get(name)
-                    .cloned()
-                    .ok_or_else(|| StartError(format!("{key}: unknown pool `{name}`")))
-            };
-            let pool = match &l.pool {
-                Some(name) => Some(pool_named(format!("listeners[{i}].pool"), name)?),
-                None => None,
-            };
-            let mut route_pools = HashMap::new();
-            if let ListenerProtocol::TlsPassthrough(routes) = &l.protocol {
-                for (j, route) in routes.iter().enumerate() {
-                    let pool = pool_named(format!("listeners[{i}].routes[{j}].pool"), &route.pool)?;
-                    route_pools.insert(route.pool.clone(), pool);
-                }
-            }
-            let freebind_here = freebind.contains(&l.bind.ip());
-            worker::ensure_unused(l.bind, freebind_here).map_err(|e| {
-                let why = if e.kind() == std::io::ErrorKind::AddrInUse {
-                    "the address is already in use (another fulcrum, or another server, listens there)".to_string()
-                } else {
-                    e.to_string()
-                };
-                StartError(format!(
-                    "listeners[{i}] ({}): cannot listen on {}: {why}",
-                    l.name, l.bind
-                ))
-            })?;
-            let mut addr = l.bind;
-            let mut stats: Option<Arc<ListenerStats>> = None;
-            for sockets in per_worker.iter_mut() {
-                let socket =
-                    worker::bind_reuseport(addr, freebind.contains(&addr.ip())).map_err(|e| {
-                        StartError(format!(
-                            "listeners[{i}] ({}): cannot listen on {}: {e}",
-                            l.name, l.bind
-                        ))
-                    })?;
-                // With port 0 the first bind picks the port; the other workers share it.
-                addr = socket.local_addr().map_err(|e| StartError(e.to_string()))?;
-                let stats = stats.get_or_insert_with(|| {
-                    Arc::new(ListenerStats::new(&l.name, l.protocol.name(), addr))
-                });
-                sockets.push(WorkerListener {
-                    stats: Arc::clone(stats),
-                    config: l.clone(),
-                    socket,
-                    pool: pool.clone(),
-                    route_pools: route_pools.clone(),
-                    tls: secrets.tls.get(&l.name).cloned(),
-                    backend_tls: Arc::clone(&secrets.backend_tls),
-                });
+            let targets =
+                ListenerTargets::resolve(i, l, |name| pools.get(name)).map_err(StartError)?;
+            let (sockets, addr) = bind_listener(i, l, workers, &freebind).map_err(StartError)?;
+            let stats = Arc::new(ListenerStats::new(&l.name, l.protocol.name(), addr));
+            for (worker, socket) in per_worker.iter_mut().zip(sockets) {
+                worker.push(targets.for_worker(
+                    l,
+                    ListenerSocket::Bound(socket),
+                    &stats,
+                    secrets.tls.get(&l.name).cloned(),
+                    &secrets.backend_tls,
+                ));
             }
             listeners.insert(l.name.clone(), addr);
-            listener_stats.extend(stats);
+            stats_by_name.insert(l.name.clone(), Arc::clone(&stats));
+            listener_stats.push(stats);
         }
         let admin_socket = match &config.admin {
             Some(a) => Some(std::net::TcpListener::bind(a.bind).map_err(|e| {
@@ -141,28 +129,32 @@ impl RunningApp {
         };
         let (shutdown, shutdown_rx) = watch::channel(false);
         let spawn_error = |e: std::io::Error| StartError(format!("cannot start a thread: {e}"));
+        let mut worker_commands = Vec::new();
         for (id, sockets) in per_worker.into_iter().enumerate() {
+            let (commands, received) = mpsc::unbounded_channel();
+            worker_commands.push(commands);
             threads.push(
                 worker::spawn(
                     id,
                     sockets,
+                    received,
                     shutdown_rx.clone(),
                     config.runtime.shutdown_grace,
                 )
                 .map_err(spawn_error)?,
             );
         }
-        threads.push(
-            health::spawn(
-                Arc::clone(&pools),
-                Arc::clone(&secrets.backend_tls),
-                shutdown_rx.clone(),
-            )
-            .map_err(spawn_error)?,
-        );
-        threads.extend(
-            tls::rotation::spawn(secrets.tls.clone(), shutdown_rx.clone()).map_err(spawn_error)?,
-        );
+        let (control, thread) =
+            ControlPlane::spawn(&pools, &secrets.backend_tls, shutdown_rx.clone())
+                .map_err(spawn_error)?;
+        threads.push(thread);
+        let views = Arc::new(ListenerViews::new(
+            listener_stats,
+            tls_in_order(config, &secrets.tls),
+        ));
+        control.spawn_task(tls::rotation::run(Arc::clone(&views), shutdown_rx.clone()));
+        let reloads = Arc::new(ReloadRecord::new(0));
+        let (reloader, reload_requests) = Reloader::channel();
         if let Some(socket) = admin_socket {
             threads.push(
                 admin::spawn(
@@ -170,12 +162,9 @@ impl RunningApp {
                     admin::AdminState {
                         pools: Arc::clone(&pools),
                         ha: ha.clone(),
-                        tls: config
-                            .listeners
-                            .iter()
-                            .filter_map(|l| secrets.tls.get(&l.name).cloned())
-                            .collect(),
-                        listeners: listener_stats,
+                        listeners: Arc::clone(&views),
+                        reloads: Arc::clone(&reloads),
+                        reloader,
                     },
                     admin_token,
                     shutdown_rx,
@@ -184,13 +173,7 @@ impl RunningApp {
             );
         }
         for l in &config.listeners {
-            tracing::info!(
-                listener = %l.name,
-                addr = %listeners[&l.name],
-                protocol = l.protocol.name(),
-                pool = l.pool.as_deref().unwrap_or("(routes only)"),
-                "listening"
-            );
+            log_listening(l, listeners[&l.name]);
         }
         for terminator in secrets.tls.values() {
             terminator.log_expiry(std::time::SystemTime::now());
@@ -221,7 +204,31 @@ impl RunningApp {
             ha,
             shutdown,
             threads,
+            live: Live {
+                clock,
+                workers: worker_commands,
+                control,
+                views,
+                stats: stats_by_name,
+                tls: secrets.tls,
+                backend_tls: secrets.backend_tls,
+                freebind,
+            },
+            reloads,
+            reload_requests: Some(reload_requests),
         })
+    }
+
+    /// The reload counters (the owner of the app records each reload it makes).
+    pub fn reload_record(&self) -> &Arc<ReloadRecord> {
+        &self.reloads
+    }
+
+    /// The admin API's reload requests, to be answered by whoever owns the app (`fulcrum
+    /// run`'s main thread); until they are taken and answered, `POST /api/reload` waits and
+    /// then answers 503.
+    pub fn take_reload_requests(&mut self) -> Option<mpsc::UnboundedReceiver<ReloadRequest>> {
+        self.reload_requests.take()
     }
 
     pub fn config(&self) -> &Config {
@@ -235,6 +242,10 @@ impl RunningApp {
     /// The address a listener is bound to (useful with port 0).
     pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
         self.listeners.get(name).copied()
+    }
+
+    pub(crate) fn listeners_mut(&mut self) -> &mut HashMap<String, SocketAddr> {
+        &mut self.listeners
     }
 
     pub fn admin_addr(&self) -> Option<SocketAddr> {
@@ -259,4 +270,116 @@ impl RunningApp {
             let _ = thread.join();
         }
     }
+}
+
+/// The TLS terminations of `config`'s listeners, in configuration order.
+pub(crate) fn tls_in_order(
+    config: &Config,
+    tls: &HashMap<String, Arc<Terminator>>,
+) -> Vec<Arc<Terminator>> {
+    config
+        .listeners
+        .iter()
+        .filter_map(|l| tls.get(&l.name).cloned())
+        .collect()
+}
+
+pub(crate) fn log_listening(l: &Listener, addr: SocketAddr) {
+    tracing::info!(
+        listener = %l.name,
+        %addr,
+        protocol = l.protocol.name(),
+        pool = l.pool.as_deref().unwrap_or("(routes only)"),
+        "listening"
+    );
+}
+
+/// The pools a listener sends to, found by name.
+pub(crate) struct ListenerTargets {
+    pool: Option<Arc<Pool>>,
+    route_pools: HashMap<String, Arc<Pool>>,
+}
+
+impl ListenerTargets {
+    /// `i`: the listener's position in the file, for error paths.
+    pub fn resolve(
+        i: usize,
+        l: &Listener,
+        pools: impl Fn(&str) -> Option<Arc<Pool>>,
+    ) -> Result<Self, String> {
+        let pool_named = |key: String, name: &str| {
+            pools(name).ok_or_else(|| format!("{key}: unknown pool `{name}`"))
+        };
+        let pool = match &l.pool {
+            Some(name) => Some(pool_named(format!("listeners[{i}].pool"), name)?),
+            None => None,
+        };
+        let mut route_pools = HashMap::new();
+        if let ListenerProtocol::TlsPassthrough(routes) = &l.protocol {
+            for (j, route) in routes.iter().enumerate() {
+                let pool = pool_named(format!("listeners[{i}].routes[{j}].pool"), &route.pool)?;
+                route_pools.insert(route.pool.clone(), pool);
+            }
+        }
+        Ok(Self { pool, route_pools })
+    }
+
+    /// Every pool the listener sends to.
+    pub fn pools(&self) -> impl Iterator<Item = &Arc<Pool>> {
+        self.pool.iter().chain(self.route_pools.values())
+    }
+
+    pub fn for_worker(
+        &self,
+        l: &Listener,
+        socket: ListenerSocket,
+        stats: &Arc<ListenerStats>,
+        tls: Option<Arc<Terminator>>,
+        backend_tls: &Arc<HashMap<String, Arc<BackendTls>>>,
+    ) -> WorkerListener {
+        WorkerListener {
+            stats: Arc::clone(stats),
+            config: l.clone(),
+            socket,
+            pool: self.pool.clone(),
+            route_pools: self.route_pools.clone(),
+            tls,
+            backend_tls: Arc::clone(backend_tls),
+        }
+    }
+}
+
+/// One socket per worker on `l.bind` (all on the same port when it is 0), after making sure
+/// no other process listens there. `i`: the listener's position in the file, for error paths.
+pub(crate) fn bind_listener(
+    i: usize,
+    l: &Listener,
+    workers: usize,
+    freebind: &[IpAddr],
+) -> Result<(Vec<std::net::TcpListener>, SocketAddr), String> {
+    let freebind_here = freebind.contains(&l.bind.ip());
+    let cannot = |why: String| {
+        format!(
+            "listeners[{i}] ({}): cannot listen on {}: {why}",
+            l.name, l.bind
+        )
+    };
+    worker::ensure_unused(l.bind, freebind_here).map_err(|e| {
+        cannot(if e.kind() == std::io::ErrorKind::AddrInUse {
+            "the address is already in use (another fulcrum, or another server, listens there)"
+                .to_string()
+        } else {
+            e.to_string()
+        })
+    })?;
+    let mut addr = l.bind;
+    let mut sockets = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let socket =
+            worker::bind_reuseport(addr, freebind_here).map_err(|e| cannot(e.to_string()))?;
+        // With port 0 the first bind picks the port; the other workers share it.
+        addr = socket.local_addr().map_err(|e| cannot(e.to_string()))?;
+        sockets.push(socket);
+    }
+    Ok((sockets, addr))
 }

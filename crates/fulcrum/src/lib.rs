@@ -17,5 +17,6 @@ pub mod secrets;
 pub mod systemd;
 pub mod telemetry;
 pub mod tls;
+pub mod views;
 
 pub use app::RunningApp;

@@ -1,9 +1,10 @@
-//! The `fulcrum` command line: run, check, demo.
+//! The `fulcrum` command line: run, check, reload, demo.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use fulcrum::reload::{Outcome, ReloadRequest, Trigger};
 use fulcrum::telemetry::{self, LogFormat};
 use fulcrum::{demo, lab, register, systemd, RunningApp};
 use fulcrum_core::config::Config;
@@ -33,6 +34,13 @@ enum Command {
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Ask the fulcrum running with this file to read it again and apply the difference in
+    /// place (through its admin API); prints what changed, or every error (nothing changed).
+    Reload {
+        /// The configuration file the running fulcrum was started with.
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
     /// Validate a configuration file: every error with its path; non-zero exit on any.
     Check {
         /// The configuration file (TOML).
@@ -56,6 +64,14 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run { config } => run(&config),
         Command::Check { config } => check(&config),
+        Command::Reload { config } => match fulcrum::reload::command::run(&config) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Version => {
             println!("fulcrum {VERSION}");
             ExitCode::SUCCESS
@@ -165,8 +181,26 @@ fn run(path: &Path) -> ExitCode {
         }
     };
     systemd::ready(config.listeners.len());
-    while rt.block_on(signals.next()) == telemetry::Signal::Reload {
-        reload(&mut app, path);
+    let mut api_reloads = app.take_reload_requests();
+    loop {
+        let asked = rt.block_on(async {
+            tokio::select! {
+                signal = signals.next() => match signal {
+                    telemetry::Signal::Stop => None,
+                    telemetry::Signal::Reload => Some((Trigger::Signal, None)),
+                },
+                Some(request) = next_request(&mut api_reloads) => {
+                    Some((Trigger::Api, Some(request)))
+                }
+            }
+        });
+        let Some((trigger, request)) = asked else {
+            break;
+        };
+        let outcome = reload(&mut app, path, trigger);
+        if let Some(request) = request {
+            let _ = request.reply.send(outcome);
+        }
     }
     tracing::info!(
         grace = ?app.config().runtime.shutdown_grace,
@@ -178,14 +212,26 @@ fn run(path: &Path) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// SIGHUP: the file read, checked and applied again; any error leaves everything running as
-/// it was, and is logged with its path.
-fn reload(app: &mut RunningApp, path: &Path) {
+/// The next `POST /api/reload`, or never when there is no admin API.
+async fn next_request(
+    requests: &mut Option<tokio::sync::mpsc::UnboundedReceiver<ReloadRequest>>,
+) -> Option<ReloadRequest> {
+    match requests {
+        Some(requests) => requests.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// SIGHUP or `POST /api/reload`: the file read, checked and applied again; any error leaves
+/// everything running as it was, and is logged with its path. Counted either way.
+fn reload(app: &mut RunningApp, path: &Path, trigger: Trigger) -> Outcome {
     systemd::reloading();
-    let outcome = read_config(path)
+    let result = read_config(path)
         .map_err(fulcrum::reload::ReloadError::Invalid)
         .and_then(|config| app.reload(config));
-    match outcome {
+    let outcome = Outcome::of(&result);
+    app.reload_record().record(trigger, &outcome);
+    match result {
         Ok(changes) if changes.is_empty() => {
             tracing::info!(config = %path.display(), "reloaded: nothing changed");
         }
@@ -200,4 +246,5 @@ fn reload(app: &mut RunningApp, path: &Path) {
         }
     }
     systemd::ready(app.config().listeners.len());
+    outcome
 }

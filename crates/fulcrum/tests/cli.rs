@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use fulcrum_core::config::Config;
 
-fn fulcrum() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_fulcrum"))
-}
+mod common;
+
+use common::cli::*;
 
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -198,14 +198,6 @@ fn version_and_help() {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn demo_shows_traffic_on_all_three_backends_within_five_seconds() {
     let mut child = fulcrum()
@@ -246,34 +238,6 @@ fn demo_shows_traffic_on_all_three_backends_within_five_seconds() {
         busy_line.is_some(),
         "no second with traffic on all three backends:\n{out}"
     );
-}
-
-/// Waits (up to 5 s) until something accepts connections on `port`.
-fn wait_listening(port: u16) {
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("fulcrum run never listened on {port}");
-}
-
-/// A configuration in `dir` with one TCP listener (on the port returned) in front of a
-/// backend socket that accepts but never answers; the socket must be kept open.
-fn tcp_run_config(dir: &std::path::Path) -> (PathBuf, u16, std::net::TcpListener) {
-    let path = dir.join("run.toml");
-    let port = free_port();
-    let backend = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    std::fs::write(
-        &path,
-        format!(
-            "[runtime]\nshutdown_grace = \"1s\"\n[[listeners]]\nname = \"t\"\nbind = \"127.0.0.1:{port}\"\nprotocol = \"tcp\"\npool = \"p\"\n[pools.p]\nbackends = [{{ addr = \"{}\" }}]\n",
-            backend.local_addr().unwrap()
-        ),
-    )
-    .unwrap();
-    (path, port, backend)
 }
 
 #[test]
@@ -488,29 +452,6 @@ fn log_of_tcp_connections(name: &str, backends: &str, connections: usize) -> Str
     log
 }
 
-/// Everything a child started with its stderr piped wrote there, until it closed it.
-fn stderr_of(child: &mut std::process::Child) -> String {
-    let mut log = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut log)
-        .unwrap();
-    log
-}
-
-/// Sends SIGTERM to a `fulcrum run` started with its stderr piped; its exit status and log.
-fn terminate(child: &mut std::process::Child) -> (std::process::ExitStatus, String) {
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let log = stderr_of(child);
-    (child.wait().unwrap(), log)
-}
-
 #[test]
 fn the_demo_serves_its_admin_api_beyond_loopback_only_with_a_token() {
     let admin_port = free_port();
@@ -562,167 +503,5 @@ fn the_demo_serves_its_admin_api_beyond_loopback_only_with_a_token() {
     let with = ask("authorization: Bearer demo-token\r\n").unwrap();
     assert!(with.starts_with("HTTP/1.1 200"), "{with}");
     assert!(child.wait().unwrap().success());
-    std::fs::remove_dir_all(&dir).unwrap();
-}
-
-#[test]
-fn under_systemd_run_says_ready_once_it_listens_reloading_around_a_reload_and_stopping_on_sigterm()
-{
-    let dir = std::env::temp_dir().join(format!("fulcrum-notify-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    // systemd's side: a datagram socket whose path is in NOTIFY_SOCKET.
-    let socket_path = dir.join("notify.sock");
-    let _ = std::fs::remove_file(&socket_path);
-    let notify = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
-    notify
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    let (path, port, _backend) = tcp_run_config(&dir);
-    let mut child = fulcrum()
-        .args(["run", "-c"])
-        .arg(&path)
-        .env("NOTIFY_SOCKET", &socket_path)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut message = [0u8; 512];
-    let n = notify.recv(&mut message).expect("READY=1 within 20 s");
-    let ready = String::from_utf8_lossy(&message[..n]).into_owned();
-    assert!(ready.lines().any(|l| l == "READY=1"), "{ready:?}");
-    assert!(
-        ready
-            .lines()
-            .any(|l| l == format!("MAINPID={}", child.id())),
-        "{ready:?}"
-    );
-    // Ready means serving: the listener accepts at once.
-    assert!(
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
-        "READY=1 before the listener was bound"
-    );
-    // A reload (SIGHUP, systemd's ExecReload=): RELOADING=1 with the time, then READY=1.
-    sighup(&child);
-    let n = notify.recv(&mut message).expect("RELOADING=1 within 20 s");
-    let reloading = String::from_utf8_lossy(&message[..n]).into_owned();
-    assert!(
-        reloading.lines().any(|l| l == "RELOADING=1"),
-        "{reloading:?}"
-    );
-    assert!(
-        reloading.lines().any(|l| l.starts_with("MONOTONIC_USEC=")),
-        "{reloading:?}"
-    );
-    let n = notify.recv(&mut message).expect("READY=1 after the reload");
-    let ready = String::from_utf8_lossy(&message[..n]).into_owned();
-    assert!(ready.lines().any(|l| l == "READY=1"), "{ready:?}");
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let n = notify.recv(&mut message).expect("STOPPING=1 within 20 s");
-    let stopping = String::from_utf8_lossy(&message[..n]).into_owned();
-    assert!(stopping.lines().any(|l| l == "STOPPING=1"), "{stopping:?}");
-    let log = stderr_of(&mut child);
-    assert!(child.wait().unwrap().success(), "{log}");
-    std::fs::remove_dir_all(&dir).unwrap();
-}
-
-/// A TCP backend that writes its name to every connection and closes it.
-fn named_tcp_backend(name: &'static str) -> std::net::SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for mut stream in listener.incoming().flatten() {
-            let _ = std::io::Write::write_all(&mut stream, name.as_bytes());
-        }
-    });
-    addr
-}
-
-/// What a connection to fulcrum's TCP listener on `port` reads.
-fn served_by(port: u16) -> String {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    let mut out = String::new();
-    let _ = stream.read_to_string(&mut out);
-    out
-}
-
-fn sighup(child: &std::process::Child) {
-    let hup = Command::new("kill")
-        .args(["-HUP", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(hup.success());
-}
-
-#[test]
-fn sighup_applies_the_files_backend_changes_and_refuses_what_it_cannot_apply() {
-    let dir = std::env::temp_dir().join(format!("fulcrum-reload-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (a, b) = (named_tcp_backend("a"), named_tcp_backend("b"));
-    let path = dir.join("run.toml");
-    let port = free_port();
-    let write = |pool: &str| {
-        std::fs::write(
-            &path,
-            format!(
-                "[runtime]\nshutdown_grace = \"1s\"\n[[listeners]]\nname = \"t\"\nbind = \"127.0.0.1:{port}\"\nprotocol = \"tcp\"\npool = \"p\"\n[pools.p]\n{pool}\n"
-            ),
-        )
-        .unwrap();
-    };
-    write(&format!("backends = [{{ addr = \"{a}\" }}]"));
-    let mut child = fulcrum()
-        .args(["run", "-c"])
-        .arg(&path)
-        .env_remove("RUST_LOG")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_listening(port);
-    assert_eq!(served_by(port), "a");
-    // A backend swapped in the file: the next connections go to the new one.
-    write(&format!("backends = [{{ addr = \"{b}\" }}]"));
-    sighup(&child);
-    let mut switched = false;
-    for _ in 0..100 {
-        if served_by(port) == "b" {
-            switched = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(switched, "the reloaded backend never served");
-    // A change this version cannot make in place, then a file with an error: both refused
-    // whole (the backend change next to the algorithm is not made either).
-    write(&format!(
-        "algorithm = \"least_conn\"\nbackends = [{{ addr = \"{a}\" }}]"
-    ));
-    sighup(&child);
-    std::thread::sleep(Duration::from_millis(300));
-    write(&format!(
-        "colour = \"red\"\nbackends = [{{ addr = \"{a}\" }}]"
-    ));
-    sighup(&child);
-    std::thread::sleep(Duration::from_millis(300));
-    for _ in 0..5 {
-        assert_eq!(served_by(port), "b", "a refused reload changed the pool");
-    }
-    assert!(child.try_wait().unwrap().is_none(), "fulcrum exited");
-    let (status, log) = terminate(&mut child);
-    assert!(status.success(), "{log}");
-    for expected in [
-        format!("pool p: backend {b} added (weight 1)"),
-        format!("pool p: backend {a} removed (drained)"),
-        "reload refused; nothing changed".to_string(),
-        "pool p: algorithm round_robin -> least_conn".to_string(),
-        "pools.p.colour: unknown key".to_string(),
-    ] {
-        assert!(log.contains(&expected), "`{expected}` missing from:\n{log}");
-    }
     std::fs::remove_dir_all(&dir).unwrap();
 }

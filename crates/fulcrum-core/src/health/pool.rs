@@ -150,6 +150,14 @@ impl PoolHealth {
         &self.rules
     }
 
+    /// A reload's new rules. Every backend keeps its state, its counters and its ejection
+    /// history; the new rules apply from the next input on (a ramp in progress follows the
+    /// new slow start, a running ejection keeps the end it was given).
+    pub fn set_rules(&mut self, rules: HealthRules) {
+        self.rules = rules;
+        self.update_panic();
+    }
+
     pub fn len(&self) -> usize {
         self.backends.len()
     }

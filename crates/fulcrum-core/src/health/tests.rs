@@ -407,3 +407,51 @@ fn removing_a_backend_leaves_every_other_id_and_its_transitions_alone() {
         [BackendId(1), BackendId(2), BackendId(3)]
     );
 }
+
+#[test]
+fn new_rules_keep_every_backends_state_and_ejection_history_and_apply_from_the_next_input() {
+    let mut pool = PoolHealth::new(rules(), 10, s(0));
+    for _ in 0..5 {
+        pool.live_outcome(BackendId(4), s(0), false);
+    }
+    assert_eq!(state(&pool, BackendId(4)), BackendState::Ejected);
+    let warming = pool.add(s(0), Cause::Reload);
+
+    // Three failures now eject; ramps take 60 s.
+    pool.set_rules(HealthRules {
+        slow_start: s(60),
+        outlier: Some(OutlierRules {
+            consecutive_failures: 3,
+            base_ejection: s(30),
+            max_ejection: s(300),
+        }),
+        ..HealthRules::default()
+    });
+    assert_eq!(
+        state(&pool, BackendId(4)),
+        BackendState::Ejected,
+        "the running ejection is kept"
+    );
+    pool.tick(s(29));
+    assert_eq!(state(&pool, BackendId(4)), BackendState::Ejected);
+    pool.tick(s(30));
+    assert_eq!(
+        state(&pool, BackendId(4)),
+        BackendState::Warming,
+        "it ends when it was given to"
+    );
+    assert!(
+        close(pool.fraction(warming, s(30)), 0.1 + 0.9 * 0.5),
+        "a ramp in progress follows the new slow start: {}",
+        pool.fraction(warming, s(30))
+    );
+    // The history survived: the second ejection lasts twice the base.
+    for _ in 0..3 {
+        pool.live_outcome(BackendId(4), s(31), false);
+    }
+    assert_eq!(state(&pool, BackendId(4)), BackendState::Ejected);
+    pool.tick(s(31 + 59));
+    assert_eq!(state(&pool, BackendId(4)), BackendState::Ejected);
+    pool.tick(s(31 + 60));
+    assert_eq!(state(&pool, BackendId(4)), BackendState::Warming);
+}

@@ -22,8 +22,8 @@ use tokio::sync::watch;
 
 use crate::ha::HaShared;
 use crate::pool::Pools;
-use crate::proxy::counters::ListenerStats;
-use crate::tls::Terminator;
+use crate::reload::{ReloadRecord, Reloader};
+use crate::views::ListenerViews;
 
 /// What the admin API reads and acts on.
 #[derive(Debug)]
@@ -31,11 +31,15 @@ pub struct AdminState {
     pub pools: Arc<Pools>,
     /// `None` without an `[ha]` section.
     pub ha: Option<Arc<HaShared>>,
-    /// The TLS listeners' terminations, in configuration order.
-    pub tls: Vec<Arc<Terminator>>,
-    /// Every listener's connection counts, in configuration order.
-    pub listeners: Vec<Arc<ListenerStats>>,
+    /// Every listener's connection counts and TLS terminations (a reload replaces them).
+    pub listeners: Arc<ListenerViews>,
+    pub reloads: Arc<ReloadRecord>,
+    /// Asks the owner of the running app to reload (`POST /api/reload`).
+    pub reloader: Reloader,
 }
+
+/// How long `POST /api/reload` waits for the reload to be made.
+const RELOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Largest request body the admin API reads (a backend to add is a few dozen bytes).
 const MAX_BODY: usize = 64 * 1024;
@@ -115,6 +119,9 @@ async fn handle(
         Ok(collected) => collected.to_bytes(),
         Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"),
     };
+    if parts.method == Method::POST && path.trim_end_matches('/') == "/api/reload" {
+        return reload(state).await;
+    }
     // HEAD is answered as GET would be, without the body (its length is kept).
     let head = parts.method == Method::HEAD;
     let method = if head { Method::GET } else { parts.method };
@@ -128,6 +135,26 @@ async fn handle(
         .headers
         .insert(header::CONTENT_LENGTH, HeaderValue::from(length));
     Response::from_parts(parts, Full::new(Bytes::new()))
+}
+
+/// `POST /api/reload`: the running process reads its configuration file again and applies
+/// the difference; 200 with the changes, or 422 with the errors (nothing changed).
+async fn reload(state: &AdminState) -> Response<Full<Bytes>> {
+    match tokio::time::timeout(RELOAD_WAIT, state.reloader.reload()).await {
+        Ok(Some(outcome)) => {
+            // 422: the request was fine, the file is not (the old configuration keeps serving).
+            let status = if outcome.applied {
+                StatusCode::OK
+            } else {
+                StatusCode::UNPROCESSABLE_ENTITY
+            };
+            json(status, &outcome)
+        }
+        Ok(None) | Err(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no reload was made: this fulcrum does not reload through the API (embedded), or is busy stopping",
+        ),
+    }
 }
 
 /// Constant-time comparison, so the token cannot be guessed byte by byte from timings. The

@@ -6,6 +6,8 @@
 //! | `GET /healthz` | `ok` while fulcrum runs and serves; 503 `standby` on an HA standby |
 //! | `GET /api/ha` | HA role, leader, epoch, last renewal, peers, failover history |
 //! | `GET /api/pools` | every pool with its backends |
+//! | `GET /api/reload` | reloads applied and refused, the last one, the upgrade generation |
+//! | `POST /api/reload` | read the configuration file again and apply the difference |
 //! | `GET /api/tls` | each TLS listener's certificates, rotation and handshakes |
 //! | `POST /api/tls/reload` | read every certificate file again now |
 //! | `GET /api/pools/{pool}` | one pool |
@@ -62,18 +64,19 @@ pub fn route(
         (&Method::GET, ["api", "listeners"]) => json(
             StatusCode::OK,
             &serde_json::json!({
-                "listeners": state.listeners.iter().map(|l| l.status()).collect::<Vec<_>>()
+                "listeners": state.listeners.stats().iter().map(|l| l.status()).collect::<Vec<_>>()
             }),
         ),
+        (&Method::GET, ["api", "reload"]) => json(StatusCode::OK, &state.reloads.status()),
         (&Method::GET, ["api", "tls"]) => json(
             StatusCode::OK,
             &serde_json::json!({
-                "listeners": state.tls.iter().map(|t| t.status()).collect::<Vec<_>>()
+                "listeners": state.listeners.tls().iter().map(|t| t.status()).collect::<Vec<_>>()
             }),
         ),
         (&Method::POST, ["api", "tls", "reload"]) => {
-            let results: Vec<serde_json::Value> = state
-                .tls
+            let terminators = state.listeners.tls().clone();
+            let results: Vec<serde_json::Value> = terminators
                 .iter()
                 .map(|t| match t.reload(true) {
                     Ok(_) => serde_json::json!({ "listener": t.listener, "reloaded": true }),
@@ -90,7 +93,7 @@ pub fn route(
             json(status, &serde_json::json!({ "listeners": results }))
         }
         (&Method::GET, ["api", "pools"]) => {
-            let all: Vec<_> = pools.iter().map(|p| p.status()).collect();
+            let all: Vec<_> = pools.all().iter().map(|p| p.status()).collect();
             json(StatusCode::OK, &all)
         }
         (&Method::GET, ["api", "pools", pool]) => match pools.get(pool) {
@@ -177,6 +180,7 @@ fn allowed(segments: &[&str]) -> Option<&'static str> {
         | ["api", "pools", _, "backends", _, _]
         | ["api", "tls", "reload"] => Some("POST"),
         ["api", "pools", _, "backends", _] => Some("DELETE"),
+        ["api", "reload"] => Some("GET, HEAD, POST"),
         _ => None,
     }
 }
@@ -188,6 +192,8 @@ fn endpoints() -> serde_json::Value {
         { "method": "GET", "path": "/api/ha", "does": "HA role, leader, epoch, peers, failovers" },
         { "method": "GET", "path": "/api/listeners", "does": "every listener with its client connections by protocol (http1, http2, tcp)" },
         { "method": "GET", "path": "/api/pools", "does": "every pool with its backends" },
+        { "method": "GET", "path": "/api/reload", "does": "reloads applied and refused, the last one (when, trigger, changes or errors), the upgrade generation, the pid" },
+        { "method": "POST", "path": "/api/reload", "does": "read the configuration file again and apply the difference: 200 with the changes, 422 with the errors (nothing changed)" },
         { "method": "GET", "path": "/api/tls", "does": "each TLS listener's certificates (names, expiry), rotation, handshakes" },
         { "method": "POST", "path": "/api/tls/reload", "does": "read every certificate file again now; 422 when one cannot be loaded (the previous set keeps serving)" },
         { "method": "GET", "path": "/api/pools/{pool}", "does": "one pool" },
@@ -207,7 +213,7 @@ fn with_pool(
     let Some(pool) = pools.get(name) else {
         return no_pool(name);
     };
-    match action(pool) {
+    match action(&pool) {
         Ok((status, value)) => json(status, &value),
         Err(AdminError::NotFound(m)) => error(StatusCode::NOT_FOUND, &m),
         Err(AdminError::Conflict(m)) => error(StatusCode::CONFLICT, &m),

@@ -67,7 +67,7 @@ pub async fn keep_following<F, Fut>(
 
 /// Runs the pool's discovery source until shutdown.
 pub async fn run(pool: Arc<Pool>, shutdown: watch::Receiver<bool>) {
-    match pool.settings.discovery.clone() {
+    match pool.settings().discovery.clone() {
         Some(Discovery::Etcd { endpoints, prefix }) => {
             etcd::follow(pool, endpoints, prefix, shutdown).await;
         }

@@ -6,13 +6,14 @@
 pub(crate) mod probe;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use fulcrum_core::config::{Health, Probe};
 use fulcrum_core::health::ProbeOutcome;
 use tokio::sync::watch;
+use tokio::task::AbortHandle;
 
 use crate::pool::{Pool, Pools};
 use crate::tls::upstream::BackendTls;
@@ -21,29 +22,138 @@ use crate::tls::upstream::BackendTls;
 /// outlier detection.
 pub const CONTROL_TICK: Duration = Duration::from_millis(50);
 
-pub fn spawn(
-    pools: Arc<Pools>,
-    backend_tls: Arc<HashMap<String, Arc<BackendTls>>>,
-    mut shutdown: watch::Receiver<bool>,
-) -> std::io::Result<JoinHandle<()>> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    std::thread::Builder::new()
-        .name("fulcrum-control".into())
-        .spawn(move || {
-            runtime.block_on(async move {
-                for pool in pools.iter() {
-                    tokio::spawn(control_loop(Arc::clone(pool), shutdown.clone()));
-                    tokio::spawn(crate::discovery::run(Arc::clone(pool), shutdown.clone()));
-                    if let Some(health) = pool.settings.health.clone() {
-                        let tls = backend_tls.get(&pool.name).cloned();
-                        tokio::spawn(probe_loop(Arc::clone(pool), health, tls, shutdown.clone()));
-                    }
+/// The control thread's tasks, per pool: started with the pool, restarted one kind at a time
+/// by a reload (the pool's state lives in the pool, not in its tasks, so a restart loses
+/// nothing), stopped with the pool.
+#[derive(Debug)]
+pub struct ControlPlane {
+    runtime: tokio::runtime::Handle,
+    tasks: Mutex<HashMap<String, PoolTasks>>,
+    shutdown: watch::Receiver<bool>,
+}
+
+#[derive(Debug)]
+struct PoolTasks {
+    control: AbortHandle,
+    discovery: AbortHandle,
+    probes: Option<AbortHandle>,
+}
+
+impl PoolTasks {
+    fn abort(&self) {
+        self.control.abort();
+        self.discovery.abort();
+        if let Some(probes) = &self.probes {
+            probes.abort();
+        }
+    }
+}
+
+impl ControlPlane {
+    /// Starts the control thread and every pool's tasks.
+    pub fn spawn(
+        pools: &Pools,
+        backend_tls: &HashMap<String, Arc<BackendTls>>,
+        shutdown: watch::Receiver<bool>,
+    ) -> std::io::Result<(Arc<Self>, JoinHandle<()>)> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let plane = Arc::new(Self {
+            runtime: runtime.handle().clone(),
+            tasks: Mutex::default(),
+            shutdown: shutdown.clone(),
+        });
+        for pool in pools.all() {
+            plane.start_pool(&pool, backend_tls.get(&pool.name).cloned());
+        }
+        let mut shutdown = shutdown;
+        let thread = std::thread::Builder::new()
+            .name("fulcrum-control".into())
+            .spawn(move || {
+                // The tasks run while this thread waits here.
+                runtime.block_on(async move {
+                    let _ = shutdown.wait_for(|stop| *stop).await;
+                });
+            })?;
+        Ok((plane, thread))
+    }
+
+    /// A pool's control loop, discovery source and active checks (if it has any).
+    pub fn start_pool(&self, pool: &Arc<Pool>, tls: Option<Arc<BackendTls>>) {
+        let tasks = PoolTasks {
+            control: self.spawn_task(control_loop(Arc::clone(pool), self.shutdown.clone())),
+            discovery: self.spawn_task(crate::discovery::run(
+                Arc::clone(pool),
+                self.shutdown.clone(),
+            )),
+            probes: self.spawn_probes(pool, tls),
+        };
+        if let Some(old) = self.lock().insert(pool.name.clone(), tasks) {
+            old.abort();
+        }
+    }
+
+    /// A removed pool: its tasks end (its backends are no longer probed).
+    pub fn stop_pool(&self, name: &str) {
+        if let Some(tasks) = self.lock().remove(name) {
+            tasks.abort();
+        }
+    }
+
+    /// The pool's health section or its backend TLS changed: its probes start over with
+    /// the new settings (every backend keeps its state until the new probes say otherwise).
+    pub fn restart_probes(&self, pool: &Arc<Pool>, tls: Option<Arc<BackendTls>>) {
+        let probes = self.spawn_probes(pool, tls);
+        let mut tasks = self.lock();
+        match tasks.get_mut(&pool.name) {
+            Some(t) => {
+                if let Some(old) = std::mem::replace(&mut t.probes, probes) {
+                    old.abort();
                 }
-                let _ = shutdown.wait_for(|stop| *stop).await;
-            });
-        })
+            }
+            None => {
+                if let Some(p) = probes {
+                    p.abort();
+                }
+            }
+        }
+    }
+
+    /// The pool's discovery section changed: its watch on the store starts over.
+    pub fn restart_discovery(&self, pool: &Arc<Pool>) {
+        let discovery = self.spawn_task(crate::discovery::run(
+            Arc::clone(pool),
+            self.shutdown.clone(),
+        ));
+        let mut tasks = self.lock();
+        match tasks.get_mut(&pool.name) {
+            Some(t) => std::mem::replace(&mut t.discovery, discovery).abort(),
+            None => discovery.abort(),
+        }
+    }
+
+    fn spawn_probes(&self, pool: &Arc<Pool>, tls: Option<Arc<BackendTls>>) -> Option<AbortHandle> {
+        let health = pool.settings().health.clone()?;
+        Some(self.spawn_task(probe_loop(
+            Arc::clone(pool),
+            health,
+            tls,
+            self.shutdown.clone(),
+        )))
+    }
+
+    /// A task of the control thread's own (certificate rotation).
+    pub fn spawn_task(
+        &self,
+        task: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> AbortHandle {
+        self.runtime.spawn(task).abort_handle()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, PoolTasks>> {
+        self.tasks.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 async fn control_loop(pool: Arc<Pool>, mut shutdown: watch::Receiver<bool>) {
@@ -82,13 +192,13 @@ async fn probe_loop(
                 let alive = match &health.liveness {
                     Probe::Tcp => probe::tcp(addr, health.timeout).await,
                     Probe::Http(check) => {
-                        let protocol = pool.settings.protocol;
+                        let protocol = pool.settings().protocol;
                         probe::http(addr, check, health.timeout, tls.as_deref(), protocol).await
                     }
                 };
                 pool.report_liveness(addr, alive.outcome == ProbeOutcome::Pass, &alive.detail);
                 if let Some(check) = &health.readiness {
-                    let protocol = pool.settings.protocol;
+                    let protocol = pool.settings().protocol;
                     let ready =
                         probe::http(addr, check, health.timeout, tls.as_deref(), protocol).await;
                     pool.report_readiness(addr, ready.outcome, &ready.detail);

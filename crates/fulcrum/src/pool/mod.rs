@@ -9,8 +9,8 @@ mod control;
 mod snapshot;
 mod stats;
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 pub use control::{AdminError, BackendStatus, Pool, PoolStatus};
@@ -52,32 +52,47 @@ impl Default for Clock {
     }
 }
 
-/// Every pool by name.
+/// Every pool by name. A reload adds and removes pools; listeners hold their pool directly,
+/// so this map is read only by the control plane and the admin API, never per request.
 #[derive(Debug, Default)]
 pub struct Pools {
-    by_name: HashMap<String, Arc<Pool>>,
-    order: Vec<String>,
+    by_name: RwLock<BTreeMap<String, Arc<Pool>>>,
 }
 
 impl Pools {
     pub fn from_config(config: &config::Config, clock: Clock) -> Self {
-        let mut pools = Pools::default();
+        let pools = Pools::default();
         for (name, settings) in &config.pools {
-            pools.by_name.insert(
-                name.clone(),
-                Arc::new(Pool::new(name, settings.clone(), clock)),
-            );
-            pools.order.push(name.clone());
+            pools.insert(Arc::new(Pool::new(name, settings.clone(), clock)));
         }
         pools
     }
 
-    pub fn get(&self, name: &str) -> Option<&Arc<Pool>> {
-        self.by_name.get(name)
+    pub fn get(&self, name: &str) -> Option<Arc<Pool>> {
+        self.read().get(name).cloned()
     }
 
-    /// Pools in name order.
-    pub fn iter(&self) -> impl Iterator<Item = &Arc<Pool>> {
-        self.order.iter().filter_map(|n| self.by_name.get(n))
+    /// Every pool, in name order.
+    pub fn all(&self) -> Vec<Arc<Pool>> {
+        self.read().values().cloned().collect()
+    }
+
+    /// A reload's new pool.
+    pub fn insert(&self, pool: Arc<Pool>) {
+        self.write().insert(pool.name.clone(), pool);
+    }
+
+    /// A reload's removed pool (no listener sends to it any more).
+    pub fn remove(&self, name: &str) -> Option<Arc<Pool>> {
+        self.write().remove(name)
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<Pool>>> {
+        // The map is replaced entry by entry; a panicking writer cannot leave it torn.
+        self.by_name.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Arc<Pool>>> {
+        self.by_name.write().unwrap_or_else(|p| p.into_inner())
     }
 }

@@ -48,7 +48,7 @@ pub async fn serve<S: ClientIo>(
     // Over TCP only the client address can be a hash key (validated with the config).
     let key = ctx
         .pool
-        .settings
+        .settings()
         .hash_key
         .as_ref()
         .map(|_| hash_key::ip_key(peer.ip()));
@@ -92,7 +92,7 @@ async fn connect_any(
 ) -> Option<(Upstream, InFlight)> {
     let snapshot = pool.snapshot_owned();
     let mut tried = Tried::default();
-    for _ in 0..pool.settings.connect_attempts {
+    for _ in 0..pool.settings().connect_attempts {
         // Every backend tried, or none in rotation: the client is turned away (warned below).
         let Some(index) = snapshot.pick(&tried, key) else {
             break;
@@ -104,10 +104,10 @@ async fn connect_any(
         let in_flight = InFlight::start(&backend.stats);
         backend.stats.record_request();
         let started = Instant::now();
-        match upstream::connect(backend.addr, pool.settings.connect_timeout, tls).await {
+        match upstream::connect(backend.addr, pool.settings().connect_timeout, tls).await {
             Ok(stream) => {
                 backend.stats.record_success();
-                if pool.settings.algorithm == Algorithm::P2cEwma {
+                if pool.settings().algorithm == Algorithm::P2cEwma {
                     backend
                         .stats
                         .ewma

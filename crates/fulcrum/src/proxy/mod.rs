@@ -8,6 +8,7 @@ pub mod h2;
 pub mod hash_key;
 pub mod headers;
 pub mod l4;
+pub mod listener;
 pub mod passthrough;
 pub mod pipeline;
 pub mod prefixed;

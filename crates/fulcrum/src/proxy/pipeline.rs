@@ -62,10 +62,10 @@ pub async fn forward<E: Exchange>(
     let snapshot = pool.snapshot_owned();
     let mut tried = Tried::default();
     let replay =
-        request.replayable && pool.settings.connect_attempts > 1 && snapshot.backends.len() > 1;
+        request.replayable && pool.settings().connect_attempts > 1 && snapshot.backends.len() > 1;
     let mut broke = false;
     let mut now = Instant::now();
-    for attempt_number in 0..pool.settings.connect_attempts {
+    for attempt_number in 0..pool.settings().connect_attempts {
         if attempt_number > 0 {
             now = Instant::now();
         }
@@ -132,20 +132,26 @@ pub async fn forward<E: Exchange>(
 /// A response head arrived from `backend`: feeds the time to it to p2c_ewma, and says whether
 /// its status counts as a backend failure (the outcome is recorded once the body has been
 /// relayed, with [`record_outcome`]).
-pub fn observe_head(
-    pool: &Pool,
-    backend: &LiveBackend,
-    status: u16,
-    picked: Instant,
-    failure_statuses: StatusRange,
-) -> bool {
-    if pool.settings.algorithm == Algorithm::P2cEwma {
+pub fn observe_head(pool: &Pool, backend: &LiveBackend, status: u16, picked: Instant) -> bool {
+    let settings = pool.settings();
+    if settings.algorithm == Algorithm::P2cEwma {
         backend
             .stats
             .ewma
             .observe(pool.clock().now(), picked.elapsed());
     }
-    failure_statuses.contains(status)
+    // Without outlier detection, 5xx still count as failures (counters, the pool view).
+    settings
+        .outlier
+        .as_ref()
+        .map_or(
+            StatusRange {
+                low: 500,
+                high: 599,
+            },
+            |o| o.failure_statuses,
+        )
+        .contains(status)
 }
 
 /// The exchange's passive-health outcome, once its response has been relayed.

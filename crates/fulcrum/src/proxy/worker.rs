@@ -2,35 +2,27 @@
 //! `SO_REUSEPORT` socket for every listener, so the kernel spreads connections across workers
 //! and a request never hops between threads (no work stealing, no cross-thread wake-ups on the
 //! hot path). Pools and their counters are shared; upstream connection pools are per worker.
+//! A reload reaches a worker as [`Command`]s: serve a listener (new or changed), close one.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::rc::Rc;
-use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use fulcrum_core::config::{Listener, ListenerProtocol, StatusRange};
 use socket2::{Domain, Socket, Type};
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::task::LocalSet;
 
-use super::counters::ListenerStats;
 use super::h1::buffer::BufferPool;
-use super::h1::conn;
-use super::h1::exchange::HttpContext;
 use super::h1::idle::{IdleRegistry, TICK};
-use super::h2;
 use super::h2::upstream::H2Upstreams;
-use super::l4::{self, TcpContext};
-use super::passthrough::{self, PassthroughContext};
+use super::listener::{accept_loop, service_for, WorkerShared};
+pub use super::listener::{ListenerSocket, WorkerListener};
 use super::upstream::UpstreamPool;
-use crate::pool::Pool;
-use crate::tls::upstream::BackendTls;
-use crate::tls::Terminator;
 
 /// Binds a listening socket that other workers (and, later, a new fulcrum binary during an
 /// upgrade) can bind too.
@@ -73,28 +65,29 @@ pub fn ensure_unused(addr: SocketAddr, freebind: bool) -> io::Result<()> {
     probe.bind(&addr.into())
 }
 
-/// One listener's socket for one worker, with what it serves.
+/// What a reload asks of a worker; `done` is answered once it is in effect.
 #[derive(Debug)]
-pub struct WorkerListener {
-    pub config: Listener,
-    pub socket: StdListener,
-    /// The listener's pool (for tls_passthrough: the default one, if any).
-    pub pool: Option<Arc<Pool>>,
-    /// tls_passthrough: every pool its routes name, by name.
-    pub route_pools: HashMap<String, Arc<Pool>>,
-    /// TLS termination, shared by every worker (its certificates rotate in one place).
-    pub tls: Option<Arc<Terminator>>,
-    /// TLS to backends, by pool name, for the pools that speak it.
-    pub backend_tls: Arc<HashMap<String, Arc<BackendTls>>>,
-    /// What the listener served, shared by every worker.
-    pub stats: Arc<ListenerStats>,
+pub enum Command {
+    /// Serve this listener: a new one, or a changed one (whose current accept loop is
+    /// retired first and its connections told to close after their current request).
+    Serve {
+        listener: Box<WorkerListener>,
+        done: std::sync::mpsc::Sender<()>,
+    },
+    /// Stop accepting on the listener and close its socket; its connections finish their
+    /// current request and close.
+    Close {
+        name: String,
+        done: std::sync::mpsc::Sender<()>,
+    },
 }
 
-/// Starts a worker thread serving `listeners` until `shutdown` turns true, then lets open
-/// connections finish for at most `grace`.
+/// Starts a worker thread serving `listeners` (and what `commands` bring later) until
+/// `shutdown` turns true, then lets open connections finish for at most `grace`.
 pub fn spawn(
     id: usize,
     listeners: Vec<WorkerListener>,
+    commands: mpsc::UnboundedReceiver<Command>,
     shutdown: watch::Receiver<bool>,
     grace: Duration,
 ) -> io::Result<JoinHandle<()>> {
@@ -105,87 +98,59 @@ pub fn spawn(
         .name(format!("fulcrum-worker-{id}"))
         .spawn(move || {
             let local = LocalSet::new();
-            local.block_on(&runtime, run(listeners, shutdown, grace));
+            local.block_on(&runtime, run(listeners, commands, shutdown, grace));
         })
 }
 
-async fn run(listeners: Vec<WorkerListener>, mut shutdown: watch::Receiver<bool>, grace: Duration) {
-    let connections = Rc::new(ConnTracker::default());
-    let idle = Rc::new(IdleRegistry::default());
-    tokio::task::spawn_local(tick_idle(Rc::clone(&idle), shutdown.clone()));
-    let upstreams = Rc::new(UpstreamPool::default());
-    let h2_upstreams = Rc::new(H2Upstreams::default());
-    let buffers = Rc::new(BufferPool::default());
+async fn run(
+    listeners: Vec<WorkerListener>,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    mut shutdown: watch::Receiver<bool>,
+    grace: Duration,
+) {
+    let shared = WorkerShared {
+        connections: Rc::new(ConnTracker::default()),
+        upstreams: Rc::new(UpstreamPool::default()),
+        h2_upstreams: Rc::new(H2Upstreams::default()),
+        buffers: Rc::new(BufferPool::default()),
+    };
+    let registries: Registries = Rc::default();
+    tokio::task::spawn_local(tick_idle(Rc::clone(&registries), shutdown.clone()));
     tokio::task::spawn_local(sweep_idle_upstreams(
-        Rc::clone(&upstreams),
-        Rc::clone(&h2_upstreams),
+        Rc::clone(&shared.upstreams),
+        Rc::clone(&shared.h2_upstreams),
         shutdown.clone(),
     ));
+    let mut worker = Worker {
+        shared,
+        registries,
+        serving: HashMap::new(),
+        shutdown: shutdown.clone(),
+    };
     for l in listeners {
-        let socket = match TcpListener::from_std(l.socket) {
-            Ok(socket) => socket,
-            Err(e) => {
-                tracing::error!(listener = %l.config.name, error = %e, "cannot register listener");
-                continue;
-            }
-        };
-        let tcp = |pool: &Arc<Pool>| {
-            Rc::new(TcpContext {
-                listener: l.config.name.clone(),
-                pool: Arc::clone(pool),
-                idle_timeout: l.config.idle_timeout,
-                backend_tls: l.backend_tls.get(&pool.name).cloned(),
-            })
-        };
-        let service = match (&l.config.protocol, &l.pool) {
-            (ListenerProtocol::Http(limits), Some(pool)) => Service::Http(Rc::new(HttpContext {
-                listener: l.config.name.clone(),
-                failure_statuses: pool.settings.outlier.as_ref().map_or(
-                    StatusRange {
-                        low: 500,
-                        high: 599,
-                    },
-                    |o| o.failure_statuses,
-                ),
-                pool: Arc::clone(pool),
-                upstreams: Rc::clone(&upstreams),
-                buffers: Rc::clone(&buffers),
-                idle: Rc::clone(&idle),
-                limits: limits.clone(),
-                idle_timeout: l.config.idle_timeout,
-                backend_tls: l.backend_tls.get(&pool.name).cloned(),
-                stats: Arc::clone(&l.stats),
-                h2_upstreams: Rc::clone(&h2_upstreams),
-            })),
-            (ListenerProtocol::Tcp, Some(pool)) => Service::Tcp(tcp(pool)),
-            (ListenerProtocol::TlsPassthrough(routes), default) => {
-                Service::Passthrough(Rc::new(PassthroughContext {
-                    listener: l.config.name.clone(),
-                    routes: routes.clone(),
-                    pools: l
-                        .route_pools
-                        .iter()
-                        .map(|(name, pool)| (name.clone(), tcp(pool)))
-                        .collect(),
-                    default: default.as_ref().map(tcp),
-                }))
-            }
-            (_, None) => {
-                tracing::error!(listener = %l.config.name, "listener without a pool");
-                continue;
-            }
-        };
-        tokio::task::spawn_local(accept_loop(
-            socket,
-            service,
-            l.stats,
-            l.tls,
-            Rc::clone(&connections),
-            shutdown.clone(),
-        ));
+        worker.serve(l).await;
     }
-    let _ = shutdown.wait_for(|stop| *stop).await;
-    idle.stop();
+    loop {
+        tokio::select! {
+            command = commands.recv() => match command {
+                Some(Command::Serve { listener, done }) => {
+                    worker.serve(*listener).await;
+                    let _ = done.send(());
+                }
+                Some(Command::Close { name, done }) => {
+                    drop(worker.retire(&name).await);
+                    let _ = done.send(());
+                }
+                // The app is gone without saying stop: stop too.
+                None => break,
+            },
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        }
+    }
+    for registry in worker.registries.borrow().iter() {
+        registry.stop();
+    }
+    let connections = &worker.shared.connections;
     if tokio::time::timeout(grace, connections.all_closed())
         .await
         .is_err()
@@ -197,99 +162,97 @@ async fn run(listeners: Vec<WorkerListener>, mut shutdown: watch::Receiver<bool>
     }
 }
 
-#[derive(Clone)]
-enum Service {
-    Http(Rc<HttpContext>),
-    Tcp(Rc<TcpContext>),
-    Passthrough(Rc<PassthroughContext>),
+/// Every listener's registry of waiting connections on this worker, ticked together; a
+/// retired listener's stays until its last connection is gone.
+type Registries = Rc<RefCell<Vec<Rc<IdleRegistry>>>>;
+
+/// One worker's listeners, by name.
+struct Worker {
+    shared: WorkerShared,
+    registries: Registries,
+    serving: HashMap<String, Serving>,
+    shutdown: watch::Receiver<bool>,
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    service: Service,
-    stats: Arc<ListenerStats>,
-    tls: Option<Arc<Terminator>>,
-    connections: Rc<ConnTracker>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = shutdown.wait_for(|stop| *stop) => return,
+/// A listener being served: its accept loop, and its connections' registry.
+struct Serving {
+    retire: oneshot::Sender<()>,
+    accept: tokio::task::JoinHandle<TcpListener>,
+    idle: Rc<IdleRegistry>,
+}
+
+impl Worker {
+    async fn serve(&mut self, mut l: WorkerListener) {
+        let name = l.config.name.clone();
+        let kept = self.retire(&name).await;
+        let socket = match std::mem::replace(&mut l.socket, ListenerSocket::Kept) {
+            ListenerSocket::Kept => match kept {
+                Some(socket) => socket,
+                None => {
+                    tracing::error!(listener = %name, "no socket to keep; listener not served");
+                    return;
+                }
+            },
+            ListenerSocket::Bound(socket) => match TcpListener::from_std(socket) {
+                Ok(socket) => socket,
+                Err(e) => {
+                    tracing::error!(listener = %name, error = %e, "cannot register listener");
+                    return;
+                }
+            },
         };
-        let (stream, peer) = match accepted {
-            Ok(pair) => pair,
-            Err(e) => {
-                // Out of descriptors or similar: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
+        let idle = Rc::new(IdleRegistry::default());
+        let Some(service) = service_for(&l, &self.shared, &idle) else {
+            tracing::error!(listener = %name, "listener without a pool");
+            return;
         };
-        let _ = stream.set_nodelay(true);
-        let guard = connections.open();
-        if !matches!(service, Service::Http(_)) {
-            // HTTP connections are counted by the protocol they turn out to speak.
-            ListenerStats::count(&stats.tcp);
-        }
-        // One task shape per protocol: a task is as large as its biggest future, and an idle
-        // HTTP connection should not pay for the TCP splice's state.
-        match (&service, &tls) {
-            (Service::Http(ctx), None) => {
-                let ctx = Rc::clone(ctx);
-                tokio::task::spawn_local(async move {
-                    conn::serve(ctx, stream, peer, None).await;
-                    drop(guard);
-                });
-            }
-            (Service::Tcp(ctx), None) => {
-                let ctx = Rc::clone(ctx);
-                tokio::task::spawn_local(async move {
-                    // TCP has no graceful close: connections run on until the grace period ends.
-                    l4::serve(&ctx, stream, peer, &[]).await;
-                    drop(guard);
-                });
-            }
-            (Service::Passthrough(ctx), _) => {
-                let ctx = Rc::clone(ctx);
-                tokio::task::spawn_local(async move {
-                    passthrough::serve(&ctx, stream, peer).await;
-                    drop(guard);
-                });
-            }
-            (Service::Http(ctx), Some(tls)) => {
-                let (ctx, tls) = (Rc::clone(ctx), Arc::clone(tls));
-                tokio::task::spawn_local(async move {
-                    match tls.accept(stream).await {
-                        Some((stream, facts)) if facts.h2 => {
-                            Box::pin(h2::server::serve(ctx, stream, peer, Some(facts))).await;
-                        }
-                        Some((stream, facts)) => conn::serve(ctx, stream, peer, Some(facts)).await,
-                        None => {}
-                    }
-                    drop(guard);
-                });
-            }
-            (Service::Tcp(ctx), Some(tls)) => {
-                let (ctx, tls) = (Rc::clone(ctx), Arc::clone(tls));
-                tokio::task::spawn_local(async move {
-                    if let Some((stream, _)) = tls.accept(stream).await {
-                        l4::serve(&ctx, stream, peer, &[]).await;
-                    }
-                    drop(guard);
-                });
-            }
-        }
+        self.registries.borrow_mut().push(Rc::clone(&idle));
+        let (retire, retired) = oneshot::channel();
+        let accept = tokio::task::spawn_local(accept_loop(
+            socket,
+            service,
+            l.stats,
+            l.tls,
+            Rc::clone(&self.shared.connections),
+            self.shutdown.clone(),
+            retired,
+        ));
+        self.serving.insert(
+            name,
+            Serving {
+                retire,
+                accept,
+                idle,
+            },
+        );
+    }
+
+    /// Stops accepting on `name` and tells its connections to close after their current
+    /// request; returns its socket.
+    async fn retire(&mut self, name: &str) -> Option<TcpListener> {
+        let serving = self.serving.remove(name)?;
+        let _ = serving.retire.send(());
+        let socket = serving.accept.await.ok();
+        serving.idle.close_gracefully();
+        socket
     }
 }
 
-/// Advances the idle registry's clock and closes client connections idle too long.
-async fn tick_idle(idle: Rc<IdleRegistry>, mut shutdown: watch::Receiver<bool>) {
+/// Advances every listener's idle clock and closes client connections idle too long; drops
+/// the registries of retired listeners once nothing uses them.
+async fn tick_idle(registries: Registries, mut shutdown: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = tick.tick() => idle.tick(tokio::time::Instant::now()),
+            _ = tick.tick() => {
+                let now = tokio::time::Instant::now();
+                let mut all = registries.borrow_mut();
+                all.retain(|r| !r.is_stopped() || Rc::strong_count(r) > 1);
+                for registry in all.iter() {
+                    registry.tick(now);
+                }
+            }
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
     }
@@ -313,16 +276,17 @@ async fn sweep_idle_upstreams(
 }
 
 /// Counts this worker's open client connections so shutdown can wait for them.
-#[derive(Default)]
-struct ConnTracker {
+#[derive(Debug, Default)]
+pub struct ConnTracker {
     open: Cell<usize>,
     closed: Notify,
 }
 
-struct OpenConn(Rc<ConnTracker>);
+#[derive(Debug)]
+pub struct OpenConn(Rc<ConnTracker>);
 
 impl ConnTracker {
-    fn open(self: &Rc<Self>) -> OpenConn {
+    pub fn open(self: &Rc<Self>) -> OpenConn {
         self.open.set(self.open.get() + 1);
         OpenConn(Rc::clone(self))
     }

@@ -3,6 +3,7 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod cli;
 pub mod h2raw;
 pub mod pki;
 
@@ -212,6 +213,10 @@ pub struct Proxy {
 impl Proxy {
     pub fn app(&self) -> &RunningApp {
         self.app.as_ref().unwrap()
+    }
+
+    pub fn app_mut(&mut self) -> &mut RunningApp {
+        self.app.as_mut().unwrap()
     }
 
     /// The pool's status as the admin API reports it.

@@ -43,7 +43,7 @@ impl Pool {
             state.discovered = found.len();
             state.last_error = None;
         }
-        let mut all = self.settings.backends.clone();
+        let mut all = self.settings().backends.clone();
         for b in found {
             if !all.iter().any(|s| s.addr == b.addr) {
                 all.push(*b);

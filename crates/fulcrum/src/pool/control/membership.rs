@@ -35,6 +35,33 @@ impl Pool {
         Ok(())
     }
 
+    /// A reload's backend: added if it is not a member; if it is one on its way out (removed
+    /// by an earlier reload or the admin API, still draining), its removal is called off and
+    /// it comes back through slow start; either way it gets `weight`.
+    pub fn ensure_backend(
+        &self,
+        addr: SocketAddr,
+        weight: u32,
+        cause: Cause,
+    ) -> Result<(), AdminError> {
+        let now = self.clock.now();
+        let mut guard = self.lock();
+        let c = &mut *guard;
+        match c.member(addr).map(|m| (m.id, m.remove_after_drain)) {
+            None => self.add_locked(c, addr, weight, now, cause)?,
+            Some((id, leaving)) => {
+                if leaving {
+                    enable_locked(c, id, now);
+                }
+                if let Some(m) = c.by_id_mut(id) {
+                    m.weight = weight;
+                }
+            }
+        }
+        self.apply(c, now);
+        Ok(())
+    }
+
     /// Stops new requests to `addr`; in-flight ones finish within the drain timeout. The
     /// snapshot without it is published before this returns.
     pub fn drain(&self, addr: SocketAddr, cause: Cause) -> Result<Duration, AdminError> {
@@ -157,7 +184,8 @@ impl Pool {
             )));
         }
         let id = c.health.add(now, cause);
-        c.members.push(new_member(&self.settings, id, addr, weight));
+        c.members
+            .push(new_member(&self.settings(), id, addr, weight));
         tracing::info!(pool = %self.name, backend = %addr, weight, %cause, "backend added");
         Ok(())
     }
@@ -198,7 +226,7 @@ impl Pool {
     }
 
     pub(super) fn drain_timeout(&self, stats: &BackendStats) -> Duration {
-        match self.settings.drain_timeout {
+        match self.settings().drain_timeout {
             DrainTimeout::Fixed(d) => d,
             DrainTimeout::Auto => stats
                 .latency

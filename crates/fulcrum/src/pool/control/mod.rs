@@ -153,7 +153,8 @@ impl Control {
 #[derive(Debug)]
 pub struct Pool {
     pub name: String,
-    pub settings: config::Pool,
+    /// Swapped whole by a reload; the data path reads it per request with one atomic load.
+    settings: ArcSwap<config::Pool>,
     snapshot: ArcSwap<PoolSnapshot>,
     control: Mutex<Control>,
     clock: Clock,
@@ -188,7 +189,7 @@ impl Pool {
                 last_rotation: now,
                 discovery_removals: Vec::new(),
             }),
-            settings,
+            settings: ArcSwap::from_pointee(settings),
             clock,
             unreachable_warnings: WarnGate::default(),
             drain_failures: AtomicU64::new(0),
@@ -208,6 +209,25 @@ impl Pool {
     /// The current snapshot as an owned handle, for holding across awaits.
     pub fn snapshot_owned(&self) -> Arc<PoolSnapshot> {
         self.snapshot.load_full()
+    }
+
+    /// The pool's settings as of now (a reload may swap them between two requests).
+    pub fn settings(&self) -> arc_swap::Guard<Arc<config::Pool>> {
+        self.settings.load()
+    }
+
+    /// A reload's new settings, swapped in as one: the state machine takes the new health
+    /// and outlier rules, and a new snapshot is published with a balancer for the new
+    /// algorithm. What the backends carry (in-flight counts, latencies, ejection history,
+    /// lifecycles) is kept; the configured backend list is not read here (a reload adds
+    /// and removes backends one by one).
+    pub fn set_settings(&self, settings: config::Pool) {
+        let now = self.clock.now();
+        let mut control = self.lock();
+        control.health.set_rules(health::rules_for(&settings));
+        self.settings.store(Arc::new(settings));
+        control.published.invalidate();
+        self.apply(&mut control, now);
     }
 
     pub fn clock(&self) -> Clock {

@@ -31,6 +31,17 @@ pub(super) struct Published {
     hashed: Option<HashedTable>,
     /// Snapshots published so far.
     pub generations: u64,
+    /// The settings changed: publish even if the weights did not.
+    stale: bool,
+}
+
+impl Published {
+    /// The next publish builds a new snapshot and balancer whatever the weights (the
+    /// settings they are built with changed).
+    pub(super) fn invalidate(&mut self) {
+        self.stale = true;
+        self.hashed = None;
+    }
 }
 
 impl Pool {
@@ -68,7 +79,8 @@ impl Pool {
     fn publish(&self, c: &mut Control, now: Duration) {
         // Every backend the snapshot should hold: all of them for hashing (so only an
         // excluded backend's own keys move), else those in rotation.
-        let hashing = self.settings.algorithm.is_hashing();
+        let settings = self.settings();
+        let hashing = settings.algorithm.is_hashing();
         let desired: Vec<(BackendId, u32, u32)> = c
             .members
             .iter()
@@ -82,7 +94,7 @@ impl Pool {
                 ))
             })
             .collect();
-        if desired == c.published.backends {
+        if desired == c.published.backends && !c.published.stale {
             return;
         }
         let backends: Vec<LiveBackend> = desired
@@ -98,7 +110,7 @@ impl Pool {
             })
             .collect();
         let balancer = self.balancer_for(c, &backends);
-        let latency_clock = (self.settings.algorithm == Algorithm::P2cEwma).then_some(self.clock);
+        let latency_clock = (settings.algorithm == Algorithm::P2cEwma).then_some(self.clock);
         self.snapshot.store(Arc::new(PoolSnapshot::new(
             backends,
             balancer,
@@ -106,29 +118,31 @@ impl Pool {
         )));
         c.published.backends = desired;
         c.published.generations += 1;
+        c.published.stale = false;
     }
 
     /// Hashing tables depend only on who is in the pool with which configured weight, so
     /// they are rebuilt only when that changes; other balancers follow effective weights and
     /// continue the pool's rotation.
     fn balancer_for(&self, c: &mut Control, backends: &[LiveBackend]) -> Arc<dyn Balancer> {
+        let settings = self.settings();
         let params = HashParams {
-            ring_points: self.settings.ring_points,
-            maglev_table_size: self.settings.maglev_table_size,
-            balance_factor: self.settings.hash_balance_factor,
-            fallback: self.settings.hash_fallback,
+            ring_points: settings.ring_points,
+            maglev_table_size: settings.maglev_table_size,
+            balance_factor: settings.hash_balance_factor,
+            fallback: settings.hash_fallback,
         };
         let build = |ids: &[String], weights: &[u32]| -> Arc<dyn Balancer> {
             let ids: Vec<&[u8]> = ids.iter().map(|s| s.as_bytes()).collect();
             Arc::from(balance::build_continuing(
-                self.settings.algorithm,
+                settings.algorithm,
                 &ids,
                 weights,
                 &params,
                 &c.rotation,
             ))
         };
-        if !self.settings.algorithm.is_hashing() {
+        if !settings.algorithm.is_hashing() {
             let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
             let ids: Vec<String> = backends.iter().map(|b| b.addr.to_string()).collect();
             return build(&ids, &weights);

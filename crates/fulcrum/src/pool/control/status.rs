@@ -31,7 +31,7 @@ impl Pool {
     pub fn status(&self) -> PoolStatus {
         let now = self.clock.now();
         let control = self.lock();
-        let discovery = self.settings.discovery.as_ref().map(|d| {
+        let discovery = self.settings().discovery.as_ref().map(|d| {
             let state = self.discovery_state();
             DiscoveryStatus {
                 source: match d {
@@ -52,7 +52,7 @@ impl Pool {
         PoolStatus {
             discovery,
             name: self.name.clone(),
-            algorithm: self.settings.algorithm.name(),
+            algorithm: self.settings().algorithm.name(),
             panic: control.health.panic(),
             suppressed_ejections: control.health.suppressed_ejections(),
             drain_failures: self.drain_failures.load(Ordering::Relaxed),

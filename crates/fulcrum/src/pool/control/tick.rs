@@ -56,7 +56,7 @@ impl Pool {
                 m.stats.latency.rotate();
             }
         }
-        if self.settings.discovery.is_some() {
+        if self.settings().discovery.is_some() {
             self.release_held_locked(c, now);
         }
         self.apply(c, now);

@@ -160,9 +160,10 @@ async fn serve_request<S: ClientIo>(
     tls: Option<&TlsFacts>,
     head_deadline: Option<Instant>,
 ) -> Next {
+    let settings = ctx.pool.settings();
     let rules = RequestRules {
         max_request_line_bytes: ctx.limits.max_request_line_bytes,
-        settings: &ctx.pool.settings,
+        settings: &settings,
         peer: peer.ip(),
         peer_text,
         tls,

@@ -16,7 +16,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fulcrum_core::config::{HttpLimits, StatusRange, UpstreamProtocol};
+use fulcrum_core::config::{HttpLimits, UpstreamProtocol};
 use tokio::time::Instant;
 
 use super::buffer::{BufferPool, ReadBuf};
@@ -54,8 +54,6 @@ pub struct HttpContext {
     /// Between requests, and the longest a client may stall while sending a body or taking
     /// a response.
     pub idle_timeout: Duration,
-    /// Response statuses that count as backend failures (outlier detection, counters).
-    pub failure_statuses: StatusRange,
     /// TLS to the pool's backends, when it speaks TLS.
     pub backend_tls: Option<Arc<BackendTls>>,
     /// The listener's connection counts.
@@ -129,7 +127,7 @@ pub async fn proxy<D: Downstream>(ctx: &HttpContext, client: &mut D) -> Next {
         replayable: request.replayable,
         key: request.key,
     };
-    let forwarded = match ctx.pool.settings.protocol {
+    let forwarded = match ctx.pool.settings().protocol {
         UpstreamProtocol::Http1 => {
             let mut exchange = ToHttp1 {
                 ctx,
@@ -194,7 +192,7 @@ pub(crate) async fn over_http1<D: Downstream>(
             OnConnection::Ended(attempt) => return attempt,
         }
     }
-    let settings = &ctx.pool.settings;
+    let settings = ctx.pool.settings();
     match upstream::connect(
         backend.addr,
         settings.connect_timeout,
@@ -291,7 +289,7 @@ async fn exchange<D: Downstream>(
     responded: &Cell<bool>,
     started: Instant,
 ) -> OnConnection {
-    let settings = &ctx.pool.settings;
+    let settings = ctx.pool.settings();
     let with_host;
     let head = if client.request().host_missing {
         with_host = head_with_host(client.upstream_head(), backend.addr);
@@ -373,7 +371,7 @@ async fn send_and_respond<D: Downstream>(
     responded: &Cell<bool>,
     started: Instant,
 ) -> Result<Relayed, Attempt<Next>> {
-    let settings = &ctx.pool.settings;
+    let settings = ctx.pool.settings();
     let (mut upstream_read, mut upstream_write) = upstream.halves();
     let request = client.request();
     let (is_head, http10, keep_alive, framing) = (
@@ -460,13 +458,7 @@ async fn send_and_respond<D: Downstream>(
             }
         }
     };
-    let status_failed = pipeline::observe_head(
-        &ctx.pool,
-        backend,
-        head.status,
-        started,
-        ctx.failure_statuses,
-    );
+    let status_failed = pipeline::observe_head(&ctx.pool, backend, head.status, started);
     response_buffer.consume(head.len);
     responded.set(true);
     let response = relay::body(

@@ -23,6 +23,10 @@ pub struct IdleRegistry {
     slots: RefCell<Vec<Slot>>,
     free: RefCell<Vec<usize>>,
     stopped: Cell<bool>,
+    /// The listener was retired by a reload: every connection closes after its current
+    /// exchange, but an idle HTTP/1.1 connection is not cut while it waits (closing it
+    /// would race a request the client may be sending); its next response says close.
+    closing: Cell<bool>,
 }
 
 #[derive(Debug)]
@@ -49,6 +53,7 @@ impl Default for IdleRegistry {
             slots: RefCell::default(),
             free: RefCell::default(),
             stopped: Cell::new(false),
+            closing: Cell::new(false),
         }
     }
 }
@@ -56,7 +61,7 @@ impl Default for IdleRegistry {
 impl IdleRegistry {
     /// Waits until `stream` is readable, at most `timeout` (to within a tick).
     pub async fn wait(&self, stream: &TcpStream, timeout: Duration) -> Woke {
-        self.wait_until(timeout, |cx| {
+        self.wait_until(timeout, false, |cx| {
             stream.poll_read_ready(cx).map(|ready| {
                 if ready.is_ok() {
                     Woke::Readable
@@ -72,18 +77,20 @@ impl IdleRegistry {
     /// it stopped. An HTTP/2 connection's idle timer: its socket is never idle to wait on,
     /// the `h2` crate reads it all the time.
     pub async fn sleep(&self, timeout: Duration) -> bool {
-        self.wait_until(timeout, |_| Poll::Pending).await;
-        self.stopped.get()
+        self.wait_until(timeout, true, |_| Poll::Pending).await;
+        self.is_stopped()
     }
 
     /// Waits until `ready` is, at most `timeout`; `Close` when the time passed or the worker
-    /// is stopping.
+    /// is stopping (or, with `end_on_closing`, the listener is retired).
     async fn wait_until(
         &self,
         timeout: Duration,
+        end_on_closing: bool,
         mut ready: impl FnMut(&mut std::task::Context<'_>) -> Poll<Woke>,
     ) -> Woke {
-        if self.stopped.get() {
+        let ends = || self.stopped.get() || (end_on_closing && self.closing.get());
+        if ends() {
             return Woke::Close;
         }
         let slot = self.register(crate::proxy::deadline(self.now.get(), timeout));
@@ -97,7 +104,7 @@ impl IdleRegistry {
             }
             let mut slots = self.slots.borrow_mut();
             let entry = &mut slots[slot];
-            if self.stopped.get() || entry.deadline <= self.now.get() {
+            if ends() || entry.deadline <= self.now.get() {
                 return Poll::Ready(Woke::Close);
             }
             if !entry
@@ -131,13 +138,27 @@ impl IdleRegistry {
         self.now.get()
     }
 
+    /// Whether connections are to close after their current exchange (shutdown, or the
+    /// listener retired by a reload).
     pub fn is_stopped(&self) -> bool {
-        self.stopped.get()
+        self.stopped.get() || self.closing.get()
     }
 
     /// Shutdown: every waiting connection closes, and no new wait begins.
     pub fn stop(&self) {
         self.stopped.set(true);
+        self.wake_all();
+    }
+
+    /// A reload retired the listener: HTTP/2 connections are sent GOAWAY at once, HTTP/1.1
+    /// ones answer their next request with `Connection: close` (or reach their idle
+    /// timeout), and every exchange in progress finishes.
+    pub fn close_gracefully(&self) {
+        self.closing.set(true);
+        self.wake_all();
+    }
+
+    fn wake_all(&self) {
         let all: Vec<Waker> = self
             .slots
             .borrow_mut()
@@ -254,5 +275,26 @@ mod tests {
         let stopper = async { registry.stop() };
         let (woke, ()) = tokio::join!(waiting, stopper);
         assert_eq!(woke, Woke::Close);
+    }
+
+    #[tokio::test]
+    async fn closing_gracefully_ends_http2_sleeps_but_lets_an_idle_http1_wait_see_its_request() {
+        let registry = std::rc::Rc::new(IdleRegistry::default());
+        let (client, server) = pair().await;
+        let waiting = outcome(&registry, &server, Duration::from_secs(60));
+        let sleeping = registry.sleep(Duration::from_secs(60));
+        let closer = async {
+            registry.close_gracefully();
+            // The request comes after the listener was retired: the wait still sees it.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            client.try_write(b"GET").unwrap_or_else(|e| panic!("{e}"));
+        };
+        let (woke, slept_to_stop, ()) = tokio::join!(waiting, sleeping, closer);
+        assert_eq!(woke, Woke::Readable);
+        assert!(
+            slept_to_stop,
+            "an HTTP/2 connection's timer ends at once (GOAWAY)"
+        );
+        assert!(registry.is_stopped(), "responses from now on say close");
     }
 }

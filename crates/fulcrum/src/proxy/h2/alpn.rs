@@ -23,7 +23,7 @@ impl<D: Downstream> pipeline::Exchange for ByAlpn<'_, D> {
 
     async fn attempt(&mut self, backend: &LiveBackend, picked: Instant) -> Attempt<Next> {
         let ctx = self.ctx;
-        let settings = &ctx.pool.settings;
+        let settings = ctx.pool.settings();
         let tls = ctx.backend_tls.as_deref();
         let key = (backend.addr, tls.map_or(0, |t| t.id));
         if ctx.h2_upstreams.speaks_h2(key) {

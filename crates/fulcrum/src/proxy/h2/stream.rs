@@ -55,9 +55,10 @@ pub async fn serve(
     };
     let mut upstream_head = ctx.buffers.take_write();
     let head = {
+        let settings = ctx.pool.settings();
         let rules = RequestRules {
             max_request_line_bytes: ctx.limits.max_request_line_bytes,
-            settings: &ctx.pool.settings,
+            settings: &settings,
             peer: conn.peer.ip(),
             peer_text: &conn.peer_text,
             tls: conn.tls.as_ref(),

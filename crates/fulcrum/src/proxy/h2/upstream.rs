@@ -304,7 +304,7 @@ impl<D: Downstream> ToHttp2<'_, D> {
         picked: Instant,
     ) -> Result<Attempt<Next>, String> {
         let ctx = self.ctx;
-        let settings = &ctx.pool.settings;
+        let settings = ctx.pool.settings();
         let tls = ctx.backend_tls.as_deref();
         let claim = match ctx
             .h2_upstreams
@@ -448,7 +448,7 @@ async fn exchange<D: Downstream>(
     responded: &Cell<bool>,
     started: Instant,
 ) -> Result<Attempt<Next>, String> {
-    let settings = &ctx.pool.settings;
+    let settings = ctx.pool.settings();
     let request = client.request();
     let (is_head, http10, keep_alive, framing) = (
         request.is_head,
@@ -522,13 +522,7 @@ async fn exchange<D: Downstream>(
             }
         }
     };
-    let status_failed = pipeline::observe_head(
-        &ctx.pool,
-        backend,
-        head.status().as_u16(),
-        started,
-        ctx.failure_statuses,
-    );
+    let status_failed = pipeline::observe_head(&ctx.pool, backend, head.status().as_u16(), started);
     responded.set(true);
     let (mut parts, mut body) = head.into_parts();
     let side = ClientSide {
@@ -609,7 +603,7 @@ async fn relay_body<K: ResponseSink, U: std::future::Future<Output = Result<(), 
     mut upload: std::pin::Pin<&mut U>,
     mut uploaded: bool,
 ) -> Result<(), BodyError> {
-    let read_timeout = ctx.pool.settings.response_timeout;
+    let read_timeout = ctx.pool.settings().response_timeout;
     loop {
         let data = tokio::select! {
             biased;

@@ -1,0 +1,202 @@
+//! One listener on one worker: the service its connections get (built from the listener's
+//! configuration and the worker's shared pools of buffers and upstream connections) and the
+//! accept loop that hands them out.
+//!
+//! A reload retires an accept loop and gets its socket back, so a listener whose address did
+//! not change keeps its socket (and the connections queued on it) while its service is
+//! replaced; connections already accepted keep the service they were accepted with.
+
+use std::collections::HashMap;
+use std::net::TcpListener as StdListener;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fulcrum_core::config::{Listener, ListenerProtocol};
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, watch};
+
+use super::counters::ListenerStats;
+use super::h1::buffer::BufferPool;
+use super::h1::conn;
+use super::h1::exchange::HttpContext;
+use super::h1::idle::IdleRegistry;
+use super::h2;
+use super::h2::upstream::H2Upstreams;
+use super::l4::{self, TcpContext};
+use super::passthrough::{self, PassthroughContext};
+use super::upstream::UpstreamPool;
+use super::worker::ConnTracker;
+use crate::pool::Pool;
+use crate::tls::upstream::BackendTls;
+use crate::tls::Terminator;
+
+/// Where a listener's socket comes from when a worker starts serving it.
+#[derive(Debug)]
+pub enum ListenerSocket {
+    /// Freshly bound (a new listener, or one whose address changed).
+    Bound(StdListener),
+    /// The one this worker already serves the listener on (its address did not change).
+    Kept,
+}
+
+/// One listener's socket for one worker, with what it serves.
+#[derive(Debug)]
+pub struct WorkerListener {
+    pub config: Listener,
+    pub socket: ListenerSocket,
+    /// The listener's pool (for tls_passthrough: the default one, if any).
+    pub pool: Option<Arc<Pool>>,
+    /// tls_passthrough: every pool its routes name, by name.
+    pub route_pools: HashMap<String, Arc<Pool>>,
+    /// TLS termination, shared by every worker (its certificates rotate in one place).
+    pub tls: Option<Arc<Terminator>>,
+    /// TLS to backends, by pool name, for the pools that speak it.
+    pub backend_tls: Arc<HashMap<String, Arc<BackendTls>>>,
+    /// What the listener served, shared by every worker and kept across reloads.
+    pub stats: Arc<ListenerStats>,
+}
+
+/// What every listener of one worker shares.
+#[derive(Debug)]
+pub struct WorkerShared {
+    pub connections: Rc<ConnTracker>,
+    pub upstreams: Rc<UpstreamPool>,
+    pub h2_upstreams: Rc<H2Upstreams>,
+    pub buffers: Rc<BufferPool>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Service {
+    Http(Rc<HttpContext>),
+    Tcp(Rc<TcpContext>),
+    Passthrough(Rc<PassthroughContext>),
+}
+
+/// The service of `l`'s connections; `idle` is the listener's own registry of waiting
+/// connections, so that retiring the listener closes its connections and no other's.
+pub fn service_for(
+    l: &WorkerListener,
+    shared: &WorkerShared,
+    idle: &Rc<IdleRegistry>,
+) -> Option<Service> {
+    let tcp = |pool: &Arc<Pool>| {
+        Rc::new(TcpContext {
+            listener: l.config.name.clone(),
+            pool: Arc::clone(pool),
+            idle_timeout: l.config.idle_timeout,
+            backend_tls: l.backend_tls.get(&pool.name).cloned(),
+        })
+    };
+    match (&l.config.protocol, &l.pool) {
+        (ListenerProtocol::Http(limits), Some(pool)) => Some(Service::Http(Rc::new(HttpContext {
+            listener: l.config.name.clone(),
+            pool: Arc::clone(pool),
+            upstreams: Rc::clone(&shared.upstreams),
+            buffers: Rc::clone(&shared.buffers),
+            idle: Rc::clone(idle),
+            limits: limits.clone(),
+            idle_timeout: l.config.idle_timeout,
+            backend_tls: l.backend_tls.get(&pool.name).cloned(),
+            stats: Arc::clone(&l.stats),
+            h2_upstreams: Rc::clone(&shared.h2_upstreams),
+        }))),
+        (ListenerProtocol::Tcp, Some(pool)) => Some(Service::Tcp(tcp(pool))),
+        (ListenerProtocol::TlsPassthrough(routes), default) => {
+            Some(Service::Passthrough(Rc::new(PassthroughContext {
+                listener: l.config.name.clone(),
+                routes: routes.clone(),
+                pools: l
+                    .route_pools
+                    .iter()
+                    .map(|(name, pool)| (name.clone(), tcp(pool)))
+                    .collect(),
+                default: default.as_ref().map(tcp),
+            })))
+        }
+        (_, None) => None,
+    }
+}
+
+/// Accepts and serves connections until the worker stops or the listener is retired;
+/// returns the socket (a reload may keep it).
+pub async fn accept_loop(
+    listener: TcpListener,
+    service: Service,
+    stats: Arc<ListenerStats>,
+    tls: Option<Arc<Terminator>>,
+    connections: Rc<ConnTracker>,
+    mut shutdown: watch::Receiver<bool>,
+    mut retire: oneshot::Receiver<()>,
+) -> TcpListener {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.wait_for(|stop| *stop) => return listener,
+            _ = &mut retire => return listener,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // Out of descriptors or similar: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let guard = connections.open();
+        if !matches!(service, Service::Http(_)) {
+            // HTTP connections are counted by the protocol they turn out to speak.
+            ListenerStats::count(&stats.tcp);
+        }
+        // One task shape per protocol: a task is as large as its biggest future, and an idle
+        // HTTP connection should not pay for the TCP splice's state.
+        match (&service, &tls) {
+            (Service::Http(ctx), None) => {
+                let ctx = Rc::clone(ctx);
+                tokio::task::spawn_local(async move {
+                    conn::serve(ctx, stream, peer, None).await;
+                    drop(guard);
+                });
+            }
+            (Service::Tcp(ctx), None) => {
+                let ctx = Rc::clone(ctx);
+                tokio::task::spawn_local(async move {
+                    // TCP has no graceful close: connections run on until the grace period ends.
+                    l4::serve(&ctx, stream, peer, &[]).await;
+                    drop(guard);
+                });
+            }
+            (Service::Passthrough(ctx), _) => {
+                let ctx = Rc::clone(ctx);
+                tokio::task::spawn_local(async move {
+                    passthrough::serve(&ctx, stream, peer).await;
+                    drop(guard);
+                });
+            }
+            (Service::Http(ctx), Some(tls)) => {
+                let (ctx, tls) = (Rc::clone(ctx), Arc::clone(tls));
+                tokio::task::spawn_local(async move {
+                    match tls.accept(stream).await {
+                        Some((stream, facts)) if facts.h2 => {
+                            Box::pin(h2::server::serve(ctx, stream, peer, Some(facts))).await;
+                        }
+                        Some((stream, facts)) => conn::serve(ctx, stream, peer, Some(facts)).await,
+                        None => {}
+                    }
+                    drop(guard);
+                });
+            }
+            (Service::Tcp(ctx), Some(tls)) => {
+                let (ctx, tls) = (Rc::clone(ctx), Arc::clone(tls));
+                tokio::task::spawn_local(async move {
+                    if let Some((stream, _)) = tls.accept(stream).await {
+                        l4::serve(&ctx, stream, peer, &[]).await;
+                    }
+                    drop(guard);
+                });
+            }
+        }
+    }
+}
