@@ -86,6 +86,7 @@ pub enum Change {
         to: usize,
     },
     ShutdownGraceChanged,
+    UpgradeSocketChanged,
 }
 
 impl Change {
@@ -132,6 +133,7 @@ impl fmt::Display for Change {
                 "runtime.workers {from} -> {to} (needs a restart or a binary upgrade)"
             ),
             Change::ShutdownGraceChanged => write!(f, "runtime.shutdown_grace changed"),
+            Change::UpgradeSocketChanged => write!(f, "runtime.upgrade_socket changed"),
         }
     }
 }
@@ -184,6 +186,9 @@ pub fn diff(old: &Config, new: &Config) -> Vec<Change> {
     }
     if old.runtime.shutdown_grace != new.runtime.shutdown_grace {
         changes.push(Change::ShutdownGraceChanged);
+    }
+    if old.runtime.upgrade_socket != new.runtime.upgrade_socket {
+        changes.push(Change::UpgradeSocketChanged);
     }
     changes
 }

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -21,6 +22,8 @@ use crate::reload::{ReloadRecord, ReloadRequest, Reloader};
 use crate::secrets;
 use crate::tls::upstream::BackendTls;
 use crate::tls::{self, Terminator};
+use crate::upgrade::handover::Received;
+use crate::upgrade::{self, SocketRegistry};
 use crate::views::ListenerViews;
 
 /// Why fulcrum could not start.
@@ -70,10 +73,34 @@ pub(crate) struct Live {
     pub backend_tls: Arc<HashMap<String, Arc<BackendTls>>>,
     /// Addresses that may be bound before they are on this host (HA virtual IPs).
     pub freebind: Vec<IpAddr>,
+    /// Copies of the listening sockets, for a binary upgrade.
+    pub sockets: Arc<SocketRegistry>,
+    /// Set before stopping for a binary upgrade: connections are asked to close gracefully
+    /// instead of being closed when idle.
+    pub handed_over: Arc<AtomicBool>,
+    pub generation: u64,
 }
 
 impl RunningApp {
     pub fn start(config: &Config) -> Result<Self, StartError> {
+        Self::start_with(config, None)
+    }
+
+    /// Starts on the listening sockets a running fulcrum handed over (a binary upgrade), for
+    /// every listener whose name and address are the same; the others are bound anew.
+    pub fn start_with(
+        config: &Config,
+        mut inherited: Option<Received>,
+    ) -> Result<Self, StartError> {
+        if inherited.is_some() && config.ha.is_some() {
+            return Err(StartError(
+                "ha: a binary upgrade of an HA instance is not supported yet (restart it: the \
+                 standby takes over)"
+                    .to_string(),
+            ));
+        }
+        let generation = inherited.as_ref().map_or(0, |r| r.header.generation + 1);
+        let registry = Arc::new(SocketRegistry::default());
         let secrets = secrets::read(config).map_err(|errors| StartError(errors.join("\n")))?;
         let admin_token = secrets.admin_token;
         let clock = Clock::new();
@@ -91,7 +118,17 @@ impl RunningApp {
         for (i, l) in config.listeners.iter().enumerate() {
             let targets =
                 ListenerTargets::resolve(i, l, |name| pools.get(name)).map_err(StartError)?;
-            let (sockets, addr) = bind_listener(i, l, workers, &freebind).map_err(StartError)?;
+            let taken = inherited
+                .as_mut()
+                .and_then(|r| take_inherited(r, i, l, workers, &freebind));
+            let (sockets, addr) = match taken {
+                Some(taken) => taken,
+                None => bind_listener(i, l, workers, &freebind),
+            }
+            .map_err(StartError)?;
+            registry
+                .insert_listener(&l.name, l.bind, addr, &sockets)
+                .map_err(|e| StartError(format!("listeners[{i}] ({}): {e}", l.name)))?;
             let stats = Arc::new(ListenerStats::new(&l.name, l.protocol.name(), addr));
             for (worker, socket) in per_worker.iter_mut().zip(sockets) {
                 worker.push(targets.for_worker(
@@ -106,12 +143,23 @@ impl RunningApp {
             stats_by_name.insert(l.name.clone(), Arc::clone(&stats));
             listener_stats.push(stats);
         }
-        let admin_socket = match &config.admin {
-            Some(a) => Some(std::net::TcpListener::bind(a.bind).map_err(|e| {
+        let inherited_admin = inherited.and_then(|r| r.header.admin.zip(r.admin));
+        let admin_socket = match (&config.admin, inherited_admin) {
+            (Some(a), Some((addr, socket)))
+                if a.bind == addr || (a.bind.port() == 0 && a.bind.ip() == addr.ip()) =>
+            {
+                Some(socket)
+            }
+            (Some(a), _) => Some(std::net::TcpListener::bind(a.bind).map_err(|e| {
                 StartError(format!("admin.bind: cannot listen on {}: {e}", a.bind))
             })?),
-            None => None,
+            (None, _) => None,
         };
+        if let Some(socket) = &admin_socket {
+            registry
+                .set_admin(socket)
+                .map_err(|e| StartError(format!("admin.bind: {e}")))?;
+        }
         let admin = match &admin_socket {
             Some(s) => Some(s.local_addr().map_err(|e| StartError(e.to_string()))?),
             None => None,
@@ -130,6 +178,7 @@ impl RunningApp {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let spawn_error = |e: std::io::Error| StartError(format!("cannot start a thread: {e}"));
         let mut worker_commands = Vec::new();
+        let handed_over = Arc::new(AtomicBool::new(false));
         for (id, sockets) in per_worker.into_iter().enumerate() {
             let (commands, received) = mpsc::unbounded_channel();
             worker_commands.push(commands);
@@ -139,6 +188,7 @@ impl RunningApp {
                     sockets,
                     received,
                     shutdown_rx.clone(),
+                    Arc::clone(&handed_over),
                     config.runtime.shutdown_grace,
                 )
                 .map_err(spawn_error)?,
@@ -153,7 +203,7 @@ impl RunningApp {
             tls_in_order(config, &secrets.tls),
         ));
         control.spawn_task(tls::rotation::run(Arc::clone(&views), shutdown_rx.clone()));
-        let reloads = Arc::new(ReloadRecord::new(0));
+        let reloads = Arc::new(ReloadRecord::new(generation));
         let (reloader, reload_requests) = Reloader::channel();
         if let Some(socket) = admin_socket {
             threads.push(
@@ -213,6 +263,9 @@ impl RunningApp {
                 tls: secrets.tls,
                 backend_tls: secrets.backend_tls,
                 freebind,
+                sockets: registry,
+                handed_over,
+                generation,
             },
             reloads,
             reload_requests: Some(reload_requests),
@@ -254,6 +307,34 @@ impl RunningApp {
 
     pub fn pools(&self) -> &Arc<Pools> {
         &self.pools
+    }
+
+    /// After a binary upgrade handed the sockets over: stops accepting, asks every connection
+    /// to close after its current exchange (`Connection: close`, GOAWAY), gives them the grace
+    /// period, and returns when every thread has ended.
+    pub fn shutdown_after_handover(self) {
+        self.live.handed_over.store(true, Ordering::SeqCst);
+        self.shutdown();
+    }
+
+    /// Serves binary upgrades on the Unix socket at `path`; `handed_over` gets the new
+    /// process's pid once it is ready (then the caller stops this app with
+    /// [`shutdown_after_handover`](Self::shutdown_after_handover)).
+    pub fn serve_upgrades(
+        &mut self,
+        path: &std::path::Path,
+    ) -> std::io::Result<mpsc::UnboundedReceiver<u32>> {
+        let listener = upgrade::bind(path)?;
+        let (handed_over, receiver) = mpsc::unbounded_channel();
+        let thread = upgrade::serve(
+            listener,
+            Arc::clone(&self.live.sockets),
+            self.live.generation,
+            handed_over,
+        )?;
+        // Not joined at shutdown: it blocks in accept, and ends with the process.
+        drop(thread);
+        Ok(receiver)
     }
 
     /// Stops accepting, lets open connections finish within the grace period, and returns
@@ -382,4 +463,41 @@ pub(crate) fn bind_listener(
         sockets.push(socket);
     }
     Ok((sockets, addr))
+}
+
+/// The sockets a predecessor handed over for `l`, when it had a listener of that name on the
+/// same configured address: one per worker (more workers than it had get new sockets on the
+/// same address; fewer cannot take them all, which would leave connections queued on a
+/// socket nobody accepts from).
+fn take_inherited(
+    received: &mut Received,
+    i: usize,
+    l: &Listener,
+    workers: usize,
+    freebind: &[IpAddr],
+) -> Option<Result<(Vec<std::net::TcpListener>, SocketAddr), String>> {
+    let (handed, mut sockets) = received.listeners.remove(&l.name)?;
+    if handed.bind != l.bind {
+        return None;
+    }
+    if sockets.len() > workers {
+        return Some(Err(format!(
+            "runtime.workers: the running fulcrum serves listeners[{i}] ({}) with {} sockets; \
+             this one has {workers} workers, and an upgrade cannot serve fewer",
+            l.name,
+            sockets.len()
+        )));
+    }
+    while sockets.len() < workers {
+        match worker::bind_reuseport(handed.addr, freebind.contains(&handed.addr.ip())) {
+            Ok(socket) => sockets.push(socket),
+            Err(e) => {
+                return Some(Err(format!(
+                    "listeners[{i}] ({}): cannot listen on {}: {e}",
+                    l.name, handed.addr
+                )))
+            }
+        }
+    }
+    Some(Ok((sockets, handed.addr)))
 }

@@ -17,6 +17,7 @@ pub mod secrets;
 pub mod systemd;
 pub mod telemetry;
 pub mod tls;
+pub mod upgrade;
 pub mod views;
 
 pub use app::RunningApp;

@@ -1,4 +1,4 @@
-//! The `fulcrum` command line: run, check, reload, demo.
+//! The `fulcrum` command line: run, check, reload, upgrade, demo.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -33,7 +33,14 @@ enum Command {
         /// The configuration file (TOML).
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
+        /// Take the listening sockets over from the fulcrum running now (binary upgrade);
+        /// it stops once this one is ready.
+        #[arg(long)]
+        upgrade: bool,
     },
+    /// Replace the running fulcrum by a new binary without refusing a connection: starts
+    /// `BINARY run --upgrade -c FILE` and waits until it is ready.
+    Upgrade(fulcrum::upgrade::command::UpgradeArgs),
     /// Ask the fulcrum running with this file to read it again and apply the difference in
     /// place (through its admin API); prints what changed, or every error (nothing changed).
     Reload {
@@ -62,7 +69,14 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
     match cli.command {
-        Command::Run { config } => run(&config),
+        Command::Run { config, upgrade } => run(&config, upgrade),
+        Command::Upgrade(args) => match fulcrum::upgrade::command::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Check { config } => check(&config),
         Command::Reload { config } => match fulcrum::reload::command::run(&config) {
             Ok(true) => ExitCode::SUCCESS,
@@ -148,7 +162,15 @@ fn check(path: &Path) -> ExitCode {
     }
 }
 
-fn run(path: &Path) -> ExitCode {
+/// What the main thread of `fulcrum run` is asked to do next.
+enum Event {
+    Stop,
+    Reload(Trigger, Option<ReloadRequest>),
+    /// A new process took the sockets over and is ready (its pid).
+    HandedOver(u32),
+}
+
+fn run(path: &Path, upgrade: bool) -> ExitCode {
     let config = match load(path) {
         Ok(config) => config,
         Err(code) => return code,
@@ -156,12 +178,34 @@ fn run(path: &Path) -> ExitCode {
     tracing::info!(
         version = VERSION,
         config = %path.display(),
+        upgrade,
         "fulcrum starting"
     );
-    let mut app = match RunningApp::start(&config) {
+    let upgrade_socket = fulcrum::upgrade::socket_path(&config);
+    // An upgrade takes the sockets over first; on any failure before `ready` the running
+    // fulcrum sees this process go and keeps serving.
+    let predecessor = if upgrade {
+        match take_over(&upgrade_socket) {
+            Ok(taken) => Some(taken),
+            Err(e) => {
+                eprintln!("error: {e}; the running fulcrum keeps serving");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
+    let (stream, received) = match predecessor {
+        Some((stream, received)) => (Some(stream), Some(received)),
+        None => (None, None),
+    };
+    let mut app = match RunningApp::start_with(&config, received) {
         Ok(app) => app,
         Err(e) => {
             eprintln!("error: {e}");
+            if stream.is_some() {
+                eprintln!("the running fulcrum keeps serving");
+            }
             return ExitCode::FAILURE;
         }
     };
@@ -180,44 +224,103 @@ fn run(path: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(stream) = &stream {
+        if let Err(e) = fulcrum::upgrade::handover::say_ready(stream) {
+            eprintln!("error: cannot tell the running fulcrum this one is ready: {e}");
+            app.shutdown();
+            return ExitCode::FAILURE;
+        }
+        tracing::info!("upgrade: serving; the previous process stops accepting");
+        // For `fulcrum upgrade`, which waits for this line on the pipe it gave as stdout.
+        use std::io::Write;
+        let mut out = std::io::stdout();
+        let _ = writeln!(out, "ready {}", std::process::id()).and_then(|()| out.flush());
+    }
+    // The previous process's upgrade socket is replaced only now: until this one was ready,
+    // a failed upgrade had to leave it working.
+    let mut handed_over = match app.serve_upgrades(&upgrade_socket) {
+        Ok(receiver) => Some(receiver),
+        Err(e) => {
+            tracing::warn!(socket = %upgrade_socket.display(), error = %e, "binary upgrade unavailable: cannot listen on the upgrade socket");
+            None
+        }
+    };
     systemd::ready(config.listeners.len());
     let mut api_reloads = app.take_reload_requests();
-    loop {
-        let asked = rt.block_on(async {
+    let successor = loop {
+        let event = rt.block_on(async {
             tokio::select! {
                 signal = signals.next() => match signal {
-                    telemetry::Signal::Stop => None,
-                    telemetry::Signal::Reload => Some((Trigger::Signal, None)),
+                    telemetry::Signal::Stop => Event::Stop,
+                    telemetry::Signal::Reload => Event::Reload(Trigger::Signal, None),
                 },
-                Some(request) = next_request(&mut api_reloads) => {
-                    Some((Trigger::Api, Some(request)))
-                }
+                Some(request) = next(&mut api_reloads) => Event::Reload(Trigger::Api, Some(request)),
+                Some(pid) = next(&mut handed_over) => Event::HandedOver(pid),
             }
         });
-        let Some((trigger, request)) = asked else {
-            break;
-        };
-        let outcome = reload(&mut app, path, trigger);
-        if let Some(request) = request {
-            let _ = request.reply.send(outcome);
+        match event {
+            Event::Stop => break None,
+            Event::HandedOver(pid) => break Some(pid),
+            Event::Reload(trigger, request) => {
+                let outcome = reload(&mut app, path, trigger);
+                if let Some(request) = request {
+                    let _ = request.reply.send(outcome);
+                }
+            }
+        }
+    };
+    systemd::stopping();
+    match successor {
+        Some(pid) => {
+            tracing::info!(
+                new_pid = pid,
+                grace = ?app.config().runtime.shutdown_grace,
+                "upgraded: the new process serves; finishing this one's connections"
+            );
+            app.shutdown_after_handover();
+        }
+        None => {
+            tracing::info!(
+                grace = ?app.config().runtime.shutdown_grace,
+                "shutting down: no new connections; finishing in-flight requests"
+            );
+            app.shutdown();
         }
     }
-    tracing::info!(
-        grace = ?app.config().runtime.shutdown_grace,
-        "shutting down: no new connections; finishing in-flight requests"
-    );
-    systemd::stopping();
-    app.shutdown();
     tracing::info!("stopped");
     ExitCode::SUCCESS
 }
 
-/// The next `POST /api/reload`, or never when there is no admin API.
-async fn next_request(
-    requests: &mut Option<tokio::sync::mpsc::UnboundedReceiver<ReloadRequest>>,
-) -> Option<ReloadRequest> {
-    match requests {
-        Some(requests) => requests.recv().await,
+/// Connects to the running fulcrum's upgrade socket and takes its listening sockets.
+fn take_over(
+    socket: &Path,
+) -> Result<
+    (
+        std::os::unix::net::UnixStream,
+        fulcrum::upgrade::handover::Received,
+    ),
+    String,
+> {
+    let stream = fulcrum::upgrade::handover::connect(socket).map_err(|e| {
+        format!(
+            "--upgrade: cannot reach a running fulcrum on {}: {e}",
+            socket.display()
+        )
+    })?;
+    let received = fulcrum::upgrade::handover::receive(&stream)
+        .map_err(|e| format!("--upgrade: taking the sockets over failed: {e}"))?;
+    tracing::info!(
+        old_pid = received.header.pid,
+        listeners = received.header.listeners.len(),
+        "upgrade: took the listening sockets over"
+    );
+    Ok((stream, received))
+}
+
+/// The next message on an optional channel; never, without one.
+async fn next<T>(channel: &mut Option<tokio::sync::mpsc::UnboundedReceiver<T>>) -> Option<T> {
+    match channel {
+        Some(channel) => channel.recv().await,
         None => std::future::pending().await,
     }
 }

@@ -46,6 +46,9 @@ impl Config {
         if let Some(token) = self.admin.as_mut().and_then(|a| a.token_file.as_mut()) {
             resolve(token);
         }
+        if let Some(socket) = self.runtime.upgrade_socket.as_mut() {
+            resolve(socket);
+        }
         for tls in self.listeners.iter_mut().filter_map(|l| l.tls.as_mut()) {
             for files in &mut tls.certificates {
                 resolve(&mut files.cert);

@@ -87,8 +87,12 @@ pub struct Admin {
 pub struct Runtime {
     /// Worker threads, each running its own event loop; 0 means one per available CPU.
     pub workers: usize,
-    /// How long in-flight requests and connections may run on after a shutdown signal.
+    /// How long in-flight requests and connections may run on after a shutdown signal (and,
+    /// in a binary upgrade, in the old process after the new one is ready).
     pub shutdown_grace: Duration,
+    /// The Unix socket through which a new binary takes the listening sockets over (`None`:
+    /// the default under the runtime directory, chosen by the daemon).
+    pub upgrade_socket: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

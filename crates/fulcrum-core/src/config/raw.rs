@@ -70,6 +70,7 @@ pub struct RawAdmin {
 pub struct RawRuntime {
     pub workers: Option<i64>,
     pub shutdown_grace: Option<String>,
+    pub upgrade_socket: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -9,6 +9,8 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -89,6 +91,7 @@ pub fn spawn(
     listeners: Vec<WorkerListener>,
     commands: mpsc::UnboundedReceiver<Command>,
     shutdown: watch::Receiver<bool>,
+    handed_over: Arc<AtomicBool>,
     grace: Duration,
 ) -> io::Result<JoinHandle<()>> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -98,7 +101,10 @@ pub fn spawn(
         .name(format!("fulcrum-worker-{id}"))
         .spawn(move || {
             let local = LocalSet::new();
-            local.block_on(&runtime, run(listeners, commands, shutdown, grace));
+            local.block_on(
+                &runtime,
+                run(listeners, commands, shutdown, handed_over, grace),
+            );
         })
 }
 
@@ -106,6 +112,7 @@ async fn run(
     listeners: Vec<WorkerListener>,
     mut commands: mpsc::UnboundedReceiver<Command>,
     mut shutdown: watch::Receiver<bool>,
+    handed_over: Arc<AtomicBool>,
     grace: Duration,
 ) {
     let shared = WorkerShared {
@@ -147,8 +154,15 @@ async fn run(
             _ = shutdown.wait_for(|stop| *stop) => break,
         }
     }
+    // After a handover the successor serves every new connection: the old ones are asked to
+    // close after their current exchange. On a plain stop idle ones are closed at once.
+    let graceful = handed_over.load(Ordering::SeqCst);
     for registry in worker.registries.borrow().iter() {
-        registry.stop();
+        if graceful {
+            registry.close_gracefully();
+        } else {
+            registry.stop();
+        }
     }
     let connections = &worker.shared.connections;
     if tokio::time::timeout(grace, connections.all_closed())

@@ -77,6 +77,7 @@ fn applies_in_place(change: &Change) -> bool {
             | Change::HaChanged
             | Change::WorkersChanged { .. }
             | Change::ShutdownGraceChanged
+            | Change::UpgradeSocketChanged
     )
 }
 
@@ -247,6 +248,7 @@ impl RunningApp {
         }
         // Listeners, one at a time; each worker confirms before the next listener.
         for (name, per_worker) in serve {
+            self.register_sockets(&name, &new, &addrs, &per_worker);
             let done = self.tell_workers(per_worker.into_iter().map(|listener| {
                 move |done| Command::Serve {
                     listener: Box::new(listener),
@@ -267,6 +269,7 @@ impl RunningApp {
             }
             self.listeners_mut().remove(name);
             self.live.stats.remove(name);
+            self.live.sockets.remove_listener(name);
         }
         for change in changes {
             if let Change::PoolRemoved { name } = change {
@@ -316,6 +319,40 @@ impl RunningApp {
         }
         if before.discovery != after.discovery {
             self.live.control.restart_discovery(&pool);
+        }
+    }
+
+    /// A listener served on new sockets: copies of them replace its old ones for a binary
+    /// upgrade (the old copies close, so the old sockets go once the workers let them go).
+    fn register_sockets(
+        &self,
+        name: &str,
+        new: &Config,
+        addrs: &HashMap<String, (std::net::SocketAddr, Arc<ListenerStats>)>,
+        per_worker: &[WorkerListener],
+    ) {
+        let bound: Vec<&std::net::TcpListener> = per_worker
+            .iter()
+            .filter_map(|l| match &l.socket {
+                ListenerSocket::Bound(socket) => Some(socket),
+                ListenerSocket::Kept => None,
+            })
+            .collect();
+        let (Some(listener), Some((addr, _))) = (
+            new.listeners.iter().find(|l| l.name == name),
+            addrs.get(name),
+        ) else {
+            return;
+        };
+        if bound.is_empty() {
+            return;
+        }
+        if let Err(e) = self
+            .live
+            .sockets
+            .insert_listener(name, listener.bind, *addr, bound)
+        {
+            tracing::warn!(listener = %name, error = %e, "cannot keep the listener's sockets for a binary upgrade");
         }
     }
 

@@ -193,6 +193,13 @@ impl Validator {
                 defaults::SHUTDOWN_GRACE,
                 Duration::ZERO,
             ),
+            upgrade_socket: match raw.upgrade_socket {
+                Some(path) if path.trim().is_empty() => {
+                    self.error("runtime.upgrade_socket", "must not be empty".to_string());
+                    None
+                }
+                path => path.map(std::path::PathBuf::from),
+            },
         }
     }
 }
