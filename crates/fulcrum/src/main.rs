@@ -269,8 +269,9 @@ fn run(path: &Path, upgrade: bool) -> ExitCode {
             }
         }
     };
-    systemd::stopping();
     match successor {
+        // The unit goes on: the new process is its main one now (it said READY=1 with its
+        // MAINPID), so this one says nothing more to systemd.
         Some(pid) => {
             tracing::info!(
                 new_pid = pid,
@@ -284,6 +285,7 @@ fn run(path: &Path, upgrade: bool) -> ExitCode {
                 grace = ?app.config().runtime.shutdown_grace,
                 "shutting down: no new connections; finishing in-flight requests"
             );
+            systemd::stopping();
             app.shutdown();
         }
     }

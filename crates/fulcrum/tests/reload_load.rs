@@ -231,7 +231,11 @@ async fn a_hundred_reloads_under_load_refuse_fail_and_cut_nothing_and_the_traffi
                     let before = app.config().clone();
                     for bad in bad_files(files(n + 1), &taken) {
                         refusals.push(app.reload(bad).map(|_| ()).map_err(|e| e.to_string()));
-                        assert_eq!(*app.config(), before, "a refused reload changed the configuration");
+                        assert_eq!(
+                            *app.config(),
+                            before,
+                            "a refused reload changed the configuration"
+                        );
                     }
                 }
                 std::thread::sleep(Duration::from_millis(100));

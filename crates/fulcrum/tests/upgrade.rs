@@ -305,7 +305,16 @@ async fn an_upgrade_under_load_refuses_nothing_finishes_slow_requests_and_the_ol
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| panic!("no pid in: {stdout}"));
     let _new = Running(None); // started by `fulcrum upgrade`; stopped by pid below
-    let after = admin_reload_status(setup.admin).await;
+                              // The old process may take a few more connections in the moments after `ready`, and
+                              // answers them; then everything is the new one's.
+    let mut after = admin_reload_status(setup.admin).await;
+    for _ in 0..100 {
+        if after["pid"] == new_pid {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        after = admin_reload_status(setup.admin).await;
+    }
     assert_eq!(after["pid"], new_pid, "the admin API is the new process's");
     assert_eq!(after["upgrade_generation"], 1);
 
@@ -409,5 +418,103 @@ async fn a_new_process_that_fails_before_it_is_ready_leaves_the_old_one_serving(
     assert_eq!(status["upgrade_generation"], 0);
     assert_eq!(one_request(addr, "/fast").await, Ok((200, BODY)));
     drop(old);
+    std::fs::remove_dir_all(&setup.dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_systemd_the_new_process_says_ready_with_its_pid_and_the_old_one_says_no_more() {
+    let app = backend().await;
+    let setup = setup("upgrade-notify");
+    write_file(&setup, app.addr, "");
+    let socket_path = setup.dir.join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let next_message = |what: &str| {
+        let mut message = [0u8; 512];
+        let n = notify
+            .recv(&mut message)
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        String::from_utf8_lossy(&message[..n]).into_owned()
+    };
+    let mut old = Running(Some(
+        fulcrum()
+            .args(["run", "-c"])
+            .arg(&setup.file)
+            .env("NOTIFY_SOCKET", &socket_path)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    ));
+    let ready = next_message("READY=1 from the old process");
+    assert!(
+        ready.contains(&format!("MAINPID={}", old.pid())),
+        "{ready:?}"
+    );
+
+    let file = setup.file.clone();
+    let socket = socket_path.clone();
+    let (upgraded, stdout) = tokio::task::spawn_blocking(move || {
+        let log = file.with_extension("upgrade.log");
+        let out = fulcrum()
+            .args(["upgrade", "-c"])
+            .arg(&file)
+            .env("NOTIFY_SOCKET", &socket)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap()
+            .wait_with_output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    })
+    .await
+    .unwrap();
+    assert!(upgraded, "{stdout}");
+    let new_pid: u32 = stdout
+        .split_whitespace()
+        .nth(2)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in: {stdout}"));
+    let ready = next_message("READY=1 from the new process");
+    assert!(ready.lines().any(|l| l == "READY=1"), "{ready:?}");
+    assert!(
+        ready.contains(&format!("MAINPID={new_pid}")),
+        "the new process names itself the main one: {ready:?}"
+    );
+    let status = old.exits_within(GRACE + Duration::from_secs(2));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    // The old one left without STOPPING=1, which would stop the unit the new one serves.
+    notify
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut message = [0u8; 512];
+    match notify.recv(&mut message) {
+        Ok(n) => panic!(
+            "the old process told systemd more: {:?}",
+            String::from_utf8_lossy(&message[..n])
+        ),
+        Err(e) => assert!(
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+            "{e}"
+        ),
+    }
+    notify
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &new_pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let stopping = next_message("STOPPING=1 from the new process");
+    assert!(stopping.lines().any(|l| l == "STOPPING=1"), "{stopping:?}");
     std::fs::remove_dir_all(&setup.dir).unwrap();
 }

@@ -38,6 +38,9 @@ pub struct AdminState {
     pub reloader: Reloader,
 }
 
+/// At shutdown, how long requests already received may take to be answered.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// How long `POST /api/reload` waits for the reload to be made.
 const RELOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -67,6 +70,7 @@ pub fn spawn(
                         return;
                     }
                 };
+                let mut connections = tokio::task::JoinSet::new();
                 loop {
                     let (stream, _) = tokio::select! {
                         accepted = listener.accept() => match accepted {
@@ -76,11 +80,12 @@ pub fn spawn(
                                 continue;
                             }
                         },
-                        _ = shutdown.wait_for(|stop| *stop) => return,
+                        _ = shutdown.wait_for(|stop| *stop) => break,
                     };
                     let state = Arc::clone(&state);
                     let token = token.clone();
-                    tokio::spawn(async move {
+                    let mut shutdown = shutdown.clone();
+                    connections.spawn(async move {
                         let service = service_fn(move |req| {
                             let state = Arc::clone(&state);
                             let token = token.clone();
@@ -88,11 +93,25 @@ pub fn spawn(
                                 Ok::<_, Infallible>(handle(&state, token.as_deref(), req).await)
                             }
                         });
-                        let _ = http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), service)
-                            .await;
+                        let connection =
+                            http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                        tokio::pin!(connection);
+                        tokio::select! {
+                            _ = connection.as_mut() => return,
+                            _ = shutdown.wait_for(|stop| *stop) => {}
+                        }
+                        // Stopping (or handing over to a new binary, which shares this
+                        // socket): the request being served is answered, then the
+                        // connection closes.
+                        connection.as_mut().graceful_shutdown();
+                        let _ = connection.await;
                     });
+                    while connections.try_join_next().is_some() {}
                 }
+                let _ = tokio::time::timeout(CLOSE_WAIT, async {
+                    while connections.join_next().await.is_some() {}
+                })
+                .await;
             });
         })
 }
