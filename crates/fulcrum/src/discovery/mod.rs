@@ -67,7 +67,8 @@ pub async fn keep_following<F, Fut>(
 
 /// Runs the pool's discovery source until shutdown.
 pub async fn run(pool: Arc<Pool>, shutdown: watch::Receiver<bool>) {
-    match pool.settings().discovery.clone() {
+    let discovery = pool.settings().discovery.clone();
+    match discovery {
         Some(Discovery::Etcd { endpoints, prefix }) => {
             etcd::follow(pool, endpoints, prefix, shutdown).await;
         }

@@ -61,11 +61,11 @@ pub async fn forward<E: Exchange>(
 ) -> Result<E::Done, ProxyError> {
     let snapshot = pool.snapshot_owned();
     let mut tried = Tried::default();
-    let replay =
-        request.replayable && pool.settings().connect_attempts > 1 && snapshot.backends.len() > 1;
+    let attempts = pool.settings().connect_attempts;
+    let replay = request.replayable && attempts > 1 && snapshot.backends.len() > 1;
     let mut broke = false;
     let mut now = Instant::now();
-    for attempt_number in 0..pool.settings().connect_attempts {
+    for attempt_number in 0..attempts {
         if attempt_number > 0 {
             now = Instant::now();
         }

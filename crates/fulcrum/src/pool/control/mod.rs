@@ -21,6 +21,8 @@ mod tick;
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -212,8 +214,34 @@ impl Pool {
     }
 
     /// The pool's settings as of now (a reload may swap them between two requests).
-    pub fn settings(&self) -> arc_swap::Guard<Arc<config::Pool>> {
-        self.settings.load()
+    ///
+    /// Read several times per request on every worker, and held across awaits: each thread
+    /// keeps its own copy, refreshed when the shared one changed, so a read is one atomic
+    /// load and a non-atomic reference count — no shared counter bouncing between cores and
+    /// no arc-swap guard held for the length of a request.
+    pub fn settings(&self) -> Rc<config::Pool> {
+        let current = self.settings.load();
+        LOCAL_SETTINGS.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            let key = std::ptr::from_ref(self) as usize;
+            match cache.iter_mut().find(|entry| entry.pool == key) {
+                Some(entry) if Arc::ptr_eq(&entry.shared, &current) => Rc::clone(&entry.local),
+                Some(entry) => {
+                    entry.shared = Arc::clone(&current);
+                    entry.local = Rc::new(config::Pool::clone(&current));
+                    Rc::clone(&entry.local)
+                }
+                None => {
+                    let local = Rc::new(config::Pool::clone(&current));
+                    cache.push(LocalCopy {
+                        pool: key,
+                        shared: Arc::clone(&current),
+                        local: Rc::clone(&local),
+                    });
+                    local
+                }
+            }
+        })
     }
 
     /// A reload's new settings, swapped in as one: the state machine takes the new health
@@ -239,6 +267,20 @@ impl Pool {
         // matters more than stopping the control plane would; keep going.
         self.control.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// One thread's copy of one pool's settings. `shared` is the version it was copied from: kept
+/// alive, its address cannot be reused, so comparing addresses tells a change exactly (the
+/// pool is told apart by its address for the same reason: a pool freed and another built in
+/// its place hold different `shared` versions).
+struct LocalCopy {
+    pool: usize,
+    shared: Arc<config::Pool>,
+    local: Rc<config::Pool>,
+}
+
+thread_local! {
+    static LOCAL_SETTINGS: RefCell<Vec<LocalCopy>> = const { RefCell::new(Vec::new()) };
 }
 
 fn new_member(settings: &config::Pool, id: BackendId, addr: SocketAddr, weight: u32) -> Member {
