@@ -19,10 +19,10 @@ mod publish;
 mod status;
 mod tick;
 
-use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
 use std::cell::RefCell;
+use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 

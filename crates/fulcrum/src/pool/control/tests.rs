@@ -183,3 +183,43 @@ fn the_last_probe_shown_is_the_one_that_explains_the_state() {
     pool.report_liveness(addr(1), false, "connect refused");
     assert_eq!(shown(&pool), probe("liveness", false, "connect refused"));
 }
+
+#[test]
+fn new_settings_reach_every_thread_at_its_next_read_and_keep_the_backends() {
+    let pool = Arc::new(Pool::new("p", settings(&[1, 2]), Clock::new()));
+    let stats = Arc::clone(&pool.snapshot().backends[0].stats);
+    stats.record_request();
+    let before = pool.settings();
+    assert_eq!(before.algorithm, config::Algorithm::RoundRobin);
+    let other = {
+        let pool = Arc::clone(&pool);
+        std::thread::spawn(move || pool.settings().algorithm)
+    };
+    assert_eq!(
+        other.join().unwrap_or_else(|_| panic!("reader thread")),
+        config::Algorithm::RoundRobin
+    );
+
+    let mut next = settings(&[1, 2]);
+    next.algorithm = config::Algorithm::LeastConn;
+    next.connect_attempts = 1;
+    pool.set_settings(next);
+    // This thread's copy and another thread's both follow; a copy taken before stays as it
+    // was (a request in progress finishes with the settings it started with).
+    assert_eq!(pool.settings().algorithm, config::Algorithm::LeastConn);
+    assert_eq!(pool.settings().connect_attempts, 1);
+    assert_eq!(before.algorithm, config::Algorithm::RoundRobin);
+    let other = {
+        let pool = Arc::clone(&pool);
+        std::thread::spawn(move || pool.settings().algorithm)
+    };
+    assert_eq!(
+        other.join().unwrap_or_else(|_| panic!("reader thread")),
+        config::Algorithm::LeastConn
+    );
+    // A new snapshot for the new algorithm, over the same backends and counters.
+    let snapshot = pool.snapshot();
+    assert_eq!(snapshot.backends.len(), 2);
+    assert_eq!(snapshot.backends[0].stats.requests(), 1);
+    assert!(Arc::ptr_eq(&snapshot.backends[0].stats, &stats));
+}
