@@ -184,6 +184,13 @@ fn the_last_probe_shown_is_the_one_that_explains_the_state() {
     assert_eq!(shown(&pool), probe("liveness", false, "connect refused"));
 }
 
+fn algorithm_on_another_thread(pool: &Arc<Pool>) -> config::Algorithm {
+    let pool = Arc::clone(pool);
+    std::thread::spawn(move || pool.settings().algorithm)
+        .join()
+        .unwrap_or_else(|_| panic!("reader thread"))
+}
+
 #[test]
 fn new_settings_reach_every_thread_at_its_next_read_and_keep_the_backends() {
     let pool = Arc::new(Pool::new("p", settings(&[1, 2]), Clock::new()));
@@ -191,12 +198,8 @@ fn new_settings_reach_every_thread_at_its_next_read_and_keep_the_backends() {
     stats.record_request();
     let before = pool.settings();
     assert_eq!(before.algorithm, config::Algorithm::RoundRobin);
-    let other = {
-        let pool = Arc::clone(&pool);
-        std::thread::spawn(move || pool.settings().algorithm)
-    };
     assert_eq!(
-        other.join().unwrap_or_else(|_| panic!("reader thread")),
+        algorithm_on_another_thread(&pool),
         config::Algorithm::RoundRobin
     );
 
@@ -209,12 +212,8 @@ fn new_settings_reach_every_thread_at_its_next_read_and_keep_the_backends() {
     assert_eq!(pool.settings().algorithm, config::Algorithm::LeastConn);
     assert_eq!(pool.settings().connect_attempts, 1);
     assert_eq!(before.algorithm, config::Algorithm::RoundRobin);
-    let other = {
-        let pool = Arc::clone(&pool);
-        std::thread::spawn(move || pool.settings().algorithm)
-    };
     assert_eq!(
-        other.join().unwrap_or_else(|_| panic!("reader thread")),
+        algorithm_on_another_thread(&pool),
         config::Algorithm::LeastConn
     );
     // A new snapshot for the new algorithm, over the same backends and counters.
