@@ -163,34 +163,22 @@ impl RunningApp {
                 continue;
             }
             let same_bind = before.is_some_and(|b| b.bind == l.bind);
-            let stats = match before {
+            let (sockets, addr): (Vec<ListenerSocket>, _) = if same_bind {
+                let kept = (0..workers).map(|_| ListenerSocket::Kept).collect();
+                (kept, self.listener_addr(&l.name).unwrap_or(l.bind))
+            } else {
+                let (bound, addr) = app::bind_listener(i, l, workers, &self.live.freebind)?;
+                (bound.into_iter().map(ListenerSocket::Bound).collect(), addr)
+            };
+            // Counters carry on while the address and the protocol stay.
+            let kept_stats = match before {
                 Some(b) if same_bind && b.protocol.name() == l.protocol.name() => {
                     self.live.stats.get(&l.name).cloned()
                 }
                 _ => None,
             };
-            let sockets: Vec<ListenerSocket> = if same_bind {
-                (0..workers).map(|_| ListenerSocket::Kept).collect()
-            } else {
-                let (bound, addr) = app::bind_listener(i, l, workers, &self.live.freebind)?;
-                addrs.insert(
-                    l.name.clone(),
-                    (
-                        addr,
-                        Arc::new(ListenerStats::new(&l.name, l.protocol.name(), addr)),
-                    ),
-                );
-                bound.into_iter().map(ListenerSocket::Bound).collect()
-            };
-            let addr = match addrs.get(&l.name) {
-                Some((addr, _)) => *addr,
-                None => self.listener_addr(&l.name).unwrap_or(l.bind),
-            };
-            let stats = match (stats, addrs.get(&l.name)) {
-                (Some(kept), _) => kept,
-                (None, Some((_, fresh))) => Arc::clone(fresh),
-                (None, None) => Arc::new(ListenerStats::new(&l.name, l.protocol.name(), addr)),
-            };
+            let stats = kept_stats
+                .unwrap_or_else(|| Arc::new(ListenerStats::new(&l.name, l.protocol.name(), addr)));
             addrs.insert(l.name.clone(), (addr, Arc::clone(&stats)));
             let per_worker = sockets
                 .into_iter()
@@ -248,7 +236,9 @@ impl RunningApp {
         }
         // Listeners, one at a time; each worker confirms before the next listener.
         for (name, per_worker) in serve {
-            self.register_sockets(&name, &new, &addrs, &per_worker);
+            if let Some((addr, _)) = addrs.get(&name) {
+                self.register_sockets(*addr, &per_worker);
+            }
             let done = self.tell_workers(per_worker.into_iter().map(|listener| {
                 move |done| Command::Serve {
                     listener: Box::new(listener),
@@ -322,15 +312,13 @@ impl RunningApp {
         }
     }
 
-    /// A listener served on new sockets: copies of them replace its old ones for a binary
-    /// upgrade (the old copies close, so the old sockets go once the workers let them go).
-    fn register_sockets(
-        &self,
-        name: &str,
-        new: &Config,
-        addrs: &HashMap<String, (std::net::SocketAddr, Arc<ListenerStats>)>,
-        per_worker: &[WorkerListener],
-    ) {
+    /// A listener served on new sockets (bound at `addr`): copies of them replace its old
+    /// ones for a binary upgrade (the old copies close, so the old sockets go once the workers
+    /// let them go). Kept sockets are registered already.
+    fn register_sockets(&self, addr: std::net::SocketAddr, per_worker: &[WorkerListener]) {
+        let Some(listener) = per_worker.first().map(|l| &l.config) else {
+            return;
+        };
         let bound: Vec<&std::net::TcpListener> = per_worker
             .iter()
             .filter_map(|l| match &l.socket {
@@ -338,21 +326,15 @@ impl RunningApp {
                 ListenerSocket::Kept => None,
             })
             .collect();
-        let (Some(listener), Some((addr, _))) = (
-            new.listeners.iter().find(|l| l.name == name),
-            addrs.get(name),
-        ) else {
-            return;
-        };
         if bound.is_empty() {
             return;
         }
-        if let Err(e) = self
-            .live
-            .sockets
-            .insert_listener(name, listener.bind, *addr, bound)
+        if let Err(e) =
+            self.live
+                .sockets
+                .insert_listener(&listener.name, listener.bind, addr, bound)
         {
-            tracing::warn!(listener = %name, error = %e, "cannot keep the listener's sockets for a binary upgrade");
+            tracing::warn!(listener = %listener.name, error = %e, "cannot keep the listener's sockets for a binary upgrade");
         }
     }
 
