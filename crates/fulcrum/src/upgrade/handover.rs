@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, IoSlice, IoSliceMut, Read, Write};
 use std::net::{SocketAddr, TcpListener as StdListener};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
@@ -177,9 +177,4 @@ pub fn say_ready(stream: &UnixStream) -> io::Result<()> {
 /// Connects to the running fulcrum's upgrade socket.
 pub fn connect(path: &Path) -> io::Result<UnixStream> {
     UnixStream::connect(path)
-}
-
-/// A socket's descriptor, for [`send`].
-pub fn fd_of(socket: &impl AsFd) -> BorrowedFd<'_> {
-    socket.as_fd()
 }

@@ -11,7 +11,7 @@ pub mod handover;
 use std::collections::BTreeMap;
 use std::io;
 use std::net::{SocketAddr, TcpListener as StdListener};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -118,8 +118,8 @@ impl SocketRegistry {
         let fds: Vec<_> = registered
             .listeners
             .values()
-            .flat_map(|(_, fds)| fds.iter().map(handover::fd_of))
-            .chain(registered.admin.iter().map(|(_, fd)| handover::fd_of(fd)))
+            .flat_map(|(_, fds)| fds.iter().map(AsFd::as_fd))
+            .chain(registered.admin.iter().map(|(_, fd)| fd.as_fd()))
             .collect();
         handover::send(stream, &header, &fds)
     }
