@@ -38,6 +38,9 @@ pub struct AdminState {
     pub reloader: Reloader,
 }
 
+/// At shutdown, how long an open connection may take to deliver a request it already sent.
+const UNREAD_REQUEST_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// At shutdown, how long requests already received may take to be answered.
 const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -101,8 +104,16 @@ pub fn spawn(
                             _ = shutdown.wait_for(|stop| *stop) => {}
                         }
                         // Stopping (or handing over to a new binary, which shares this
-                        // socket): the request being served is answered, then the
-                        // connection closes.
+                        // socket): a request already sent (a connection accepted just before
+                        // is likely to carry one still unread) is given a moment to be read,
+                        // then the request being served is answered and the connection
+                        // closes.
+                        if tokio::time::timeout(UNREAD_REQUEST_WAIT, connection.as_mut())
+                            .await
+                            .is_ok()
+                        {
+                            return;
+                        }
                         connection.as_mut().graceful_shutdown();
                         let _ = connection.await;
                     });
