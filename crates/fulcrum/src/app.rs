@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use fulcrum_core::config::{Config, Listener, ListenerProtocol};
+use fulcrum_core::config::{Config, HaMode, Listener, ListenerProtocol};
 use tokio::sync::{mpsc, watch};
 
 use crate::admin;
@@ -47,6 +47,11 @@ pub struct RunningApp {
     admin: Option<SocketAddr>,
     pools: Arc<Pools>,
     ha: Option<Arc<HaShared>>,
+    /// The HA loop's thread: joined at shutdown, left behind after a handover (it keeps the
+    /// claim's store session open for the successor until this process exits).
+    ha_thread: Option<JoinHandle<()>>,
+    /// A successor of an HA instance: where its predecessor's role goes once received.
+    ha_successor: Option<tokio::sync::oneshot::Sender<ha::Handover>>,
     shutdown: watch::Sender<bool>,
     threads: Vec<JoinHandle<()>>,
     /// What a reload changes in place.
@@ -92,12 +97,8 @@ impl RunningApp {
         config: &Config,
         mut inherited: Option<Received>,
     ) -> Result<Self, StartError> {
-        if inherited.is_some() && config.ha.is_some() {
-            return Err(StartError(
-                "ha: a binary upgrade of an HA instance is not supported yet (restart it: the \
-                 standby takes over)"
-                    .to_string(),
-            ));
+        if let Some(handed) = inherited.as_ref().and_then(|r| r.header.ha.as_ref()) {
+            handed.accepts(config.ha.as_ref()).map_err(StartError)?;
         }
         let generation = inherited.as_ref().map_or(0, |r| r.header.generation + 1);
         let registry = Arc::new(SocketRegistry::default());
@@ -143,6 +144,21 @@ impl RunningApp {
             stats_by_name.insert(l.name.clone(), Arc::clone(&stats));
             listener_stats.push(stats);
         }
+        // An HA predecessor's heartbeat socket (same address) and, after `ready`, its role.
+        let (ha_inherit, ha_successor) = match inherited.as_mut() {
+            Some(r) if r.header.ha.is_some() => {
+                let (sender, handover) = tokio::sync::oneshot::channel();
+                let same_address = |bind: std::net::SocketAddr| {
+                    r.header.ha.as_ref().is_some_and(|h| h.heartbeat == bind)
+                };
+                let socket = r
+                    .heartbeat
+                    .take()
+                    .filter(|_| heartbeat_bind(config.ha.as_ref()).is_some_and(same_address));
+                (Some(ha::Inherit { socket, handover }), Some(sender))
+            }
+            _ => (None, None),
+        };
         let inherited_admin = inherited.and_then(|r| r.header.admin.zip(r.admin));
         let admin_socket = match (&config.admin, inherited_admin) {
             (Some(a), Some((addr, socket)))
@@ -166,14 +182,23 @@ impl RunningApp {
         };
 
         let mut threads = Vec::new();
-        let ha = match &config.ha {
+        let (ha, ha_thread) = match &config.ha {
             Some(settings) => {
-                let (shared, thread) = ha::start(settings, secrets.heartbeat_key.clone(), clock)
+                let started = ha::start(settings, secrets.heartbeat_key.clone(), clock, ha_inherit)
                     .map_err(StartError)?;
-                threads.extend(thread);
-                Some(shared)
+                if let Some(socket) = &started.heartbeat_socket {
+                    let bound = socket
+                        .local_addr()
+                        .map_err(|e| StartError(format!("ha.heartbeat_bind: {e}")))?;
+                    if let Some(handed) = ha::HandedHa::of(settings, bound) {
+                        registry
+                            .set_ha(handed, socket)
+                            .map_err(|e| StartError(format!("ha.heartbeat_bind: {e}")))?;
+                    }
+                }
+                (Some(started.shared), started.thread)
             }
-            None => None,
+            None => (None, None),
         };
         let (shutdown, shutdown_rx) = watch::channel(false);
         let spawn_error = |e: std::io::Error| StartError(format!("cannot start a thread: {e}"));
@@ -252,6 +277,8 @@ impl RunningApp {
             admin,
             pools,
             ha,
+            ha_thread,
+            ha_successor,
             shutdown,
             threads,
             live: Live {
@@ -312,9 +339,27 @@ impl RunningApp {
     /// After a binary upgrade handed the sockets over: stops accepting, asks every connection
     /// to close after its current exchange (`Connection: close`, GOAWAY), gives them the grace
     /// period, and returns when every thread has ended.
-    pub fn shutdown_after_handover(self) {
+    pub fn shutdown_after_handover(mut self) {
         self.live.handed_over.store(true, Ordering::SeqCst);
+        // Frozen for the successor: never ends by itself, ends with the process.
+        drop(self.ha_thread.take());
         self.shutdown();
+    }
+
+    /// A successor of an HA instance: takes the role its predecessor froze after `ready`
+    /// from `stream`. Without it (the predecessor went away, or sent nothing usable) this
+    /// instance starts standing by, like a fresh one.
+    pub fn take_ha_role(&mut self, stream: &std::os::unix::net::UnixStream) {
+        let Some(successor) = self.ha_successor.take() else {
+            return;
+        };
+        match upgrade::handover::receive_role(stream) {
+            Ok(Some(handover)) => {
+                let _ = successor.send(handover);
+            }
+            Ok(None) => tracing::warn!("upgrade: the previous process handed no HA role over"),
+            Err(e) => tracing::error!(error = %e, "upgrade: no HA role received"),
+        }
     }
 
     /// Serves binary upgrades on the Unix socket at `path`; `handed_over` gets the new
@@ -326,10 +371,18 @@ impl RunningApp {
     ) -> std::io::Result<mpsc::UnboundedReceiver<u32>> {
         let listener = upgrade::bind(path)?;
         let (handed_over, receiver) = mpsc::unbounded_channel();
+        // The HA loop stops its store task within a round trip (bounded by the TTL) or
+        // resigns, which takes at most another TTL.
+        let freeze_limit = match self.config.ha.as_ref().map(|h| &h.mode) {
+            Some(HaMode::ActivePassive(pair)) => pair.election.ttl * 4,
+            _ => std::time::Duration::ZERO,
+        };
+        let ha = self.ha.clone().map(|ha| (ha, freeze_limit));
         let thread = upgrade::serve(
             listener,
             Arc::clone(&self.live.sockets),
             self.live.generation,
+            ha,
             handed_over,
         )?;
         // Not joined at shutdown: it blocks in accept, and ends with the process.
@@ -347,9 +400,17 @@ impl RunningApp {
             ha.resign(std::time::Duration::from_secs(3));
         }
         let _ = self.shutdown.send(true);
-        for thread in self.threads {
+        for thread in self.threads.into_iter().chain(self.ha_thread) {
             let _ = thread.join();
         }
+    }
+}
+
+/// The heartbeat address of an active-passive `[ha]`.
+fn heartbeat_bind(config: Option<&fulcrum_core::config::Ha>) -> Option<std::net::SocketAddr> {
+    match config.map(|c| &c.mode) {
+        Some(HaMode::ActivePassive(pair)) => Some(pair.heartbeat_bind),
+        _ => None,
     }
 }
 

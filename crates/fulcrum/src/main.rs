@@ -231,6 +231,7 @@ fn run(path: &Path, upgrade: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
         tracing::info!("upgrade: serving; the previous process stops accepting");
+        app.take_ha_role(stream);
         // For `fulcrum upgrade`, which waits for this line on the pipe it gave as stdout.
         use std::io::Write;
         let mut out = std::io::stdout();

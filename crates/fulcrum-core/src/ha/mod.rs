@@ -5,7 +5,7 @@
 mod node;
 mod timing;
 
-pub use node::{Change, Hold, Node, Peer, Report, Role, Transition, MAX_PEERS};
+pub use node::{Change, Hold, Node, Peer, Report, Role, Succession, Transition, MAX_PEERS};
 pub use timing::Timing;
 
 #[cfg(test)]

@@ -116,6 +116,31 @@ pub struct Hold {
 
 const HISTORY: usize = 32;
 
+/// What an instance hands its successor in a binary upgrade: its role and claim, with every
+/// moment given as an age (the successor is another process with another clock).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Succession {
+    /// Standby, elected or active: a resigning instance is not upgraded.
+    pub role: Role,
+    pub epoch: u64,
+    pub tenure_epoch: u64,
+    /// Since the start of the last confirmed renewal of the claim.
+    pub confirmed_ago: Option<Duration>,
+    /// Since the start of the last successful store round trip.
+    pub store_ok_ago: Option<Duration>,
+}
+
+impl Succession {
+    /// The oldest moment the successor must place on its clock.
+    pub fn oldest(&self) -> Duration {
+        self.confirmed_ago
+            .into_iter()
+            .chain(self.store_ok_ago)
+            .max()
+            .unwrap_or(Duration::ZERO)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Node {
     name: String,
@@ -160,6 +185,52 @@ impl Node {
             promotions: 0,
             demotions: 0,
             group_peers: 0,
+        }
+    }
+
+    /// The successor of an instance that handed its role over (a binary upgrade): the same
+    /// name, role, epoch and claim, so neither the store nor the peers see a change. Every age
+    /// is taken `in_transit` older than the predecessor said (the time the succession took
+    /// to arrive), so the successor never trusts the claim longer than its predecessor would
+    /// have. A moment older than this clock's origin counts as never (the caller gives the
+    /// node a clock that starts early enough, see [`Succession::oldest`]).
+    pub fn succeed(
+        name: impl Into<String>,
+        timing: Timing,
+        now: Duration,
+        from: &Succession,
+        in_transit: Duration,
+    ) -> Self {
+        let mut node = Node::new(name, timing, now);
+        let at = |ago: Option<Duration>| ago.and_then(|a| now.checked_sub(a + in_transit));
+        node.store_ok_at = at(from.store_ok_ago);
+        if from.role.claims() {
+            node.role = from.role;
+            node.epoch = from.epoch;
+            node.tenure_epoch = from.tenure_epoch.min(from.epoch);
+            node.confirmed_at = at(from.confirmed_ago);
+        }
+        node.history.push_back(Transition {
+            at: now,
+            from: node.role,
+            to: node.role,
+            epoch: node.epoch,
+            reason: "taken over from the previous process (binary upgrade)".into(),
+            failover: None,
+        });
+        node
+    }
+
+    /// What to hand a successor now (see [`Node::succeed`]).
+    pub fn succession(&self, now: Duration) -> Succession {
+        let ago = |t: Option<Duration>| t.map(|t| now.saturating_sub(t));
+        let claims = self.role.claims();
+        Succession {
+            role: if claims { self.role } else { Role::Standby },
+            epoch: if claims { self.epoch } else { 0 },
+            tenure_epoch: if claims { self.tenure_epoch } else { 0 },
+            confirmed_ago: if claims { ago(self.confirmed_at) } else { None },
+            store_ok_ago: ago(self.store_ok_at),
         }
     }
 

@@ -364,3 +364,96 @@ fn the_peer_map_is_bounded_and_forgets_peers_long_silent() {
         "long-silent peers are forgotten"
     );
 }
+
+/// lb1 active since t = 0 (epoch 7, confirmed at 0) hands over at t = 300; the successor's
+/// clock reads 5 s then, and the succession took 10 ms to arrive.
+fn successor() -> Node {
+    let old = active();
+    let handed = old.succession(ms(300));
+    assert_eq!(handed.confirmed_ago, Some(ms(300)));
+    Node::succeed("lb1", timing(), ms(5_000), &handed, ms(10))
+}
+
+#[test]
+fn a_successor_of_the_active_serves_at_once_under_the_same_epoch() {
+    let mut node = successor();
+    assert!(node.serving());
+    assert_eq!(node.role(), Role::Active);
+    assert_eq!(node.report(ms(5_000)).epoch, 7);
+    // No role change: nothing to act on, and no promotion to count.
+    assert_eq!(node.tick(ms(5_000)), None);
+    assert_eq!(node.promotions(), 0);
+    assert_eq!(
+        node.history().last().map(|t| t.reason.as_str()),
+        Some("taken over from the previous process (binary upgrade)")
+    );
+}
+
+#[test]
+fn a_successor_fences_on_its_predecessors_deadline_when_it_cannot_renew() {
+    // Confirmed 310 ms before 5 s on the successor's clock: the claim is trusted until
+    // 4.690 s + fence after, exactly as the predecessor would have trusted it (plus transit).
+    let mut node = successor();
+    let deadline = ms(4_690) + timing().fence_after();
+    assert_eq!(node.tick(deadline - ms(1)), None);
+    assert!(matches!(
+        node.tick(deadline),
+        Some(Change::Demoted { epoch: 7, .. })
+    ));
+}
+
+#[test]
+fn a_successor_renewing_its_inherited_claim_stays_active() {
+    let mut node = successor();
+    for t in (5_000..20_000).step_by(10) {
+        if t % 330 == 0 {
+            node.renewed(ms(t));
+        }
+        assert_eq!(node.tick(ms(t)), None, "at {t} ms");
+    }
+    assert!(node.serving());
+}
+
+#[test]
+fn a_successor_that_moves_its_claim_to_a_new_epoch_is_still_heard_under_the_old_one() {
+    // ZooKeeper: the claim moves to the successor's own session as a new znode (epoch 9);
+    // peers that heard epoch 7 a moment ago still hear the same tenure.
+    let mut node = successor();
+    node.won(9, ms(5_010), ms(5_020));
+    assert_eq!((node.role(), node.epoch()), (Role::Active, 9));
+    node.heard(report("lb2", Role::Standby, 0, Some(0)), ms(5_030));
+    // The store is unreachable from here on: lb2 still hears epoch 7 of our tenure, so the
+    // rules see a peer that hears us (a hold), not one that would take over.
+    let late = ms(5_010) + timing().fence_after();
+    node.heard(report("lb2", Role::Standby, 0, None), late);
+    assert_eq!(node.tick(late), None);
+    assert!(node.hold().is_some(), "held, not fenced");
+}
+
+#[test]
+fn a_successor_of_a_standby_has_no_claim() {
+    let mut old = Node::new("lb2", timing(), ms(0));
+    old.store_ok(ms(100));
+    old.heard(report("lb1", Role::Active, 7, Some(0)), ms(150));
+    let handed = old.succession(ms(200));
+    assert_eq!(
+        (handed.role, handed.epoch, handed.confirmed_ago),
+        (Role::Standby, 0, None)
+    );
+    let node = Node::succeed("lb2", timing(), ms(3_000), &handed, ms(0));
+    assert_eq!(node.role(), Role::Standby);
+    assert_eq!(node.report(ms(3_000)).epoch, 0);
+    assert_eq!(node.store_ok_at(), Some(ms(2_900)));
+}
+
+#[test]
+fn a_moment_older_than_the_successors_clock_is_never_trusted() {
+    // The successor's clock started 100 ms ago, the confirmation was 300 ms ago: it cannot
+    // be placed, so the claim counts as unconfirmed (the daemon starts the successor's clock
+    // early enough that this does not happen).
+    let handed = active().succession(ms(300));
+    assert_eq!(handed.oldest(), ms(300));
+    let mut node = Node::succeed("lb1", timing(), ms(100), &handed, ms(0));
+    assert_eq!(node.confirmed_at(), None);
+    assert!(matches!(node.tick(ms(100)), Some(Change::Demoted { .. })));
+}

@@ -16,7 +16,7 @@ use etcd_client::{
 };
 use tokio::time::timeout;
 
-use super::store::{StoreCommand, StoreEvent, StoreLink};
+use super::store::{Claim, StoreCommand, StoreEvent, StoreLink};
 
 #[derive(Debug)]
 pub struct EtcdElection {
@@ -25,6 +25,9 @@ pub struct EtcdElection {
     pub node: String,
     pub ttl: Duration,
     pub heartbeat: Duration,
+    /// The lease of a predecessor that handed its claim over (a binary upgrade): renewed
+    /// from the first round trip on, so the key, its value and the epoch stay as they were.
+    pub inherited: Option<i64>,
 }
 
 struct Lease {
@@ -39,7 +42,7 @@ impl EtcdElection {
 
     pub async fn run(self, mut link: StoreLink) {
         let mut client: Option<Client> = None;
-        let mut lease: Option<Lease> = None;
+        let mut lease: Option<Lease> = self.inherited.map(|id| Lease { id, keeper: None });
         // After stepping down, stand by one TTL before campaigning again, so an instance that
         // cannot serve does not win every election it just gave up.
         let mut cooldown_until = Duration::ZERO;
@@ -77,6 +80,12 @@ impl EtcdElection {
                     Some(StoreCommand::Resign) | None => {
                         self.give_up(&mut client, &mut lease).await;
                         link.send(StoreEvent::Resigned).await;
+                        return;
+                    }
+                    Some(StoreCommand::Freeze(reply)) => {
+                        // The lease lives on by its TTL; the successor keeps it alive.
+                        let claim = lease.map_or(Claim::None, |l| Claim::EtcdLease { id: l.id });
+                        let _ = reply.send(claim);
                         return;
                     }
                 },

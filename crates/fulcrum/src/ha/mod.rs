@@ -9,7 +9,9 @@ mod etcd;
 mod garp;
 pub mod heartbeat;
 mod hooks;
+mod status;
 mod store;
+mod succession;
 mod vip;
 mod zookeeper;
 
@@ -27,7 +29,8 @@ use tokio::sync::{mpsc, watch};
 
 use crate::pool::Clock;
 use hooks::HookEnv;
-use store::{StoreCommand, StoreEvent, StoreLink};
+use store::{Claim, StoreCommand, StoreEvent, StoreLink};
+pub use succession::{HandedHa, Handover, Inherit};
 use vip::VirtualIp;
 
 /// What the rest of fulcrum sees of HA: whether to serve, and a status for the admin API.
@@ -35,7 +38,17 @@ use vip::VirtualIp;
 pub struct HaShared {
     serving: AtomicBool,
     status: Mutex<Value>,
-    resign: Mutex<Option<mpsc::Sender<std::sync::mpsc::Sender<()>>>>,
+    /// To the HA loop; taken by the first resignation or freeze (there is no second).
+    control: Mutex<Option<mpsc::Sender<Control>>>,
+}
+
+/// What the rest of fulcrum asks of the HA loop.
+#[derive(Debug)]
+enum Control {
+    /// Give the role up (shutdown); answered when done.
+    Resign(std::sync::mpsc::Sender<()>),
+    /// Stop acting and hand the role and the claim to a successor (binary upgrade).
+    Freeze(std::sync::mpsc::Sender<Handover>),
 }
 
 impl HaShared {
@@ -43,7 +56,7 @@ impl HaShared {
         Self {
             serving: AtomicBool::new(serving),
             status: Mutex::new(status),
-            resign: Mutex::new(None),
+            control: Mutex::new(None),
         }
     }
 
@@ -66,41 +79,74 @@ impl HaShared {
     /// Graceful stop, step one: give up the role (release the store's claim, remove the VIP)
     /// so a standby takes over at once. Waits at most `limit`.
     pub fn resign(&self, limit: Duration) {
-        let sender = self.resign.lock().ok().and_then(|mut s| s.take());
-        let Some(sender) = sender else { return };
+        let Some(control) = self.take_control() else {
+            return;
+        };
         let (done, wait) = std::sync::mpsc::channel();
-        if sender.try_send(done).is_ok() {
+        if control.try_send(Control::Resign(done)).is_ok() {
             let _ = wait.recv_timeout(limit);
         }
+    }
+
+    /// Binary upgrade, once the successor is ready: the HA loop stops acting (no renewal, no
+    /// heartbeat, no release, the VIP left in place) and says what the successor takes over.
+    /// `None` in active-active mode, or when the loop did not answer within `limit`. After
+    /// this, [`resign`](Self::resign) does nothing: the role is the successor's.
+    pub fn freeze(&self, limit: Duration) -> Option<Handover> {
+        let control = self.take_control()?;
+        let (reply, wait) = std::sync::mpsc::channel();
+        control.try_send(Control::Freeze(reply)).ok()?;
+        wait.recv_timeout(limit).ok()
+    }
+
+    fn take_control(&self) -> Option<mpsc::Sender<Control>> {
+        self.control.lock().ok().and_then(|mut c| c.take())
     }
 }
 
 /// Starts HA as configured. The heartbeat socket and the VIP's interface are checked here, so
 /// a mistake stops fulcrum before it serves anything.
 /// `heartbeat_key`: the shared key read from `ha.heartbeat_key_file` (see `secrets`).
+/// `inherit`: a binary upgrade's successor takes the predecessor's heartbeat socket, and its
+/// role once the predecessor has frozen (see `succession`).
 pub fn start(
     config: &HaConfig,
     heartbeat_key: Option<Vec<u8>>,
     clock: Clock,
-) -> Result<(Arc<HaShared>, Option<JoinHandle<()>>), String> {
+    inherit: Option<Inherit>,
+) -> Result<Started, String> {
     let pair = match &config.mode {
         HaMode::ActiveActive => {
             let shared = HaShared::new(
                 true,
                 json!({ "mode": "active_active", "node": config.node, "role": "active" }),
             );
-            return Ok((Arc::new(shared), None));
+            return Ok(Started {
+                shared: Arc::new(shared),
+                thread: None,
+                heartbeat_socket: None,
+            });
         }
         HaMode::ActivePassive(pair) => (**pair).clone(),
     };
-    let socket = StdUdpSocket::bind(pair.heartbeat_bind).map_err(|e| {
-        format!(
-            "ha.heartbeat_bind: cannot bind {}: {e}",
-            pair.heartbeat_bind
-        )
-    })?;
+    let (inherited_socket, succession) = match inherit {
+        Some(inherit) => (inherit.socket, Some(inherit.handover)),
+        None => (None, None),
+    };
+    let socket = match inherited_socket {
+        Some(socket) => socket,
+        None => StdUdpSocket::bind(pair.heartbeat_bind).map_err(|e| {
+            format!(
+                "ha.heartbeat_bind: cannot bind {}: {e}",
+                pair.heartbeat_bind
+            )
+        })?,
+    };
     socket
         .set_nonblocking(true)
+        .map_err(|e| format!("ha.heartbeat_bind: {e}"))?;
+    let heartbeat_socket = socket
+        .try_clone()
         .map_err(|e| format!("ha.heartbeat_bind: {e}"))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -110,58 +156,88 @@ pub fn start(
         Some(v) => Some(runtime.block_on(async {
             let vip = VirtualIp::new(v.clone(), pair.election.ttl)
                 .map_err(|e| format!("ha.vip: cannot open netlink: {e}"))?;
-            // Checks the interface exists; a leftover address from a killed run goes too.
-            vip.remove().await.map_err(|e| format!("ha.vip: {e}"))?;
+            if succession.is_some() {
+                // The predecessor may hold it and hands it over: only check the interface.
+                vip.check().await.map_err(|e| format!("ha.vip: {e}"))?;
+            } else {
+                // Checks the interface exists; a leftover address from a killed run goes too.
+                vip.remove().await.map_err(|e| format!("ha.vip: {e}"))?;
+            }
             Ok::<_, String>(vip)
         })?),
         None => None,
-    };
-    let timing = Timing {
-        ttl: pair.election.ttl,
-        heartbeat: pair.heartbeat,
     };
     let others = pair
         .peers
         .iter()
         .filter(|p| !is_self(p, pair.heartbeat_bind))
         .count();
-    let node = Node::new(config.node.clone(), timing, clock.now()).with_group_peers(others);
-    let shared = Arc::new(HaShared::new(false, Value::Null));
-    let (resign_tx, resign_rx) = mpsc::channel(1);
-    if let Ok(mut slot) = shared.resign.lock() {
-        *slot = Some(resign_tx);
+    let status = match succession {
+        Some(_) => json!({ "mode": "active_passive", "node": config.node, "role": "taking_over" }),
+        None => Value::Null,
+    };
+    let shared = Arc::new(HaShared::new(false, status));
+    let (control_tx, control_rx) = mpsc::channel(1);
+    if let Ok(mut slot) = shared.control.lock() {
+        *slot = Some(control_tx);
     }
     let group = match &pair.election.store {
         ElectionStore::Etcd { key, .. } => key.clone(),
         ElectionStore::ZooKeeper { path, .. } => path.clone(),
     };
     let heartbeats = heartbeat::Heartbeats::new(&group, &pair.peers, heartbeat_key);
-    let mut ha = HaLoop {
-        node,
-        pair,
-        heartbeats,
-        clock,
-        shared: Arc::clone(&shared),
-        vip,
-        leader: None,
-        store_error: None,
-        announcing: None,
-        last_refresh: Duration::ZERO,
-        holding: false,
+    let timing = Timing {
+        ttl: pair.election.ttl,
+        heartbeat: pair.heartbeat,
     };
-    ha.publish();
+    let name = config.node.clone();
+    let loop_shared = Arc::clone(&shared);
     let thread = std::thread::Builder::new()
         .name("fulcrum-ha".into())
         .spawn(move || {
             runtime.block_on(async move {
+                let (node, clock, claim) = match succession {
+                    None => (Node::new(name, timing, clock.now()), clock, Claim::None),
+                    Some(handover) => {
+                        succession::take_over(handover, name, timing, clock, &vip).await
+                    }
+                };
+                let mut ha = HaLoop {
+                    node: node.with_group_peers(others),
+                    pair,
+                    heartbeats,
+                    clock,
+                    shared: loop_shared,
+                    vip,
+                    leader: None,
+                    store_error: None,
+                    announcing: None,
+                    last_refresh: Duration::ZERO,
+                    holding: false,
+                };
+                ha.publish();
                 match UdpSocket::from_std(socket) {
-                    Ok(socket) => ha.run(socket, resign_rx).await,
+                    Ok(socket) => ha.run(socket, control_rx, claim).await,
                     Err(e) => tracing::error!(error = %e, "heartbeat socket unusable"),
                 }
             })
         })
         .map_err(|e| format!("cannot start the HA thread: {e}"))?;
-    Ok((shared, Some(thread)))
+    Ok(Started {
+        shared,
+        thread: Some(thread),
+        heartbeat_socket: Some(heartbeat_socket),
+    })
+}
+
+/// HA, started.
+#[derive(Debug)]
+pub struct Started {
+    pub shared: Arc<HaShared>,
+    /// The HA loop's thread (none in active-active mode).
+    pub thread: Option<JoinHandle<()>>,
+    /// A copy of the heartbeat socket, for a binary upgrade to hand over.
+    pub heartbeat_socket: Option<StdUdpSocket>,
 }
 
 struct HaLoop {
@@ -181,11 +257,7 @@ struct HaLoop {
 }
 
 impl HaLoop {
-    async fn run(
-        &mut self,
-        socket: UdpSocket,
-        mut resign: mpsc::Receiver<std::sync::mpsc::Sender<()>>,
-    ) {
+    async fn run(&mut self, socket: UdpSocket, mut control: mpsc::Receiver<Control>, claim: Claim) {
         let (events_tx, mut events) = mpsc::channel(64);
         let (commands, commands_rx) = mpsc::channel(8);
         let (may_campaign, may_campaign_rx) = watch::channel(true);
@@ -203,6 +275,10 @@ impl HaLoop {
                     node: self.node.name().to_string(),
                     ttl: self.pair.election.ttl,
                     heartbeat: self.pair.heartbeat,
+                    inherited: match &claim {
+                        Claim::EtcdLease { id } => Some(*id),
+                        _ => None,
+                    },
                 };
                 tokio::spawn(election.run(link));
             }
@@ -213,9 +289,18 @@ impl HaLoop {
                     node: self.node.name().to_string(),
                     ttl: self.pair.election.ttl,
                     heartbeat: self.pair.heartbeat,
+                    inherited: match &claim {
+                        Claim::ZooKeeperZnode { name } => Some(name.clone()),
+                        _ => None,
+                    },
                 };
                 tokio::spawn(election.run(link));
             }
+        }
+        if self.node.serving() {
+            // Taken over while active: the address is still on the interface; renew its
+            // lifetime at once (no announcement: it did not move).
+            self.refresh_vip(self.clock.now()).await;
         }
         tracing::info!(
             node = %self.node.name(),
@@ -250,11 +335,21 @@ impl HaLoop {
                     }
                     now
                 }
-                Some(done) = resign.recv() => {
-                    self.resign(&socket, &commands, &mut events).await;
-                    let _ = done.send(());
-                    return;
-                }
+                Some(asked) = control.recv() => match asked {
+                    Control::Resign(done) => {
+                        self.resign(&socket, &commands, &mut events).await;
+                        let _ = done.send(());
+                        return;
+                    }
+                    Control::Freeze(reply) => {
+                        let handover = self.freeze(&socket, &commands, &mut events).await;
+                        let _ = reply.send(handover);
+                        // Never returns: the store task may keep the claim's session open
+                        // for the successor until this process ends.
+                        std::future::pending::<()>().await;
+                        return;
+                    }
+                },
             };
             let before = self.node.role();
             if let Some(change) = self.node.tick(now) {
@@ -456,66 +551,6 @@ impl HaLoop {
         .await;
         self.send_heartbeats(socket).await;
         tracing::info!(was = %was, "HA: resigned");
-    }
-
-    fn publish(&self) {
-        let now = self.clock.now();
-        let node = &self.node;
-        let ago = |t: Option<Duration>| t.map(|t| now.saturating_sub(t).as_millis() as u64);
-        let peers: Vec<Value> = node
-            .peers()
-            .iter()
-            .map(|(name, p)| {
-                json!({
-                    "node": name,
-                    "role": p.role.name(),
-                    "epoch": p.epoch,
-                    "heard_ms_ago": now.saturating_sub(p.heard_at).as_millis() as u64,
-                    "store_ok_ms_ago": ago(p.store_ok_at),
-                })
-            })
-            .collect();
-        let history: Vec<Value> = node
-            .history()
-            .map(|t| {
-                json!({
-                    "at_unix": self.clock.unix_seconds(t.at),
-                    "from": t.from.name(),
-                    "to": t.to.name(),
-                    "epoch": t.epoch,
-                    "reason": t.reason,
-                    "failover_ms": t.failover.map(|d| d.as_millis() as u64),
-                })
-            })
-            .collect();
-        let failover_available = !node.store_failing() && node.hold().is_none();
-        let status = json!({
-            "mode": "active_passive",
-            "node": node.name(),
-            "role": node.role().name(),
-            "epoch": node.epoch(),
-            "role_since_unix": self.clock.unix_seconds(node.since()),
-            "leader": self.leader.as_ref().map(|(n, e)| json!({ "node": n, "epoch": e })),
-            "last_renewal_ms_ago": ago(node.confirmed_at()),
-            "store_ok_ms_ago": ago(node.store_ok_at()),
-            "store_error": self.store_error,
-            "hold": node.hold().map(|h| json!({
-                "since_unix": self.clock.unix_seconds(h.since),
-                "reason": "the store is unreachable for every instance: keeping the role; failover is unavailable until it returns",
-            })),
-            "failover_available": failover_available,
-            "promotions": node.promotions(),
-            "demotions": node.demotions(),
-            "last_failover_ms": node
-                .history()
-                .filter_map(|t| t.failover)
-                .last()
-                .map(|d| d.as_millis() as u64),
-            "vip": self.vip.as_ref().map(|v| v.address().to_string()),
-            "peers": peers,
-            "history": history,
-        });
-        self.shared.publish(node.serving(), status);
     }
 }
 

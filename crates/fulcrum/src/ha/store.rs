@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::pool::Clock;
 
@@ -33,12 +34,31 @@ pub enum StoreEvent {
     Resigned,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum StoreCommand {
     /// Give up the claim (after a demotion) and go back to standing by.
     StepDown,
     /// Give up the claim and end.
     Resign,
+    /// A binary upgrade: stop calling the store, keep the claim alive for the successor
+    /// (never release it) and say what it is. A candidate that does not lead is released.
+    Freeze(oneshot::Sender<Claim>),
+}
+
+/// The claim a store task holds, as a successor can take it over.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Claim {
+    None,
+    /// etcd: the lease the leader key is attached to (any client may keep it alive).
+    EtcdLease {
+        id: i64,
+    },
+    /// ZooKeeper: the leading znode, on the predecessor's session (which the successor
+    /// cannot take over: it replaces the znode by one of its own in one transaction).
+    ZooKeeperZnode {
+        name: String,
+    },
 }
 
 /// The store task's end of the channels.

@@ -62,6 +62,11 @@ impl VirtualIp {
         Ok((link.header.index, mac))
     }
 
+    /// Checks that the interface exists, changing nothing.
+    pub async fn check(&self) -> Result<(), String> {
+        self.link().await.map(|_| ())
+    }
+
     /// Adds the address, or refreshes its lifetime when it is already there.
     pub async fn add_or_refresh(&self) -> Result<(), String> {
         let (index, _) = self.link().await?;

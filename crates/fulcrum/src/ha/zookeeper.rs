@@ -2,8 +2,9 @@
 //! `PATH/<node>-<sequence>` on its session; the lowest sequence leads, and each other
 //! candidate watches only its predecessor (no herd when the leader goes). The leader's
 //! sequence number (plus one) is the epoch: a later leader was queued after it, so epochs
-//! only grow. A standby joins the queue only while it hears no active, so an active whose
-//! session lapsed while the server was away claims again ahead of it.
+//! only grow. A standby joins the queue only while it hears no active (and leaves it when it
+//! hears one again), so an active whose session lapsed while the server was away claims
+//! again ahead of it, and while an active serves only the leader is queued.
 //!
 //! A session that stays silent for the session timeout expires and its znode vanishes: that
 //! is the lease. The leader confirms its claim with a round trip every third of the timeout
@@ -13,9 +14,11 @@
 use std::time::Duration;
 
 use tokio::time::timeout;
-use zookeeper_client::{Acls, Client, CreateMode, OneshotWatcher};
+use zookeeper_client::{
+    Acls, Client, CreateMode, MultiWriteError, MultiWriteResult, OneshotWatcher,
+};
 
-use super::store::{StoreCommand, StoreEvent, StoreLink};
+use super::store::{Claim, StoreCommand, StoreEvent, StoreLink};
 
 #[derive(Debug)]
 pub struct ZooKeeperElection {
@@ -24,6 +27,8 @@ pub struct ZooKeeperElection {
     pub node: String,
     pub ttl: Duration,
     pub heartbeat: Duration,
+    /// The leading znode of a predecessor that handed its claim over (a binary upgrade).
+    pub inherited: Option<String>,
 }
 
 /// Our znode in the queue.
@@ -41,6 +46,9 @@ struct State {
     /// Our znode of a session that ended without the server saying so (it was unreachable):
     /// deleted as soon as a new session can, so our own old claim does not block our new one.
     stale: Option<Candidate>,
+    /// The predecessor's leading znode (a binary upgrade), on its session: replaced by one of
+    /// ours in one transaction at the first round trip, so the queue is never without it.
+    adopt: Option<Candidate>,
 }
 
 impl ZooKeeperElection {
@@ -50,6 +58,11 @@ impl ZooKeeperElection {
 
     pub async fn run(self, mut link: StoreLink) {
         let mut state = State::default();
+        if let Some(inherited) = self.inherited.as_deref().and_then(parse) {
+            state.candidate = Some(inherited.clone());
+            state.leading = true;
+            state.adopt = Some(inherited);
+        }
         // After stepping down, stay out of the queue for one session timeout.
         let mut cooldown_until = Duration::ZERO;
         loop {
@@ -85,6 +98,19 @@ impl ZooKeeperElection {
                         link.send(StoreEvent::Resigned).await;
                         return;
                     }
+                    Some(StoreCommand::Freeze(reply)) => {
+                        let leading = state.candidate.clone().filter(|_| state.leading);
+                        let Some(ours) = leading else {
+                            self.leave(&mut state).await;
+                            let _ = reply.send(Claim::None);
+                            return;
+                        };
+                        let _ = reply.send(Claim::ZooKeeperZnode { name: ours.name });
+                        // The znode lives on this session: keep the session (the client in
+                        // `state`) alive until the process ends, by which time the successor
+                        // has replaced the znode with its own.
+                        std::future::pending::<()>().await;
+                    }
                 },
             }
         }
@@ -113,6 +139,30 @@ impl ZooKeeperElection {
         let Some(client) = state.client.as_ref() else {
             return Ok(None);
         };
+        if let Some(predecessors) = state.adopt.clone() {
+            let started = link.clock.now();
+            match self.replace(client, &predecessors).await? {
+                Some(ours) => {
+                    tracing::info!(znode = %ours.name, "HA: took the claim over from the previous process");
+                    link.send(StoreEvent::Won {
+                        epoch: Self::epoch(&ours),
+                        started,
+                    })
+                    .await;
+                    state.candidate = Some(ours);
+                }
+                None => {
+                    state.candidate = None;
+                    state.leading = false;
+                    link.send(StoreEvent::Lost {
+                        why: "the previous process's znode was gone before it could be taken over"
+                            .into(),
+                    })
+                    .await;
+                }
+            }
+            state.adopt = None;
+        }
         let children = match timeout(self.deadline(), client.list_children(&self.path)).await {
             Err(_) => return Err("zookeeper did not answer in time".into()),
             Ok(Ok(children)) => children,
@@ -144,6 +194,27 @@ impl ZooKeeperElection {
                 }
             }
         }
+        let first = queue.first().map(|c| c.name.clone());
+        let waiting = state
+            .candidate
+            .as_ref()
+            .filter(|ours| !state.leading && first.as_ref() != Some(&ours.name));
+        if let (Some(ours), false) = (waiting, may_join) {
+            // An active is heard again: leave the queue, so that only the leader is in it
+            // while an active serves. That is what lets an upgraded active move its claim to
+            // a new znode (see `succession`) without queueing behind the standby; the
+            // standby joins again once it stops hearing the active, well before the
+            // active's session could expire (validation keeps 5 heartbeats under the TTL).
+            let path = format!("{}/{}", self.path, ours.name);
+            match timeout(self.deadline(), client.delete(&path, None)).await {
+                Ok(Ok(())) | Ok(Err(zookeeper_client::Error::NoNode)) => {
+                    queue.retain(|c| c.name != ours.name);
+                    state.candidate = None;
+                }
+                Ok(Err(e)) => return Err(format!("zookeeper delete {path}: {e}")),
+                Err(_) => return Err("zookeeper did not answer in time".into()),
+            }
+        }
         if state.candidate.is_none() && may_join {
             let ours = self.join(client, &queue).await?;
             queue.push(ours.clone());
@@ -151,6 +222,17 @@ impl ZooKeeperElection {
             state.candidate = Some(ours);
         }
         let leader = queue.first().cloned();
+        if state.leading
+            && leader.as_ref().map(|l| &l.name) != state.candidate.as_ref().map(|c| &c.name)
+        {
+            // Only a handover can queue our znode behind another (a standby that joined
+            // while the predecessor's znode was being replaced): that one leads now.
+            state.leading = false;
+            link.send(StoreEvent::Lost {
+                why: "another candidate leads in zookeeper".into(),
+            })
+            .await;
+        }
         match (&state.candidate, &leader) {
             (Some(ours), Some(first)) if ours.name == first.name => {
                 if state.leading {
@@ -221,13 +303,8 @@ impl ZooKeeperElection {
     /// Queues a candidate znode of ours, adopting one that a lost reply left behind on this
     /// very session (never one of an earlier session: that one dies with its session).
     async fn join(&self, client: &Client, queue: &[Candidate]) -> Result<Candidate, String> {
-        for c in queue.iter().filter(|c| owner(&c.name) == self.node) {
-            let path = format!("{}/{}", self.path, c.name);
-            if let Ok(Ok(Some(stat))) = timeout(self.deadline(), client.check_stat(&path)).await {
-                if stat.ephemeral_owner == client.session_id().0 {
-                    return Ok(c.clone());
-                }
-            }
+        if let Some(ours) = self.left_behind(client, queue).await {
+            return Ok(ours);
         }
         let prefix = format!("{}/{}-", self.path, self.node);
         let ephemeral = CreateMode::EphemeralSequential.with_acls(Acls::anyone_all());
@@ -242,6 +319,68 @@ impl ZooKeeperElection {
             name: format!("{}-{sequence}", self.node),
             sequence: sequence.into_i64() as u64,
         })
+    }
+
+    /// A znode of ours on this very session that a lost reply left behind.
+    async fn left_behind(&self, client: &Client, queue: &[Candidate]) -> Option<Candidate> {
+        for c in queue.iter().filter(|c| owner(&c.name) == self.node) {
+            let path = format!("{}/{}", self.path, c.name);
+            if let Ok(Ok(Some(stat))) = timeout(self.deadline(), client.check_stat(&path)).await {
+                if stat.ephemeral_owner == client.session_id().0 {
+                    return Some(c.clone());
+                }
+            }
+        }
+        None
+    }
+
+    /// Replaces the predecessor's znode by one of ours in one transaction (delete it, create
+    /// ours), so the claim moves to this session without a moment in which the queue lacks
+    /// it. `Ok(None)`: the predecessor's znode was gone (its session ended first).
+    async fn replace(
+        &self,
+        client: &Client,
+        predecessors: &Candidate,
+    ) -> Result<Option<Candidate>, String> {
+        let old = format!("{}/{}", self.path, predecessors.name);
+        let prefix = format!("{}/{}-", self.path, self.node);
+        let ephemeral = CreateMode::EphemeralSequential.with_acls(Acls::anyone_all());
+        let mut writer = client.new_multi_writer();
+        writer
+            .add_delete(&old, None)
+            .and_then(|()| writer.add_create(&prefix, self.node.as_bytes(), &ephemeral))
+            .map_err(|e| format!("zookeeper handover transaction: {e}"))?;
+        let outcome = timeout(self.deadline(), writer.commit())
+            .await
+            .map_err(|_| "zookeeper did not answer the handover in time".to_string())?;
+        match outcome {
+            Ok(results) => {
+                let created = results.into_iter().find_map(|r| match r {
+                    MultiWriteResult::Create { path, .. } => Some(path),
+                    _ => None,
+                });
+                let name = created
+                    .as_deref()
+                    .and_then(|p| p.rsplit('/').next())
+                    .and_then(parse)
+                    .ok_or("zookeeper answered the handover without the created znode")?;
+                Ok(Some(name))
+            }
+            Err(MultiWriteError::OperationFailed {
+                index: 0,
+                source: zookeeper_client::Error::NoNode,
+            }) => {
+                // Gone: either its session ended, or this very transaction was applied and
+                // its reply lost (then our znode is queued on this session).
+                let children = timeout(self.deadline(), client.list_children(&self.path))
+                    .await
+                    .map_err(|_| "zookeeper did not answer in time".to_string())?
+                    .map_err(|e| format!("zookeeper list {}: {e}", self.path))?;
+                let queue: Vec<Candidate> = children.iter().filter_map(|c| parse(c)).collect();
+                Ok(self.left_behind(client, &queue).await)
+            }
+            Err(e) => Err(format!("zookeeper handover transaction: {e}")),
+        }
     }
 
     /// Epochs start at 1 (0 means "no claim" in heartbeats); the first znode's sequence is 0.

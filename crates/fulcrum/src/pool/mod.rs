@@ -32,6 +32,16 @@ impl Clock {
         }
     }
 
+    /// A clock that reads `by` already: a successor in a binary upgrade places its
+    /// predecessor's recent moments (given as ages) on it. Monotonic time is the host's, so an
+    /// age the predecessor measured on this host is always representable.
+    pub fn backdated(by: Duration) -> Self {
+        let now = Instant::now();
+        Self {
+            start: now.checked_sub(by).unwrap_or(now),
+        }
+    }
+
     pub fn now(&self) -> Duration {
         self.start.elapsed()
     }

@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, IoSlice, IoSliceMut, Read, Write};
-use std::net::{SocketAddr, TcpListener as StdListener};
+use std::net::{SocketAddr, TcpListener as StdListener, UdpSocket};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -19,6 +19,8 @@ use std::time::Duration;
 
 use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 use serde::{Deserialize, Serialize};
+
+use crate::ha::{HandedHa, Handover};
 
 /// The kernel's limit on descriptors in one `SCM_RIGHTS` message (`SCM_MAX_FD`).
 pub const MAX_SOCKETS: usize = 253;
@@ -30,8 +32,12 @@ pub struct Header {
     /// The old process's upgrade generation (the new one is one more).
     pub generation: u64,
     pub listeners: Vec<HandedListener>,
-    /// The admin API's socket comes last when set.
+    /// The admin API's socket comes after the listeners' when set.
     pub admin: Option<SocketAddr>,
+    /// An active-passive HA instance: its heartbeat socket comes last, and its role follows
+    /// the new process's `ready` (see `ha::succession`).
+    #[serde(default)]
+    pub ha: Option<HandedHa>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -79,6 +85,8 @@ pub struct Received {
     /// Each listener's sockets, by name, with its configured address.
     pub listeners: HashMap<String, (HandedListener, Vec<StdListener>)>,
     pub admin: Option<StdListener>,
+    /// The HA heartbeat socket, when the header names an HA instance.
+    pub heartbeat: Option<UdpSocket>,
 }
 
 /// Receives the header and the sockets from `stream`.
@@ -122,7 +130,8 @@ pub fn receive(stream: &UnixStream) -> io::Result<Received> {
     let header: Header = serde_json::from_slice(&json[..length.min(json.len())])
         .map_err(|e| io::Error::other(format!("unreadable handover header: {e}")))?;
     let expected: usize = header.listeners.iter().map(|l| l.sockets).sum::<usize>()
-        + usize::from(header.admin.is_some());
+        + usize::from(header.admin.is_some())
+        + usize::from(header.ha.is_some());
     if fds.len() != expected {
         return Err(io::Error::other(format!(
             "the header names {expected} sockets, {} came with it",
@@ -139,11 +148,16 @@ pub fn receive(stream: &UnixStream) -> io::Result<Received> {
             .collect();
         listeners.insert(handed.name.clone(), (handed.clone(), sockets));
     }
-    let admin = header.admin.and(fds.next().map(StdListener::from));
+    let admin = header.admin.and_then(|_| fds.next().map(StdListener::from));
+    let heartbeat = header
+        .ha
+        .as_ref()
+        .and_then(|_| fds.next().map(UdpSocket::from));
     Ok(Received {
         header,
         listeners,
         admin,
+        heartbeat,
     })
 }
 
@@ -172,6 +186,33 @@ pub fn wait_ready(stream: &UnixStream, within: Duration) -> io::Result<bool> {
 pub fn say_ready(stream: &UnixStream) -> io::Result<()> {
     let mut writer = stream;
     writer.write_all(b"ready\n")
+}
+
+/// How long the new process waits for the old one's HA role after saying it is ready (the
+/// old one waits for its store task to stop: a round trip at most, bounded by the TTL).
+pub const ROLE_WAIT: Duration = Duration::from_secs(60);
+
+/// The old process's side, after `ready`, for an HA instance: the role it froze, one JSON
+/// line (`null`: none to hand over; the new process then starts standing by).
+pub fn send_role(stream: &UnixStream, handover: Option<&Handover>) -> io::Result<()> {
+    let mut line = serde_json::to_vec(&handover).map_err(io::Error::other)?;
+    line.push(b'\n');
+    let mut writer = stream;
+    writer.write_all(&line)
+}
+
+/// The new process's side of [`send_role`].
+pub fn receive_role(stream: &UnixStream) -> io::Result<Option<Handover>> {
+    stream.set_read_timeout(Some(ROLE_WAIT))?;
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line)?;
+    if line.is_empty() {
+        return Err(io::Error::other(
+            "the running fulcrum closed the upgrade socket before handing its HA role over",
+        ));
+    }
+    serde_json::from_str(&line)
+        .map_err(|e| io::Error::other(format!("unreadable HA handover: {e}")))
 }
 
 /// Connects to the running fulcrum's upgrade socket.

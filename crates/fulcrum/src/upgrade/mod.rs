@@ -10,7 +10,7 @@ pub mod handover;
 
 use std::collections::BTreeMap;
 use std::io;
-use std::net::{SocketAddr, TcpListener as StdListener};
+use std::net::{SocketAddr, TcpListener as StdListener, UdpSocket};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
@@ -21,6 +21,7 @@ use std::time::Duration;
 use fulcrum_core::config::Config;
 use tokio::sync::mpsc;
 
+use crate::ha::{HaShared, HandedHa};
 use handover::{HandedListener, Header};
 
 /// How long the old process waits for its successor to build its app and say it is ready.
@@ -66,6 +67,7 @@ pub struct SocketRegistry {
 struct Registered {
     listeners: BTreeMap<String, (HandedListener, Vec<OwnedFd>)>,
     admin: Option<(SocketAddr, OwnedFd)>,
+    ha: Option<(HandedHa, OwnedFd)>,
 }
 
 impl SocketRegistry {
@@ -102,6 +104,16 @@ impl SocketRegistry {
         Ok(())
     }
 
+    /// An active-passive HA instance's identity and heartbeat socket.
+    pub fn set_ha(&self, handed: HandedHa, socket: &UdpSocket) -> io::Result<()> {
+        self.lock().ha = Some((handed, OwnedFd::from(socket.try_clone()?)));
+        Ok(())
+    }
+
+    fn has_ha(&self) -> bool {
+        self.lock().ha.is_some()
+    }
+
     /// Sends every socket over `stream`.
     fn send(&self, stream: &std::os::unix::net::UnixStream, generation: u64) -> io::Result<()> {
         let registered = self.lock();
@@ -114,12 +126,14 @@ impl SocketRegistry {
                 .map(|(h, _)| h.clone())
                 .collect(),
             admin: registered.admin.as_ref().map(|(addr, _)| *addr),
+            ha: registered.ha.as_ref().map(|(handed, _)| handed.clone()),
         };
         let fds: Vec<_> = registered
             .listeners
             .values()
             .flat_map(|(_, fds)| fds.iter().map(AsFd::as_fd))
             .chain(registered.admin.iter().map(|(_, fd)| fd.as_fd()))
+            .chain(registered.ha.iter().map(|(_, fd)| fd.as_fd()))
             .collect();
         handover::send(stream, &header, &fds)
     }
@@ -149,11 +163,13 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
 
 /// Serves successors on `listener` until one is ready, then says so on `handed_over` and
 /// ends. A successor that fails is logged and the next one is waited for. Only processes of
-/// the same user (or root) get the sockets.
+/// the same user (or root) get the sockets. An active-passive HA instance (`ha`) freezes its
+/// role once the successor is ready and hands it over too (see `ha::succession`).
 pub fn serve(
     listener: UnixListener,
     registry: Arc<SocketRegistry>,
     generation: u64,
+    ha: Option<(Arc<HaShared>, Duration)>,
     handed_over: mpsc::UnboundedSender<u32>,
 ) -> io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
@@ -192,6 +208,14 @@ pub fn serve(
                 match handover::wait_ready(&stream, READY_WAIT) {
                     Ok(true) => {
                         tracing::info!(new_pid = pid, "upgrade: the new process is ready");
+                        if let Some((ha, limit)) = ha.as_ref().filter(|_| registry.has_ha()) {
+                            let role = ha.freeze(*limit);
+                            if let Err(e) = handover::send_role(&stream, role.as_ref()) {
+                                // The claim stays alive until it expires: the new process
+                                // stands by, and the standby takes over.
+                                tracing::error!(error = %e, "upgrade: cannot hand the HA role over");
+                            }
+                        }
                         let _ = handed_over.send(pid);
                         return;
                     }
