@@ -39,13 +39,14 @@ fn exited(pid: u32) -> bool {
     }
 }
 
-/// `fulcrum upgrade -c lb1.toml` in lb1's host; the new process's pid.
-fn upgrade_lb1(lab: &Lab, round: usize) -> u32 {
-    let config = lab.dir.join("lb1.toml");
-    let log = std::fs::File::create(lab.dir.join(format!("lb1-upgrade-{round}.log"))).unwrap();
+/// `fulcrum upgrade -c lbN.toml` in lbN's host; the new process's pid.
+fn upgrade(lab: &Lab, n: usize, round: usize) -> u32 {
+    let config = lab.dir.join(format!("lb{n}.toml"));
+    let log_name = format!("lb{n}-upgrade-{round}.log");
+    let log = std::fs::File::create(lab.dir.join(&log_name)).unwrap();
     // The new process inherits stderr: a file, never a pipe this test would wait on.
     let out = lab
-        .command("lb1", env!("CARGO_BIN_EXE_fulcrum"))
+        .command(&format!("lb{n}"), env!("CARGO_BIN_EXE_fulcrum"))
         .args(["upgrade", "-c", config.to_str().unwrap()])
         .stdin(Stdio::null())
         .stderr(log)
@@ -55,7 +56,7 @@ fn upgrade_lb1(lab: &Lab, round: usize) -> u32 {
     assert!(
         out.status.success(),
         "fulcrum upgrade failed: {stdout}\n{}",
-        lab.log(&format!("lb1-upgrade-{round}.log"))
+        lab.log(&log_name)
     );
     stdout
         .split_whitespace()
@@ -76,7 +77,7 @@ fn upgrade_of_the_active(tag: &str, store: Store) {
     let mut old = pair.pids[0];
     let mut epoch = first_epoch;
     for round in 1..=2 {
-        let new = upgrade_lb1(&pair.lab, round);
+        let new = upgrade(&pair.lab, 1, round);
         successors.0.push(new);
         let took = wait_until(Duration::from_secs(30), "the old process exits", || {
             exited(old)
@@ -140,8 +141,16 @@ fn upgrade_of_the_active(tag: &str, store: Store) {
         report.ok,
         samples.len()
     );
-    // The last successor really holds the claim: its resignation hands the role to lb2 at
-    // once, as a SIGTERM of any active does.
+    // The standby is upgraded the same way and stands by, hearing lb1 from the same address.
+    let standby = upgrade(&pair.lab, 2, 1);
+    successors.0.push(standby);
+    wait_until(Duration::from_secs(30), "the old standby exits", || {
+        exited(pair.pids[1])
+    });
+    pair.wait_standby(2, 1);
+    assert!(pair.lab.owns("lb1", VIP) && !pair.lab.owns("lb2", VIP));
+    // The last successor really holds the claim: its resignation hands the role to the
+    // upgraded standby at once, as a SIGTERM of any active does.
     let started = Instant::now();
     signal(old, "TERM");
     wait_until(Duration::from_secs(3), "lb2 owns the VIP", || {

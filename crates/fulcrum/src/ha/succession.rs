@@ -295,3 +295,47 @@ impl HaLoop {
         Handover::new(self.node.name(), &succession, claim)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ha(text: &str) -> HaConfig {
+        let file = format!(
+            "[[listeners]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nprotocol = \"http\"\npool = \"app\"\n\
+             [pools.app]\nbackends = [{{ addr = \"127.0.0.1:1\" }}]\n{text}"
+        );
+        fulcrum_core::config::Config::from_toml(&file)
+            .unwrap()
+            .ha
+            .unwrap()
+    }
+
+    const PAIR: &str = r#"[ha]
+mode = "active_passive"
+node = "lb1"
+election = { type = "etcd", endpoints = ["127.0.0.1:2379"], key = "/fulcrum/ha/web" }
+peers = ["127.0.0.1:7946"]
+"#;
+
+    #[test]
+    fn a_successor_must_keep_the_node_and_the_election() {
+        let handed = HandedHa::of(&ha(PAIR), "127.0.0.1:7946".parse().unwrap()).unwrap();
+        assert_eq!(handed.election, "etcd /fulcrum/ha/web");
+        assert_eq!(handed.accepts(Some(&ha(PAIR))), Ok(()));
+        let renamed = ha(&PAIR.replace("lb1", "lb9"));
+        assert!(handed
+            .accepts(Some(&renamed))
+            .unwrap_err()
+            .starts_with("ha.node: the running fulcrum is node `lb1`, this file names `lb9`"));
+        let moved = ha(&PAIR.replace("/fulcrum/ha/web", "/fulcrum/ha/other"));
+        assert!(handed
+            .accepts(Some(&moved))
+            .unwrap_err()
+            .starts_with("ha.election:"));
+        assert!(handed.accepts(None).unwrap_err().starts_with("ha: "));
+        let active_active = ha("[ha]\nnode = \"lb1\"\nmode = \"active_active\"\n");
+        assert!(HandedHa::of(&active_active, "127.0.0.1:7946".parse().unwrap()).is_none());
+        assert!(handed.accepts(Some(&active_active)).is_err());
+    }
+}
