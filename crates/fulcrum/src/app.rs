@@ -148,13 +148,9 @@ impl RunningApp {
         let (ha_inherit, ha_successor) = match inherited.as_mut() {
             Some(r) if r.header.ha.is_some() => {
                 let (sender, handover) = tokio::sync::oneshot::channel();
-                let same_address = |bind: std::net::SocketAddr| {
-                    r.header.ha.as_ref().is_some_and(|h| h.heartbeat == bind)
-                };
-                let socket = r
-                    .heartbeat
-                    .take()
-                    .filter(|_| heartbeat_bind(config.ha.as_ref()).is_some_and(same_address));
+                let same_address =
+                    heartbeat_bind(config.ha.as_ref()) == r.header.ha.as_ref().map(|h| h.heartbeat);
+                let socket = r.heartbeat.take().filter(|_| same_address);
                 (Some(ha::Inherit { socket, handover }), Some(sender))
             }
             _ => (None, None),

@@ -199,7 +199,7 @@ pub fn start(
                 let (node, clock, claim) = match succession {
                     None => (Node::new(name, timing, clock.now()), clock, Claim::None),
                     Some(handover) => {
-                        succession::take_over(handover, name, timing, clock, &vip).await
+                        succession::take_over(handover, name, timing, clock, vip.as_ref()).await
                     }
                 };
                 let mut ha = HaLoop {

@@ -178,7 +178,7 @@ pub(super) async fn take_over(
     name: String,
     timing: Timing,
     clock: Clock,
-    vip: &Option<VirtualIp>,
+    vip: Option<&VirtualIp>,
 ) -> (Node, Clock, Claim) {
     let resumed = match handover.await {
         Ok(h) if h.node == name => h.succession().map(|s| (s, h.in_transit(), h.claim)),
@@ -217,7 +217,7 @@ pub(super) async fn take_over(
     }
 }
 
-async fn remove_leftover(vip: &Option<VirtualIp>) {
+async fn remove_leftover(vip: Option<&VirtualIp>) {
     if let Some(vip) = vip {
         if let Err(e) = vip.remove().await {
             tracing::warn!(error = %e, "HA: cannot remove a leftover virtual IP");
