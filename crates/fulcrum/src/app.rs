@@ -130,7 +130,12 @@ impl RunningApp {
             registry
                 .insert_listener(&l.name, l.bind, addr, &sockets)
                 .map_err(|e| StartError(format!("listeners[{i}] ({}): {e}", l.name)))?;
-            let stats = Arc::new(ListenerStats::new(&l.name, l.protocol.name(), addr));
+            let stats = Arc::new(ListenerStats::new(
+                &l.name,
+                l.protocol.name(),
+                addr,
+                workers,
+            ));
             for (worker, socket) in per_worker.iter_mut().zip(sockets) {
                 worker.push(targets.for_worker(
                     l,
@@ -236,6 +241,9 @@ impl RunningApp {
                         listeners: Arc::clone(&views),
                         reloads: Arc::clone(&reloads),
                         reloader,
+                        started_unix: std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0.0, |d| d.as_secs_f64()),
                     },
                     admin_token,
                     shutdown_rx,

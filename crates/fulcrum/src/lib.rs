@@ -9,6 +9,7 @@ pub mod discovery;
 pub mod ha;
 pub mod health;
 pub mod lab;
+pub mod metrics;
 pub mod pool;
 pub mod proxy;
 pub mod register;

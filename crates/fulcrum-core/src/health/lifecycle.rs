@@ -154,6 +154,8 @@ pub(super) struct Lifecycle {
     pub ejected_until: Option<Duration>,
     /// The last time live traffic to this backend succeeded.
     pub last_live_success: Option<Duration>,
+    /// When it last came back into rotation after an ejection (to count flaps).
+    pub recovered_at: Option<Duration>,
     /// The backend should be out of rotation, but the ejection cap keeps it in.
     pub suppressed: bool,
     /// Readiness timeouts forgiven because live traffic was succeeding.
@@ -176,6 +178,7 @@ impl Lifecycle {
             multiplier_since: now,
             ejected_until: None,
             last_live_success: None,
+            recovered_at: None,
             suppressed: false,
             slow_checks: 0,
         }

@@ -10,7 +10,9 @@ mod lifecycle;
 mod pool;
 
 pub use lifecycle::{BackendId, BackendState, Cause, ProbeOutcome};
-pub use pool::{BackendView, HealthRules, OutlierRules, PoolHealth, Transition};
+pub use pool::{
+    BackendView, HealthCounters, HealthRules, OutlierRules, PoolHealth, Transition, FLAP_WINDOW,
+};
 
 use crate::config::{defaults, Pool};
 

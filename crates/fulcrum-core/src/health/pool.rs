@@ -79,6 +79,37 @@ pub enum Transition {
     },
 }
 
+/// A backend ejected again this soon after it came back into rotation has *flapped*: the
+/// check, or the backend, is unstable.
+pub const FLAP_WINDOW: Duration = Duration::from_secs(300);
+
+/// What the pool's checks have done since it was created, for the metrics: how accurate
+/// the health checks are, and how deployments went. Counters only ever rise.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HealthCounters {
+    /// Ejections after readiness failed and the weight decayed to 0.
+    pub ejected_readiness: u64,
+    /// Ejections at once after liveness failed.
+    pub ejected_liveness: u64,
+    /// Timed ejections by outlier detection.
+    pub ejected_outlier: u64,
+    /// Ejections the cap did not allow (once per backend and episode).
+    pub suppressed: u64,
+    /// Times the pool entered panic mode.
+    pub panics: u64,
+    /// Backends ejected again within [`FLAP_WINDOW`] of coming back.
+    pub flaps: u64,
+    /// Readiness timeouts not counted as failures because live traffic was succeeding.
+    pub slow_checks: u64,
+    /// Failing backends that recovered while their weight decayed, before they were
+    /// ejected: a false positive the decay corrected.
+    pub false_positives: u64,
+    /// Drains started (admin, discovery, reload).
+    pub drains: u64,
+    /// Backends that entered slow start.
+    pub slow_starts: u64,
+}
+
 /// What the admin API shows about one backend.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BackendView {
@@ -100,7 +131,7 @@ pub struct PoolHealth {
     backends: Vec<Lifecycle>,
     next_id: u64,
     panic: bool,
-    suppressed_ejections: u64,
+    counters: HealthCounters,
     events: Vec<Transition>,
 }
 
@@ -113,7 +144,7 @@ impl PoolHealth {
             backends: Vec::with_capacity(n),
             next_id: 0,
             panic: false,
-            suppressed_ejections: 0,
+            counters: HealthCounters::default(),
             events: Vec::new(),
         };
         for _ in 0..n {
@@ -171,7 +202,12 @@ impl PoolHealth {
     }
 
     pub fn suppressed_ejections(&self) -> u64 {
-        self.suppressed_ejections
+        self.counters.suppressed
+    }
+
+    /// What the checks have done since the pool was created.
+    pub fn counters(&self) -> &HealthCounters {
+        &self.counters
     }
 
     /// Everything that happened since the last call, in order.
@@ -269,6 +305,7 @@ impl PoolHealth {
                 if serving {
                     // A busy server is not a sick one.
                     b.slow_checks += 1;
+                    self.counters.slow_checks += 1;
                     return;
                 }
                 false
@@ -545,12 +582,49 @@ impl PoolHealth {
         b.ramp_from = ramp_from;
         b.suppressed = false;
         if from != to {
+            let backend = b.id;
+            self.count_transition(i, now, from, to, cause);
             self.events.push(Transition::State {
-                backend: b.id,
+                backend,
                 from,
                 to,
                 cause,
             });
+        }
+    }
+
+    /// Counts what a state change of backend `i` says about the checks and deployments.
+    fn count_transition(
+        &mut self,
+        i: usize,
+        now: Duration,
+        from: BackendState,
+        to: BackendState,
+        cause: Cause,
+    ) {
+        let out = |s: BackendState| matches!(s, BackendState::Ejected | BackendState::Dead);
+        let b = &mut self.backends[i];
+        let c = &mut self.counters;
+        match to {
+            BackendState::Ejected if cause == Cause::Outlier => c.ejected_outlier += 1,
+            BackendState::Ejected => c.ejected_readiness += 1,
+            BackendState::Dead => c.ejected_liveness += 1,
+            BackendState::Draining => c.drains += 1,
+            BackendState::Warming => c.slow_starts += 1,
+            _ => {}
+        }
+        if out(to)
+            && b.recovered_at
+                .is_some_and(|t| now.saturating_sub(t) < FLAP_WINDOW)
+        {
+            c.flaps += 1;
+        }
+        let back = matches!(to, BackendState::Warming | BackendState::Active);
+        if back && from == BackendState::Failing {
+            c.false_positives += 1;
+        }
+        if back && out(from) {
+            b.recovered_at = Some(now);
         }
     }
 
@@ -576,7 +650,7 @@ impl PoolHealth {
             let b = &mut self.backends[i];
             if !b.suppressed {
                 b.suppressed = true;
-                self.suppressed_ejections += 1;
+                self.counters.suppressed += 1;
                 self.events.push(Transition::Suppressed {
                     backend: b.id,
                     wanted: to,
@@ -606,6 +680,9 @@ impl PoolHealth {
         let panic = threshold > 0 && of > 0 && failing * 100 >= threshold * of;
         if panic != self.panic {
             self.panic = panic;
+            if panic {
+                self.counters.panics += 1;
+            }
             self.events.push(Transition::Panic {
                 entered: panic,
                 failing,

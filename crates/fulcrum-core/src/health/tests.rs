@@ -455,3 +455,69 @@ fn new_rules_keep_every_backends_state_and_ejection_history_and_apply_from_the_n
     pool.tick(s(31 + 60));
     assert_eq!(state(&pool, BackendId(4)), BackendState::Warming);
 }
+
+#[test]
+fn counters_tell_ejections_by_reason_false_positives_and_slow_starts_apart() {
+    let mut pool = PoolHealth::new(rules(), 10, s(0));
+    // Backend 0: readiness fails, decays, is ejected.
+    fail_readiness(&mut pool, BackendId(0), s(0));
+    pool.tick(s(31));
+    // Backend 1: readiness fails, then recovers during the decay: a false positive.
+    fail_readiness(&mut pool, BackendId(1), s(40));
+    pool.readiness(BackendId(1), s(45), ProbeOutcome::Pass);
+    pool.readiness(BackendId(1), s(45), ProbeOutcome::Pass);
+    let c = pool.counters().clone();
+    assert_eq!(c.ejected_readiness, 1);
+    assert_eq!(c.false_positives, 1);
+    assert_eq!(c.slow_starts, 1, "the false positive warms up again");
+    assert_eq!((c.ejected_liveness, c.ejected_outlier, c.flaps), (0, 0, 0));
+    // Backend 2: liveness fails; a slow readiness check while live traffic succeeds.
+    fail_liveness(&mut pool, BackendId(2), s(50));
+    pool.live_outcome(BackendId(3), s(50), true);
+    pool.readiness(BackendId(3), s(51), ProbeOutcome::Timeout);
+    let c = pool.counters();
+    assert_eq!(c.ejected_liveness, 1);
+    assert_eq!(c.slow_checks, 1);
+    assert_eq!(c.drains, 0);
+    assert_eq!(c.panics, 0);
+}
+
+#[test]
+fn a_backend_ejected_again_soon_after_it_came_back_is_a_flap() {
+    let mut pool = PoolHealth::new(rules(), 10, s(0));
+    let back_after_liveness = |pool: &mut PoolHealth, at: u64| {
+        fail_liveness(pool, BackendId(4), s(at));
+        pool.liveness(BackendId(4), s(at + 1), true);
+        pool.liveness(BackendId(4), s(at + 2), true);
+    };
+    back_after_liveness(&mut pool, 0);
+    assert_eq!(state(&pool, BackendId(4)), BackendState::Warming);
+    assert_eq!(pool.counters().flaps, 0, "the first ejection is not a flap");
+    // Out again 100 s after coming back: within the window.
+    back_after_liveness(&mut pool, 102);
+    assert_eq!(pool.counters().flaps, 1);
+    // Out again more than FLAP_WINDOW after coming back (at 104 s): not a flap.
+    fail_liveness(&mut pool, BackendId(4), s(104) + FLAP_WINDOW);
+    assert_eq!(pool.counters().flaps, 1);
+    assert_eq!(pool.counters().ejected_liveness, 3);
+}
+
+#[test]
+fn drains_and_panics_are_counted_once_each() {
+    let mut pool = PoolHealth::new(rules(), 4, s(0));
+    pool.drain(BackendId(0), s(1), Cause::Admin);
+    pool.drain(BackendId(0), s(2), Cause::Admin);
+    assert_eq!(pool.counters().drains, 1, "draining twice is one drain");
+    for i in (1..4).map(BackendId) {
+        fail_readiness(&mut pool, i, s(3));
+    }
+    pool.tick(s(3));
+    pool.tick(s(4));
+    assert!(pool.panic(), "{:?}", pool.take_transitions());
+    assert_eq!(pool.counters().panics, 1);
+    // The decay ends: the cap (1 of 4) lets one ejection through and holds two back.
+    pool.tick(s(40));
+    assert_eq!(pool.counters().ejected_readiness, 1);
+    assert_eq!(pool.counters().suppressed, 2);
+    assert_eq!(pool.counters().panics, 1, "still the same panic");
+}

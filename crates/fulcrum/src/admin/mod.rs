@@ -21,6 +21,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::ha::HaShared;
+use crate::metrics::collect::Sources;
 use crate::pool::Pools;
 use crate::reload::{ReloadRecord, Reloader};
 use crate::views::ListenerViews;
@@ -36,6 +37,21 @@ pub struct AdminState {
     pub reloads: Arc<ReloadRecord>,
     /// Asks the owner of the running app to reload (`POST /api/reload`).
     pub reloader: Reloader,
+    /// When the process started (Unix seconds), for the metrics.
+    pub started_unix: f64,
+}
+
+impl AdminState {
+    /// What `/metrics` reads.
+    pub fn metrics_sources(&self) -> Sources {
+        Sources {
+            pools: Arc::clone(&self.pools),
+            listeners: Arc::clone(&self.listeners),
+            ha: self.ha.clone(),
+            reloads: Arc::clone(&self.reloads),
+            started_unix: self.started_unix,
+        }
+    }
 }
 
 /// At shutdown, how long an open connection may take to deliver a request it already sent.
@@ -155,7 +171,11 @@ async fn handle(
     // HEAD is answered as GET would be, without the body (its length is kept).
     let head = parts.method == Method::HEAD;
     let method = if head { Method::GET } else { parts.method };
-    let response = routes::route(state, &method, &path, &body);
+    let accept = parts
+        .headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok());
+    let response = routes::route(state, &method, &path, &body, accept);
     if !head {
         return response;
     }

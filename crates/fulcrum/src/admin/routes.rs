@@ -4,6 +4,7 @@
 //! | --- | --- |
 //! | `GET /` | the endpoints, as this table |
 //! | `GET /healthz` | `ok` while fulcrum runs and serves; 503 `standby` on an HA standby |
+//! | `GET /metrics` | Prometheus metrics (text 0.0.4, or OpenMetrics when `Accept` asks) |
 //! | `GET /api/ha` | HA role, leader, epoch, last renewal, peers, failover history |
 //! | `GET /api/pools` | every pool with its backends |
 //! | `GET /api/reload` | reloads applied and refused, the last one, the upgrade generation |
@@ -31,6 +32,8 @@ use serde::Deserialize;
 
 use super::AdminState;
 use super::{error, json, text};
+use crate::metrics::collect;
+use crate::metrics::exposition::Format;
 use crate::pool::{AdminError, Pool, Pools};
 
 #[derive(Deserialize)]
@@ -40,11 +43,13 @@ struct NewBackend {
     weight: Option<u32>,
 }
 
+/// `accept`: the request's `Accept` header (the metrics' format).
 pub fn route(
     state: &AdminState,
     method: &Method,
     path: &str,
     body: &Bytes,
+    accept: Option<&str>,
 ) -> Response<Full<Bytes>> {
     let pools: &Pools = &state.pools;
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
@@ -54,6 +59,7 @@ pub fn route(
             Some(ha) if !ha.serving() => text(StatusCode::SERVICE_UNAVAILABLE, "standby\n"),
             _ => text(StatusCode::OK, "ok\n"),
         },
+        (&Method::GET, ["metrics"]) => metrics(state, accept),
         (&Method::GET, ["api", "ha"]) => match &state.ha {
             Some(ha) => json(StatusCode::OK, &ha.status()),
             None => error(
@@ -172,6 +178,8 @@ fn allowed(segments: &[&str]) -> Option<&'static str> {
     match segments {
         [""]
         | ["healthz"]
+        | ["metrics"]
+        | ["api", "listeners"]
         | ["api", "ha"]
         | ["api", "tls"]
         | ["api", "pools"]
@@ -189,6 +197,7 @@ fn allowed(segments: &[&str]) -> Option<&'static str> {
 fn endpoints() -> serde_json::Value {
     serde_json::json!({ "endpoints": [
         { "method": "GET", "path": "/healthz", "does": "ok while serving; 503 standby on an HA standby (no token needed)" },
+        { "method": "GET", "path": "/metrics", "does": "Prometheus metrics: text format 0.0.4, or OpenMetrics when Accept asks for it" },
         { "method": "GET", "path": "/api/ha", "does": "HA role, leader, epoch, peers, failovers" },
         { "method": "GET", "path": "/api/listeners", "does": "every listener with its client connections by protocol (http1, http2, tcp)" },
         { "method": "GET", "path": "/api/pools", "does": "every pool with its backends" },
@@ -203,6 +212,25 @@ fn endpoints() -> serde_json::Value {
         { "method": "POST", "path": "/api/pools/{pool}/backends/{addr}/disable", "does": "out of rotation until enabled" },
         { "method": "DELETE", "path": "/api/pools/{pool}/backends/{addr}", "does": "drain, then remove" },
     ]})
+}
+
+/// `GET /metrics`, in the format the scraper accepts.
+fn metrics(state: &AdminState, accept: Option<&str>) -> Response<Full<Bytes>> {
+    let format = Format::negotiate(accept);
+    match collect::render(&state.metrics_sources(), format) {
+        Ok(body) => {
+            let mut response = Response::new(Full::new(Bytes::from(body)));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(format.content_type()),
+            );
+            response
+        }
+        Err(_) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the metrics could not be encoded",
+        ),
+    }
 }
 
 fn with_pool(

@@ -29,6 +29,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::pool::Clock;
 use hooks::HookEnv;
+pub use status::HaMetrics;
 use store::{Claim, StoreCommand, StoreEvent, StoreLink};
 pub use succession::{HandedHa, Handover, Inherit};
 use vip::VirtualIp;
@@ -38,6 +39,7 @@ use vip::VirtualIp;
 pub struct HaShared {
     serving: AtomicBool,
     status: Mutex<Value>,
+    metrics: Mutex<HaMetrics>,
     /// To the HA loop; taken by the first resignation or freeze (there is no second).
     control: Mutex<Option<mpsc::Sender<Control>>>,
 }
@@ -52,10 +54,11 @@ enum Control {
 }
 
 impl HaShared {
-    fn new(serving: bool, status: Value) -> Self {
+    fn new(serving: bool, status: Value, metrics: HaMetrics) -> Self {
         Self {
             serving: AtomicBool::new(serving),
             status: Mutex::new(status),
+            metrics: Mutex::new(metrics),
             control: Mutex::new(None),
         }
     }
@@ -67,6 +70,15 @@ impl HaShared {
 
     pub fn status(&self) -> Value {
         self.status.lock().map(|s| s.clone()).unwrap_or(Value::Null)
+    }
+
+    /// What the metrics show: role, epoch, promotions, failover durations.
+    pub fn metrics(&self) -> HaMetrics {
+        self.metrics_mut().clone()
+    }
+
+    fn metrics_mut(&self) -> std::sync::MutexGuard<'_, HaMetrics> {
+        self.metrics.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn publish(&self, serving: bool, status: Value) {
@@ -120,6 +132,7 @@ pub fn start(
             let shared = HaShared::new(
                 true,
                 json!({ "mode": "active_active", "node": config.node, "role": "active" }),
+                HaMetrics::new("active_active", true),
             );
             return Ok(Started {
                 shared: Arc::new(shared),
@@ -176,7 +189,11 @@ pub fn start(
         Some(_) => json!({ "mode": "active_passive", "node": config.node, "role": "taking_over" }),
         None => Value::Null,
     };
-    let shared = Arc::new(HaShared::new(false, status));
+    let shared = Arc::new(HaShared::new(
+        false,
+        status,
+        HaMetrics::new("active_passive", false),
+    ));
     let (control_tx, control_rx) = mpsc::channel(1);
     if let Ok(mut slot) = shared.control.lock() {
         *slot = Some(control_tx);

@@ -1,11 +1,66 @@
 //! What `GET /api/ha` shows: the HA loop's view of the role, the store and the peers,
-//! published after every event for the admin API and `/healthz`.
+//! published after every event for the admin API, `/healthz` and the metrics.
 
 use std::time::Duration;
 
+use fulcrum_core::ha::Node;
 use serde_json::{json, Value};
 
 use super::HaLoop;
+use crate::metrics::cell::{HistogramSum, FAILOVER};
+
+/// What the metrics show of HA.
+#[derive(Debug, Clone)]
+pub struct HaMetrics {
+    /// `active_passive` or `active_active`.
+    pub mode: &'static str,
+    /// standby, elected, active or resigning (active in active-active mode).
+    pub role: &'static str,
+    pub serving: bool,
+    pub epoch: u64,
+    pub promotions: u64,
+    pub demotions: u64,
+    /// Times the store became unreachable for every instance and the role was held.
+    pub holds: u64,
+    pub holding: bool,
+    /// This instance's takeovers: from the active's last sign of life to serving.
+    pub failovers: HistogramSum,
+}
+
+impl HaMetrics {
+    pub fn new(mode: &'static str, serving: bool) -> Self {
+        Self {
+            mode,
+            role: if serving { "active" } else { "standby" },
+            serving,
+            epoch: 0,
+            promotions: 0,
+            demotions: 0,
+            holds: 0,
+            holding: false,
+            failovers: HistogramSum::empty(FAILOVER),
+        }
+    }
+
+    /// Brings the figures up to date with `node` after an event.
+    fn update(&mut self, node: &Node) {
+        if node.promotions() > self.promotions {
+            if let Some(took) = node.history().last().and_then(|t| t.failover) {
+                self.failovers.observe(took);
+            }
+        }
+        let holding = node.hold().is_some();
+        if holding && !self.holding {
+            self.holds += 1;
+        }
+        self.holding = holding;
+        self.role = node.role().name();
+        self.serving = node.serving();
+        self.epoch = node.epoch();
+        self.promotions = node.promotions();
+        self.demotions = node.demotions();
+    }
+}
 
 impl HaLoop {
     pub(super) fn publish(&self) {
@@ -65,6 +120,7 @@ impl HaLoop {
             "peers": peers,
             "history": history,
         });
+        self.shared.metrics_mut().update(node);
         self.shared.publish(node.serving(), status);
     }
 }

@@ -13,7 +13,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-pub use control::{AdminError, BackendStatus, Pool, PoolStatus};
+pub use control::{
+    AdminError, BackendStatus, DiscoveryStatus, DrainCounters, Pool, PoolCounters, PoolStatus,
+};
 pub use snapshot::{random_u64, LiveBackend, PoolSnapshot, Tried};
 pub use stats::{BackendStats, InFlight};
 

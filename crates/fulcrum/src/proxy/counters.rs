@@ -1,10 +1,14 @@
-//! What each listener has served, by protocol, for the admin API: shared by the listener's
-//! workers (relaxed atomics, counted once per connection, never per request).
+//! What each listener has served, by protocol, for the admin API and the metrics: shared by
+//! the listener's workers (relaxed atomics, counted once per connection, never per request),
+//! with the per-worker request series the metrics add up.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use serde::Serialize;
+
+use crate::metrics::series::ListenerSeries;
 
 #[derive(Debug)]
 pub struct ListenerStats {
@@ -17,6 +21,20 @@ pub struct ListenerStats {
     pub http2: AtomicU64,
     /// TCP or TLS passthrough connections.
     pub tcp: AtomicU64,
+    /// Client connections open now.
+    open: AtomicU64,
+    /// Requests and connections by pool, one shard per worker.
+    pub series: ListenerSeries,
+}
+
+/// Counts a client connection as open until dropped.
+#[derive(Debug)]
+pub struct OpenConnection(Arc<ListenerStats>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// What `GET /api/listeners` shows of one listener.
@@ -36,7 +54,8 @@ pub struct ConnectionCounts {
 }
 
 impl ListenerStats {
-    pub fn new(name: &str, protocol: &'static str, bind: SocketAddr) -> Self {
+    /// `workers`: how many worker threads serve the listener (one series shard each).
+    pub fn new(name: &str, protocol: &'static str, bind: SocketAddr, workers: usize) -> Self {
         Self {
             name: name.to_string(),
             protocol,
@@ -44,7 +63,19 @@ impl ListenerStats {
             http1: AtomicU64::new(0),
             http2: AtomicU64::new(0),
             tcp: AtomicU64::new(0),
+            open: AtomicU64::new(0),
+            series: ListenerSeries::new(workers),
         }
+    }
+
+    /// A client connection was accepted.
+    pub fn opened(self: &Arc<Self>) -> OpenConnection {
+        self.open.fetch_add(1, Ordering::Relaxed);
+        OpenConnection(Arc::clone(self))
+    }
+
+    pub fn open_connections(&self) -> u64 {
+        self.open.load(Ordering::Relaxed)
     }
 
     pub fn count(counter: &AtomicU64) {

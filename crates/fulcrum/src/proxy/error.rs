@@ -24,6 +24,34 @@ pub enum ProxyError {
     UpstreamTimeout,
 }
 
+/// Whose fault a failed request was: the metric label of fulcrum's own error answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorSide {
+    /// The client sent something malformed, too large or too slowly (4xx).
+    Client,
+    /// A backend could not be reached, broke the exchange or did not answer in time (502,
+    /// 504).
+    Upstream,
+    /// The pool had no backend to pick (503).
+    NoneAvailable,
+}
+
+impl ErrorSide {
+    pub const ALL: [ErrorSide; 3] = [
+        ErrorSide::Client,
+        ErrorSide::Upstream,
+        ErrorSide::NoneAvailable,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            ErrorSide::Client => "client",
+            ErrorSide::Upstream => "upstream",
+            ErrorSide::NoneAvailable => "none_available",
+        }
+    }
+}
+
 impl std::fmt::Display for ProxyError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} {}", self.status(), self.message().trim_end())
@@ -40,6 +68,20 @@ impl ProxyError {
             ProxyError::NoBackend => 503,
             ProxyError::ConnectFailed | ProxyError::UpstreamFailed => 502,
             ProxyError::UpstreamTimeout => 504,
+        }
+    }
+
+    pub fn side(self) -> ErrorSide {
+        match self {
+            ProxyError::BadRequest(_)
+            | ProxyError::RequestLineTooLong
+            | ProxyError::HeadTooLarge
+            | ProxyError::HeaderTimeout
+            | ProxyError::ClientBodyTimeout => ErrorSide::Client,
+            ProxyError::NoBackend => ErrorSide::NoneAvailable,
+            ProxyError::ConnectFailed
+            | ProxyError::UpstreamFailed
+            | ProxyError::UpstreamTimeout => ErrorSide::Upstream,
         }
     }
 

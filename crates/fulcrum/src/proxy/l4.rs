@@ -14,10 +14,13 @@ use tokio::time::Instant;
 use fulcrum_core::config::Algorithm;
 
 use super::client_io::ClientIo;
+use super::error::ErrorSide;
 use super::h1::relay::poll_once;
 use super::hash_key;
 use super::upstream;
 use super::upstream_io::Upstream;
+use crate::metrics::cell::OwnedCounter;
+use crate::metrics::series::TcpShard;
 use crate::pool::{InFlight, Pool, Tried};
 use crate::tls::upstream::BackendTls;
 
@@ -35,6 +38,8 @@ pub struct TcpContext {
     pub idle_timeout: Duration,
     /// TLS to the pool's backends, when it speaks TLS.
     pub backend_tls: Option<Arc<BackendTls>>,
+    /// This worker's counters for the listener and the pool.
+    pub metrics: Arc<TcpShard>,
 }
 
 /// Proxies `client` to a backend of the pool; `prefix` (bytes already read from the client,
@@ -52,22 +57,29 @@ pub async fn serve<S: ClientIo>(
         .hash_key
         .as_ref()
         .map(|_| hash_key::ip_key(peer.ip()));
-    let Some((mut upstream, in_flight)) =
-        connect_any(&ctx.pool, ctx.backend_tls.as_deref(), key).await
-    else {
-        // Nothing to tell a TCP client: closing is the only answer.
-        return;
-    };
+    ctx.metrics.connections.inc();
+    let opened = Instant::now();
+    let (mut upstream, in_flight) =
+        match connect_any(&ctx.pool, ctx.backend_tls.as_deref(), key).await {
+            Ok(connected) => connected,
+            Err(side) => {
+                // Nothing to tell a TCP client: closing is the only answer.
+                ctx.metrics.refused(side);
+                ctx.metrics.ended(opened.elapsed());
+                return;
+            }
+        };
     if !prefix.is_empty() {
         if let Err(e) = upstream.write_all(prefix).await {
             tracing::debug!(listener = %ctx.listener, error = %e, "backend closed before taking the first bytes");
             return;
         }
+        ctx.metrics.received.add(prefix.len() as u64);
     }
     let started = Instant::now();
     let aborted = in_flight.stats().aborted();
     tokio::select! {
-        result = splice(&mut client, &mut upstream, ctx.idle_timeout) => match result {
+        result = splice(&mut client, &mut upstream, ctx.idle_timeout, &ctx.metrics) => match result {
             Ok(Splice::Finished) => {}
             Ok(Splice::Idle) => {
                 tracing::debug!(listener = %ctx.listener, "closing idle TCP connection");
@@ -82,14 +94,16 @@ pub async fn serve<S: ClientIo>(
     }
     in_flight.stats().latency.record(started.elapsed());
     drop(in_flight);
+    ctx.metrics.ended(opened.elapsed());
 }
 
 /// Connects to a picked backend, trying others (up to the pool's attempts) when it fails.
+/// `Err`: whose fault it is that the client gets no backend.
 async fn connect_any(
     pool: &Pool,
     tls: Option<&BackendTls>,
     key: Option<u64>,
-) -> Option<(Upstream, InFlight)> {
+) -> Result<(Upstream, InFlight), ErrorSide> {
     let snapshot = pool.snapshot_owned();
     let mut tried = Tried::default();
     for _ in 0..pool.settings().connect_attempts {
@@ -113,7 +127,7 @@ async fn connect_any(
                         .ewma
                         .observe(pool.clock().now(), started.elapsed());
                 }
-                return Some((stream, in_flight));
+                return Ok((stream, in_flight));
             }
             Err(e) => {
                 backend.stats.record_failure();
@@ -126,7 +140,11 @@ async fn connect_any(
     if let Some(more) = pool.unreachable_warnings.pass(pool.clock().now()) {
         tracing::warn!(pool = %pool.name, more_since_last = more, "no backend could be reached; closing the client connection");
     }
-    None
+    Err(if tried.is_empty() {
+        ErrorSide::NoneAvailable
+    } else {
+        ErrorSide::Upstream
+    })
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -135,14 +153,19 @@ enum Splice {
     Idle,
 }
 
-async fn splice<S: ClientIo>(a: &mut S, b: &mut Upstream, idle: Duration) -> io::Result<Splice> {
+async fn splice<S: ClientIo>(
+    a: &mut S,
+    b: &mut Upstream,
+    idle: Duration,
+    metrics: &TcpShard,
+) -> io::Result<Splice> {
     let last_activity = Cell::new(Instant::now());
     let (mut a_read, mut a_write) = a.halves();
     let (mut b_read, mut b_write) = b.halves();
     let both = async {
         tokio::try_join!(
-            copy_half(&mut a_read, &mut b_write, &last_activity),
-            copy_half(&mut b_read, &mut a_write, &last_activity),
+            copy_half(&mut a_read, &mut b_write, &last_activity, &metrics.received),
+            copy_half(&mut b_read, &mut a_write, &last_activity, &metrics.sent),
         )
     };
     let watchdog = async {
@@ -160,8 +183,14 @@ async fn splice<S: ClientIo>(a: &mut S, b: &mut Upstream, idle: Duration) -> io:
     }
 }
 
-/// Copies one direction until end of stream, then half-closes the other side's write end.
-async fn copy_half<R, W>(from: &mut R, to: &mut W, last_activity: &Cell<Instant>) -> io::Result<()>
+/// Copies one direction until end of stream, then half-closes the other side's write end;
+/// each write is added to `copied`.
+async fn copy_half<R, W>(
+    from: &mut R,
+    to: &mut W,
+    last_activity: &Cell<Instant>,
+    copied: &OwnedCounter,
+) -> io::Result<()>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -186,6 +215,7 @@ where
             return Ok(());
         }
         to.write_all(&buffer.space()[..n]).await?;
+        copied.add(n as u64);
         last_activity.set(Instant::now());
         buffer.filled(n);
     }

@@ -60,6 +60,8 @@ pub struct WorkerListener {
 /// What every listener of one worker shares.
 #[derive(Debug)]
 pub struct WorkerShared {
+    /// The worker's id (0 …): which shard of each series it writes.
+    pub worker: usize,
     pub connections: Rc<ConnTracker>,
     pub upstreams: Rc<UpstreamPool>,
     pub h2_upstreams: Rc<H2Upstreams>,
@@ -86,6 +88,7 @@ pub fn service_for(
             pool: Arc::clone(pool),
             idle_timeout: l.config.idle_timeout,
             backend_tls: l.backend_tls.get(&pool.name).cloned(),
+            metrics: l.stats.series.tcp(&pool.name, shared.worker),
         })
     };
     match (&l.config.protocol, &l.pool) {
@@ -100,6 +103,7 @@ pub fn service_for(
             backend_tls: l.backend_tls.get(&pool.name).cloned(),
             stats: Arc::clone(&l.stats),
             h2_upstreams: Rc::clone(&shared.h2_upstreams),
+            metrics: l.stats.series.http(&pool.name, shared.worker),
         }))),
         (ListenerProtocol::Tcp, Some(pool)) => Some(Service::Tcp(tcp(pool))),
         (ListenerProtocol::TlsPassthrough(routes), default) => {
@@ -145,7 +149,7 @@ pub async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
-        let guard = connections.open();
+        let guard = (connections.open(), stats.opened());
         if !matches!(service, Service::Http(_)) {
             // HTTP connections are counted by the protocol they turn out to speak.
             ListenerStats::count(&stats.tcp);

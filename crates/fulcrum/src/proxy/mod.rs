@@ -9,6 +9,7 @@ pub mod hash_key;
 pub mod headers;
 pub mod l4;
 pub mod listener;
+pub mod marks;
 pub mod passthrough;
 pub mod pipeline;
 pub mod prefixed;

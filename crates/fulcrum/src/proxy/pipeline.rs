@@ -14,6 +14,7 @@ use tokio::time::Instant;
 
 use crate::pool::{InFlight, LiveBackend, Pool, Tried};
 use crate::proxy::error::ProxyError;
+use crate::proxy::marks::Marks;
 
 /// What the pipeline needs to know about a request, from whichever codec parsed it.
 #[derive(Debug, Clone, Copy)]
@@ -129,10 +130,17 @@ pub async fn forward<E: Exchange>(
     })
 }
 
-/// A response head arrived from `backend`: feeds the time to it to p2c_ewma, and says whether
-/// its status counts as a backend failure (the outcome is recorded once the body has been
-/// relayed, with [`record_outcome`]).
-pub fn observe_head(pool: &Pool, backend: &LiveBackend, status: u16, picked: Instant) -> bool {
+/// A response head arrived from `backend`: marks the request answered, feeds the time to it
+/// to p2c_ewma, and says whether its status counts as a backend failure (the outcome is
+/// recorded once the body has been relayed, with [`record_outcome`]).
+pub fn observe_head(
+    pool: &Pool,
+    backend: &LiveBackend,
+    marks: &Marks,
+    status: u16,
+    picked: Instant,
+) -> bool {
+    marks.answered_now(status);
     let settings = pool.settings();
     if settings.algorithm == Algorithm::P2cEwma {
         backend

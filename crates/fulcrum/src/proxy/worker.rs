@@ -103,12 +103,13 @@ pub fn spawn(
             let local = LocalSet::new();
             local.block_on(
                 &runtime,
-                run(listeners, commands, shutdown, handed_over, grace),
+                run(id, listeners, commands, shutdown, handed_over, grace),
             );
         })
 }
 
 async fn run(
+    worker: usize,
     listeners: Vec<WorkerListener>,
     mut commands: mpsc::UnboundedReceiver<Command>,
     mut shutdown: watch::Receiver<bool>,
@@ -116,6 +117,7 @@ async fn run(
     grace: Duration,
 ) {
     let shared = WorkerShared {
+        worker,
         connections: Rc::new(ConnTracker::default()),
         upstreams: Rc::new(UpstreamPool::default()),
         h2_upstreams: Rc::new(H2Upstreams::default()),

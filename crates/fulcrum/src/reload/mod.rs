@@ -23,7 +23,7 @@
 pub mod command;
 mod record;
 
-pub use record::{Outcome, ReloadRecord, ReloadRequest, Reloader, Trigger};
+pub use record::{Outcome, ReloadFigures, ReloadRecord, ReloadRequest, Reloader, Trigger};
 
 use std::collections::HashMap;
 use std::fmt;
@@ -177,8 +177,14 @@ impl RunningApp {
                 }
                 _ => None,
             };
-            let stats = kept_stats
-                .unwrap_or_else(|| Arc::new(ListenerStats::new(&l.name, l.protocol.name(), addr)));
+            let stats = kept_stats.unwrap_or_else(|| {
+                Arc::new(ListenerStats::new(
+                    &l.name,
+                    l.protocol.name(),
+                    addr,
+                    workers,
+                ))
+            });
             addrs.insert(l.name.clone(), (addr, Arc::clone(&stats)));
             let per_worker = sockets
                 .into_iter()

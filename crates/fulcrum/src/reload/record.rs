@@ -71,7 +71,17 @@ struct Last {
 struct Counts {
     ok: u64,
     failed: u64,
+    last_success_unix: f64,
     last: Option<Last>,
+}
+
+/// The reload figures the metrics show.
+#[derive(Debug, Clone, Copy)]
+pub struct ReloadFigures {
+    pub ok: u64,
+    pub failed: u64,
+    pub last_success_unix: f64,
+    pub generation: u64,
 }
 
 /// The reload counters, shared by `fulcrum run`'s main thread and the admin API.
@@ -92,18 +102,32 @@ impl ReloadRecord {
 
     pub fn record(&self, trigger: Trigger, outcome: &Outcome) {
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
         if outcome.applied {
             counts.ok += 1;
+            counts.last_success_unix = at;
         } else {
             counts.failed += 1;
         }
         counts.last = Some(Last {
-            at: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0.0, |d| d.as_secs_f64()),
+            at,
             trigger,
             outcome: outcome.clone(),
         });
+    }
+
+    /// For the metrics: reloads applied, refused, when the last applied one was (Unix
+    /// seconds, 0 before any), and the upgrade generation.
+    pub fn figures(&self) -> ReloadFigures {
+        let counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        ReloadFigures {
+            ok: counts.ok,
+            failed: counts.failed,
+            last_success_unix: counts.last_success_unix,
+            generation: self.generation,
+        }
     }
 
     /// `GET /api/reload`.

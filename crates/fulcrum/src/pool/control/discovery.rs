@@ -25,6 +25,8 @@ pub(super) struct DiscoveryState {
     pub revision: i64,
     pub disconnected_since: Option<std::time::Instant>,
     pub discovered: usize,
+    /// Full lists or watch events applied.
+    pub updates: u64,
     pub malformed: u64,
     /// Removals the blast-radius cap held back.
     pub held: u64,
@@ -41,6 +43,7 @@ impl Pool {
             state.revision = revision;
             state.disconnected_since = None;
             state.discovered = found.len();
+            state.updates += 1;
             state.last_error = None;
         }
         let mut all = self.settings().backends.clone();

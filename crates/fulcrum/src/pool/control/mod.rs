@@ -32,7 +32,7 @@ use fulcrum_core::config;
 use fulcrum_core::health::{self, BackendId, PoolHealth};
 use fulcrum_core::warn_gate::WarnGate;
 
-pub use status::{AdminError, BackendStatus, PoolStatus};
+pub use status::{AdminError, BackendStatus, DiscoveryStatus, PoolCounters, PoolStatus};
 
 use super::snapshot::PoolSnapshot;
 use super::stats::BackendStats;
@@ -131,6 +131,16 @@ struct Control {
     last_rotation: Duration,
     /// When discovery removed backends recently (for the blast-radius window).
     discovery_removals: Vec<Duration>,
+    drains: DrainCounters,
+}
+
+/// How drains ended, for the metrics (the requests they cut are `drain_failures`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DrainCounters {
+    /// Drains that ended with nothing in flight.
+    pub completed: u64,
+    /// Drains whose timeout passed with requests or connections still open (closed then).
+    pub timed_out: u64,
 }
 
 impl Control {
@@ -190,6 +200,7 @@ impl Pool {
                 rotation: Rotation::default(),
                 last_rotation: now,
                 discovery_removals: Vec::new(),
+                drains: DrainCounters::default(),
             }),
             settings: ArcSwap::from_pointee(settings),
             clock,

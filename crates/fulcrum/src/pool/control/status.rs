@@ -4,10 +4,10 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 
 use fulcrum_core::config;
-use fulcrum_core::health::{BackendState, Cause};
+use fulcrum_core::health::{BackendState, Cause, HealthCounters};
 use serde::Serialize;
 
-use super::Pool;
+use super::{DrainCounters, Pool};
 
 /// Why an admin action on a pool was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,7 +27,25 @@ impl std::fmt::Display for AdminError {
     }
 }
 
+/// What a pool's checks and drains have done since it was created (the metrics).
+#[derive(Debug, Clone)]
+pub struct PoolCounters {
+    pub health: HealthCounters,
+    pub drains: DrainCounters,
+    /// Requests and connections closed by drain timeouts.
+    pub drain_cut: u64,
+}
+
 impl Pool {
+    pub fn counters(&self) -> PoolCounters {
+        let control = self.lock();
+        PoolCounters {
+            health: control.health.counters().clone(),
+            drains: control.drains,
+            drain_cut: self.drain_failures.load(Ordering::Relaxed),
+        }
+    }
+
     pub fn status(&self) -> PoolStatus {
         let now = self.clock.now();
         let control = self.lock();
@@ -44,6 +62,7 @@ impl Pool {
                     .disconnected_since
                     .map_or(0.0, |t| t.elapsed().as_secs_f64()),
                 discovered: state.discovered,
+                updates: state.updates,
                 malformed: state.malformed,
                 held: state.held,
                 last_error: state.last_error.clone(),
@@ -113,6 +132,8 @@ pub struct DiscoveryStatus {
     pub stale_seconds: f64,
     /// Backends currently registered in the store.
     pub discovered: usize,
+    /// Lists and changes from the store applied to the pool.
+    pub updates: u64,
     /// Registrations skipped because their value could not be read.
     pub malformed: u64,
     /// Removals held back by the blast-radius cap (counted once per backend and episode).

@@ -30,8 +30,10 @@ impl Pool {
                 if in_flight == 0 {
                     m.drain = None;
                     c.health.drained(m.id, now);
+                    c.drains.completed += 1;
                 } else if now >= drain.deadline {
                     self.drain_failures.fetch_add(in_flight, Ordering::Relaxed);
+                    c.drains.timed_out += 1;
                     tracing::warn!(
                         pool = %self.name,
                         backend = %m.addr,

@@ -66,6 +66,7 @@ pub async fn serve<S: ClientIo>(
             match ctx.idle.wait(stream.socket(), limit).await {
                 Woke::Close if first && !ctx.idle.is_stopped() => {
                     // Nothing at all within the header timeout of accept.
+                    ctx.metrics.refused(ProxyError::HeaderTimeout);
                     let answer = exchange::send_error(
                         &ctx,
                         &mut stream,
@@ -192,6 +193,7 @@ async fn serve_request<S: ClientIo>(
         Ok(None) => Next::Close,
         Err(error) => {
             tracing::debug!(%peer, %error, "bad request");
+            ctx.metrics.refused(error);
             // The head did not parse, so whether it was HEAD is unknown; the answer closes
             // the connection, so a body cannot be mistaken for a next response.
             exchange::send_error(ctx, stream, error, false, false).await;

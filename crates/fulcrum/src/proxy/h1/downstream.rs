@@ -23,6 +23,7 @@ use super::response::{self, BadResponse, ClientSide, HeadOut, ResponseHead};
 use crate::proxy::client_io::ClientIo;
 use crate::proxy::error::ProxyError;
 use crate::proxy::headers;
+use crate::proxy::marks::Marks;
 
 /// A client, as an exchange with an HTTP/1.1 backend sees it.
 #[allow(
@@ -44,9 +45,9 @@ pub trait Downstream {
     /// The head to send upstream.
     fn upstream_head(&self) -> &[u8];
 
-    /// The body's source, the bytes of it already read, and the response sink, apart: the
-    /// upload goes on while the response streams.
-    fn split(&mut self) -> (Self::Body<'_>, &mut ReadBuf, Self::Sink<'_>);
+    /// The body's source, the bytes of it already read, the response sink and the request's
+    /// marks, apart: the upload goes on while the response streams.
+    fn split(&mut self) -> (Self::Body<'_>, &mut ReadBuf, Self::Sink<'_>, &Marks);
 
     /// Answers with fulcrum's own response for `error`; returns whether the client
     /// connection stays open (only when `keep_alive` allows it).
@@ -147,7 +148,7 @@ impl<S: ClientIo> Downstream for Client<'_, S> {
         self.upstream_head
     }
 
-    fn split(&mut self) -> (Self::Body<'_>, &mut ReadBuf, Self::Sink<'_>) {
+    fn split(&mut self) -> (Self::Body<'_>, &mut ReadBuf, Self::Sink<'_>, &Marks) {
         let (read, write) = self.stream.halves();
         (
             read,
@@ -156,6 +157,7 @@ impl<S: ClientIo> Downstream for Client<'_, S> {
                 write,
                 chunked: false,
             },
+            &self.request.marks,
         )
     }
 

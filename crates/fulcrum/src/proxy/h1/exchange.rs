@@ -26,6 +26,7 @@ use super::head_end::HeadEnd;
 use super::idle::IdleRegistry;
 use super::relay::{self, RelayError, Timeouts};
 use super::response::{ClientSide, ResponseHead};
+use crate::metrics::series::HttpShard;
 use crate::pool::{LiveBackend, Pool};
 use crate::proxy::client_io::ClientIo;
 use crate::proxy::counters::ListenerStats;
@@ -60,6 +61,8 @@ pub struct HttpContext {
     pub stats: Arc<ListenerStats>,
     /// This worker's HTTP/2 connections to backends.
     pub h2_upstreams: Rc<H2Upstreams>,
+    /// This worker's counters for the listener and its pool.
+    pub metrics: Arc<HttpShard>,
 }
 
 /// How one exchange on one upstream connection ended.
@@ -150,10 +153,13 @@ pub async fn proxy<D: Downstream>(ctx: &HttpContext, client: &mut D) -> Next {
             pipeline::forward(&ctx.pool, facts, &mut exchange).await
         }
     };
-    match forwarded {
+    let next = match forwarded {
         Ok(next) => next,
         Err(error) => respond_error(ctx, client, error).await,
-    }
+    };
+    ctx.metrics
+        .finished(&client.request().marks, Instant::now());
+    next
 }
 
 /// One request of `client` on its way to HTTP/1.1 backends.
@@ -227,6 +233,8 @@ async fn respond_error<D: Downstream>(
 ) -> Next {
     tracing::debug!(listener = %ctx.listener, %error, "request failed");
     let request = client.request();
+    request.marks.answered_by_fulcrum(error.status());
+    ctx.metrics.error(error);
     let bodiless = request.framing == Framing::Empty;
     let keep_alive = request.keep_alive && bodiless && !ctx.idle.is_stopped();
     let kept = client.send_error(ctx, error, keep_alive).await;
@@ -305,6 +313,7 @@ async fn exchange<D: Downstream>(
             Attempt::NotSent(format!("{error:?}")).into()
         };
     }
+    client.request().marks.sent_now();
     let mut response_buffer = ReadBuf::new(Rc::clone(&ctx.buffers));
     let mut out = ctx.buffers.take_write();
     let result = send_and_respond(
@@ -381,7 +390,7 @@ async fn send_and_respond<D: Downstream>(
         request.framing,
     );
     let set_cookie = request.set_cookie.clone();
-    let (mut client_read, input, mut client_write) = client.split();
+    let (mut client_read, input, mut client_write, marks) = client.split();
     let client_timeouts = Timeouts {
         read: ctx.idle_timeout,
         write: ctx.idle_timeout,
@@ -458,7 +467,7 @@ async fn send_and_respond<D: Downstream>(
             }
         }
     };
-    let status_failed = pipeline::observe_head(&ctx.pool, backend, head.status, started);
+    let status_failed = pipeline::observe_head(&ctx.pool, backend, marks, head.status, started);
     response_buffer.consume(head.len);
     responded.set(true);
     let response = relay::body(

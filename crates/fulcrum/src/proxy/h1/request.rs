@@ -11,6 +11,7 @@ use crate::pool::random_u64;
 use crate::proxy::error::ProxyError;
 use crate::proxy::hash_key;
 use crate::proxy::headers::{self, Class, Scan, MAX_HEADERS};
+use crate::proxy::marks::Marks;
 use crate::tls::TlsFacts;
 
 /// The limits and facts a request head is checked and rewritten with.
@@ -44,6 +45,8 @@ pub struct RequestHead {
     pub set_cookie: Option<String>,
     /// The client sent `TE: trailers`.
     pub te_trailers: bool,
+    /// When it reached each phase (metrics).
+    pub marks: Marks,
 }
 
 /// Parses the head at the start of `buffer`. `Ok(None)`: not complete yet. On success, the
@@ -127,6 +130,7 @@ pub fn parse(
         key,
         set_cookie,
         te_trailers: scan.te_trailers,
+        marks: Marks::new(tokio::time::Instant::now()),
     }))
 }
 

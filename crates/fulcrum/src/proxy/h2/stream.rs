@@ -28,6 +28,7 @@ use crate::proxy::h1::framing::Framing;
 use crate::proxy::h1::relay::RelayError;
 use crate::proxy::h1::request::{self as h1_request, RequestHead, RequestRules};
 use crate::proxy::h1::response::{self, BadResponse, ClientSide, HeadOut, ResponseHead};
+use crate::proxy::marks::Marks;
 use crate::tls::TlsFacts;
 
 /// What every stream of one connection shares.
@@ -100,6 +101,7 @@ pub async fn serve(
         }
         Err(error) => {
             tracing::debug!(peer = %conn.peer, %error, "bad HTTP/2 request");
+            ctx.metrics.refused(error);
             sink.send_error(error, is_head);
             ctx.buffers.give_write(upstream_head);
         }
@@ -128,8 +130,13 @@ impl Downstream for H2Client {
         &self.upstream_head
     }
 
-    fn split(&mut self) -> (Self::Body<'_>, &mut ReadBuf, Self::Sink<'_>) {
-        (&mut self.body, &mut self.input, &mut self.sink)
+    fn split(&mut self) -> (Self::Body<'_>, &mut ReadBuf, Self::Sink<'_>, &Marks) {
+        (
+            &mut self.body,
+            &mut self.input,
+            &mut self.sink,
+            &self.request.marks,
+        )
     }
 
     fn body_for_http2(&mut self) -> Framing {

@@ -335,7 +335,10 @@ impl<D: Downstream> ToHttp2<'_, D> {
         }
         let bodiless = self.client.request().framing == Framing::Empty;
         let (response, body) = match send.send_request(request, bodiless) {
-            Ok(pair) => pair,
+            Ok(pair) => {
+                self.client.request().marks.sent_now();
+                pair
+            }
             Err(error) => {
                 claim.0.closed.set(true);
                 return Err(format!("HTTP/2 stream not started: {error}"));
@@ -458,7 +461,7 @@ async fn exchange<D: Downstream>(
     );
     let set_cookie = request.set_cookie.clone();
     let body_framing = client.body_for_http2();
-    let (mut client_read, input, mut sink) = client.split();
+    let (mut client_read, input, mut sink, marks) = client.split();
     let mut uploaded = framing == Framing::Empty;
     let mut upload_broken = false;
     let mut no_prefix = Vec::new();
@@ -522,7 +525,8 @@ async fn exchange<D: Downstream>(
             }
         }
     };
-    let status_failed = pipeline::observe_head(&ctx.pool, backend, head.status().as_u16(), started);
+    let status_failed =
+        pipeline::observe_head(&ctx.pool, backend, marks, head.status().as_u16(), started);
     responded.set(true);
     let (mut parts, mut body) = head.into_parts();
     let side = ClientSide {
