@@ -441,3 +441,49 @@ async fn the_scrape_counts_what_a_scripted_run_did_and_promtool_accepts_it() {
     assert!(openmetrics.contains("# TYPE fulcrum_http_requests counter\n"));
     app.shutdown();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_with_metrics_off_serves_and_is_not_counted() {
+    let (backend, _) = switchable().await;
+    let text = format!(
+        "[admin]\nbind = \"127.0.0.1:0\"\n\
+         [[listeners]]\nname = \"counted\"\nbind = \"127.0.0.1:0\"\nprotocol = \"http\"\npool = \"app\"\n\
+         [[listeners]]\nname = \"quiet\"\nbind = \"127.0.0.1:0\"\nprotocol = \"http\"\npool = \"app\"\nmetrics = false\n\
+         [pools.app]\nbackends = [{{ addr = \"{}\" }}]\n",
+        backend.addr
+    );
+    let app = RunningApp::start(&Config::from_toml(&text).unwrap()).unwrap();
+    let admin = app.admin_addr().unwrap();
+    for name in ["counted", "quiet"] {
+        let mut client = Client::connect(app.listener_addr(name).unwrap()).await;
+        for _ in 0..3 {
+            assert_eq!(client.get("/").await.0, 200, "{name}");
+        }
+    }
+    let m = scrape(admin).await;
+    assert_eq!(
+        m.get(
+            "fulcrum_http_requests_total",
+            &[
+                ("listener", "counted"),
+                ("pool", "app"),
+                ("code_class", "2xx")
+            ]
+        ),
+        3.0
+    );
+    assert!(
+        !m.text.contains("listener=\"quiet\",pool="),
+        "no request series for the quiet listener:\n{}",
+        m.text
+    );
+    // The backend still counts every request: its figures are the pool's, not a listener's.
+    assert_eq!(
+        m.get(
+            "fulcrum_backend_requests_total",
+            &[("pool", "app"), ("backend", &backend.addr.to_string())]
+        ),
+        6.0
+    );
+    app.shutdown();
+}

@@ -107,6 +107,9 @@ pub struct Listener {
     pub protocol: ListenerProtocol,
     /// TLS termination: clients speak TLS, the pool gets what is inside. `None`: plain TCP.
     pub tls: Option<ListenerTls>,
+    /// Whether its requests and connections are counted for `/metrics` (on by default; off
+    /// only to measure what counting costs).
+    pub metrics: bool,
 }
 
 /// A listener's TLS termination.

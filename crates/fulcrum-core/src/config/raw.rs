@@ -87,6 +87,7 @@ pub struct RawListener {
     pub tls: Option<RawListenerTls>,
     pub http2: Option<RawHttp2>,
     pub routes: Option<Vec<RawSniRoute>>,
+    pub metrics: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -26,6 +26,9 @@ fn class_of(status: u16) -> usize {
 /// One worker's HTTP counters for one (listener, pool).
 #[derive(Debug)]
 pub struct HttpShard {
+    /// False for a listener with `metrics = false`: every method returns at once (one
+    /// predictable branch), so the benchmark can measure what counting costs.
+    counting: bool,
     requests: [OwnedCounter; 6],
     errors: [OwnedCounter; ErrorSide::ALL.len()],
     routing: OwnedHistogram,
@@ -36,6 +39,7 @@ pub struct HttpShard {
 impl Default for HttpShard {
     fn default() -> Self {
         Self {
+            counting: true,
             requests: Default::default(),
             errors: Default::default(),
             routing: OwnedHistogram::new(ROUTING),
@@ -46,9 +50,20 @@ impl Default for HttpShard {
 }
 
 impl HttpShard {
+    /// A shard that counts nothing, for a listener with `metrics = false`.
+    pub fn off() -> Self {
+        Self {
+            counting: false,
+            ..Self::default()
+        }
+    }
+
     /// A request forwarded (or answered by fulcrum) is over: its status class, and the
     /// times its marks hold.
     pub fn finished(&self, marks: &Marks, end: Instant) {
+        if !self.counting {
+            return;
+        }
         self.requests[class_of(marks.status())].inc();
         if let Some(sent) = marks.sent() {
             self.routing
@@ -64,12 +79,18 @@ impl HttpShard {
 
     /// fulcrum answered with its own error.
     pub fn error(&self, error: ProxyError) {
+        if !self.counting {
+            return;
+        }
         self.errors[error.side() as usize].inc();
     }
 
     /// A request refused before it was parsed whole (a malformed head, a header timeout):
     /// it has no marks, only a status and a side.
     pub fn refused(&self, error: ProxyError) {
+        if !self.counting {
+            return;
+        }
         self.requests[class_of(error.status())].inc();
         self.error(error);
     }
@@ -78,18 +99,21 @@ impl HttpShard {
 /// One worker's TCP counters for one (listener, pool).
 #[derive(Debug)]
 pub struct TcpShard {
-    pub connections: OwnedCounter,
+    /// As [`HttpShard`]'s.
+    counting: bool,
+    connections: OwnedCounter,
     errors: [OwnedCounter; ErrorSide::ALL.len()],
     /// Bytes read from clients (sent on to backends).
-    pub received: OwnedCounter,
+    received: OwnedCounter,
     /// Bytes written to clients.
-    pub sent: OwnedCounter,
+    sent: OwnedCounter,
     duration: OwnedHistogram,
 }
 
 impl Default for TcpShard {
     fn default() -> Self {
         Self {
+            counting: true,
             connections: OwnedCounter::default(),
             errors: Default::default(),
             received: OwnedCounter::default(),
@@ -100,13 +124,41 @@ impl Default for TcpShard {
 }
 
 impl TcpShard {
+    /// A shard that counts nothing, for a listener with `metrics = false`.
+    pub fn off() -> Self {
+        Self {
+            counting: false,
+            ..Self::default()
+        }
+    }
+
+    pub fn accepted(&self) {
+        if self.counting {
+            self.connections.inc();
+        }
+    }
+
     /// The connection was closed without a backend: none could be picked or reached.
     pub fn refused(&self, side: ErrorSide) {
-        self.errors[side as usize].inc();
+        if self.counting {
+            self.errors[side as usize].inc();
+        }
     }
 
     pub fn ended(&self, lasted: Duration) {
-        self.duration.observe(DURATION, lasted);
+        if self.counting {
+            self.duration.observe(DURATION, lasted);
+        }
+    }
+
+    /// The counter of bytes read from the client, `None` when not counting.
+    pub fn received(&self) -> Option<&OwnedCounter> {
+        self.counting.then_some(&self.received)
+    }
+
+    /// The counter of bytes written to the client, `None` when not counting.
+    pub fn sent(&self) -> Option<&OwnedCounter> {
+        self.counting.then_some(&self.sent)
     }
 }
 

@@ -57,7 +57,7 @@ pub async fn serve<S: ClientIo>(
         .hash_key
         .as_ref()
         .map(|_| hash_key::ip_key(peer.ip()));
-    ctx.metrics.connections.inc();
+    ctx.metrics.accepted();
     let opened = Instant::now();
     let (mut upstream, in_flight) =
         match connect_any(&ctx.pool, ctx.backend_tls.as_deref(), key).await {
@@ -74,7 +74,9 @@ pub async fn serve<S: ClientIo>(
             tracing::debug!(listener = %ctx.listener, error = %e, "backend closed before taking the first bytes");
             return;
         }
-        ctx.metrics.received.add(prefix.len() as u64);
+        if let Some(received) = ctx.metrics.received() {
+            received.add(prefix.len() as u64);
+        }
     }
     let started = Instant::now();
     let aborted = in_flight.stats().aborted();
@@ -164,8 +166,13 @@ async fn splice<S: ClientIo>(
     let (mut b_read, mut b_write) = b.halves();
     let both = async {
         tokio::try_join!(
-            copy_half(&mut a_read, &mut b_write, &last_activity, &metrics.received),
-            copy_half(&mut b_read, &mut a_write, &last_activity, &metrics.sent),
+            copy_half(
+                &mut a_read,
+                &mut b_write,
+                &last_activity,
+                metrics.received()
+            ),
+            copy_half(&mut b_read, &mut a_write, &last_activity, metrics.sent()),
         )
     };
     let watchdog = async {
@@ -184,12 +191,12 @@ async fn splice<S: ClientIo>(
 }
 
 /// Copies one direction until end of stream, then half-closes the other side's write end;
-/// each write is added to `copied`.
+/// each write is added to `copied` when there is one.
 async fn copy_half<R, W>(
     from: &mut R,
     to: &mut W,
     last_activity: &Cell<Instant>,
-    copied: &OwnedCounter,
+    copied: Option<&OwnedCounter>,
 ) -> io::Result<()>
 where
     R: AsyncRead + Unpin,
@@ -215,7 +222,9 @@ where
             return Ok(());
         }
         to.write_all(&buffer.space()[..n]).await?;
-        copied.add(n as u64);
+        if let Some(copied) = copied {
+            copied.add(n as u64);
+        }
         last_activity.set(Instant::now());
         buffer.filled(n);
     }

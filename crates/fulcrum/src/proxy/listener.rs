@@ -27,6 +27,7 @@ use super::l4::{self, TcpContext};
 use super::passthrough::{self, PassthroughContext};
 use super::upstream::UpstreamPool;
 use super::worker::ConnTracker;
+use crate::metrics::series::{HttpShard, TcpShard};
 use crate::pool::Pool;
 use crate::tls::upstream::BackendTls;
 use crate::tls::Terminator;
@@ -88,7 +89,11 @@ pub fn service_for(
             pool: Arc::clone(pool),
             idle_timeout: l.config.idle_timeout,
             backend_tls: l.backend_tls.get(&pool.name).cloned(),
-            metrics: l.stats.series.tcp(&pool.name, shared.worker),
+            metrics: if l.config.metrics {
+                l.stats.series.tcp(&pool.name, shared.worker)
+            } else {
+                Arc::new(TcpShard::off())
+            },
         })
     };
     match (&l.config.protocol, &l.pool) {
@@ -103,7 +108,11 @@ pub fn service_for(
             backend_tls: l.backend_tls.get(&pool.name).cloned(),
             stats: Arc::clone(&l.stats),
             h2_upstreams: Rc::clone(&shared.h2_upstreams),
-            metrics: l.stats.series.http(&pool.name, shared.worker),
+            metrics: if l.config.metrics {
+                l.stats.series.http(&pool.name, shared.worker)
+            } else {
+                Arc::new(HttpShard::off())
+            },
         }))),
         (ListenerProtocol::Tcp, Some(pool)) => Some(Service::Tcp(tcp(pool))),
         (ListenerProtocol::TlsPassthrough(routes), default) => {

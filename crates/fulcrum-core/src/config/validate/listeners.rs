@@ -117,6 +117,7 @@ impl Validator {
                     idle_timeout,
                     protocol,
                     tls,
+                    metrics: l.metrics.unwrap_or(true),
                 });
             }
         }
