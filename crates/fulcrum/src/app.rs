@@ -12,6 +12,7 @@ use std::thread::JoinHandle;
 use fulcrum_core::config::{Config, HaMode, Listener, ListenerProtocol};
 use tokio::sync::{mpsc, watch};
 
+use crate::access_log::{AccessLog, Reopen};
 use crate::admin;
 use crate::ha::{self, HaShared};
 use crate::health::ControlPlane;
@@ -78,6 +79,8 @@ pub(crate) struct Live {
     pub backend_tls: Arc<HashMap<String, Arc<BackendTls>>>,
     /// Addresses that may be bound before they are on this host (HA virtual IPs).
     pub freebind: Vec<IpAddr>,
+    /// Asks the access-log writers to reopen their files (SIGUSR1, reload).
+    pub reopen_logs: Reopen,
     /// Copies of the listening sockets, for a binary upgrade.
     pub sockets: Arc<SocketRegistry>,
     /// Set before stopping for a binary upgrade: connections are asked to close gracefully
@@ -87,6 +90,12 @@ pub(crate) struct Live {
 }
 
 impl RunningApp {
+    /// Every access log closes its file and opens it again by its path (after logrotate
+    /// moved it): what SIGUSR1 does.
+    pub fn reopen_access_logs(&self) {
+        self.live.reopen_logs.request();
+    }
+
     pub fn start(config: &Config) -> Result<Self, StartError> {
         Self::start_with(config, None)
     }
@@ -113,6 +122,7 @@ impl RunningApp {
         };
         // Bind everything before starting anything.
         let mut per_worker: Vec<Vec<WorkerListener>> = (0..workers).map(|_| Vec::new()).collect();
+        let reopen_logs = Reopen::default();
         let mut listeners = HashMap::new();
         let mut stats_by_name = HashMap::new();
         let mut listener_stats = Vec::new();
@@ -136,6 +146,7 @@ impl RunningApp {
                 addr,
                 workers,
             ));
+            let access_log = start_access_log(l, &stats, &reopen_logs).map_err(StartError)?;
             for (worker, socket) in per_worker.iter_mut().zip(sockets) {
                 worker.push(targets.for_worker(
                     l,
@@ -143,6 +154,7 @@ impl RunningApp {
                     &stats,
                     secrets.tls.get(&l.name).cloned(),
                     &secrets.backend_tls,
+                    access_log.as_ref(),
                 ));
             }
             listeners.insert(l.name.clone(), addr);
@@ -294,6 +306,7 @@ impl RunningApp {
                 tls: secrets.tls,
                 backend_tls: secrets.backend_tls,
                 freebind,
+                reopen_logs,
                 sockets: registry,
                 handed_over,
                 generation,
@@ -482,8 +495,10 @@ impl ListenerTargets {
         stats: &Arc<ListenerStats>,
         tls: Option<Arc<Terminator>>,
         backend_tls: &Arc<HashMap<String, Arc<BackendTls>>>,
+        access_log: Option<&AccessLog>,
     ) -> WorkerListener {
         WorkerListener {
+            access_log: access_log.cloned(),
             stats: Arc::clone(stats),
             config: l.clone(),
             socket,
@@ -493,6 +508,18 @@ impl ListenerTargets {
             backend_tls: Arc::clone(backend_tls),
         }
     }
+}
+
+/// The writer of `l`'s access log, when it has one.
+pub(crate) fn start_access_log(
+    l: &Listener,
+    stats: &ListenerStats,
+    reopen: &Reopen,
+) -> Result<Option<AccessLog>, String> {
+    l.access_log
+        .as_ref()
+        .map(|config| AccessLog::start(&l.name, config, Arc::clone(&stats.access_log), reopen))
+        .transpose()
 }
 
 /// One socket per worker on `l.bind` (all on the same port when it is 0), after making sure

@@ -2,6 +2,7 @@
 //! algorithms) lives in `fulcrum-core`; this crate binds sockets, proxies bytes and requests,
 //! serves the admin API and runs the built-in demo.
 
+pub mod access_log;
 pub mod admin;
 pub mod app;
 pub mod demo;

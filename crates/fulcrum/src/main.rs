@@ -168,6 +168,8 @@ enum Event {
     Reload(Trigger, Option<ReloadRequest>),
     /// A new process took the sockets over and is ready (its pid).
     HandedOver(u32),
+    /// SIGUSR1.
+    ReopenLogs,
 }
 
 fn run(path: &Path, upgrade: bool) -> ExitCode {
@@ -254,6 +256,7 @@ fn run(path: &Path, upgrade: bool) -> ExitCode {
                 signal = signals.next() => match signal {
                     telemetry::Signal::Stop => Event::Stop,
                     telemetry::Signal::Reload => Event::Reload(Trigger::Signal, None),
+                    telemetry::Signal::ReopenLogs => Event::ReopenLogs,
                 },
                 Some(request) = next(&mut api_reloads) => Event::Reload(Trigger::Api, Some(request)),
                 Some(pid) = next(&mut handed_over) => Event::HandedOver(pid),
@@ -262,6 +265,10 @@ fn run(path: &Path, upgrade: bool) -> ExitCode {
         match event {
             Event::Stop => break None,
             Event::HandedOver(pid) => break Some(pid),
+            Event::ReopenLogs => {
+                tracing::info!("SIGUSR1: reopening the access logs");
+                app.reopen_access_logs();
+            }
             Event::Reload(trigger, request) => {
                 let outcome = reload(&mut app, path, trigger);
                 if let Some(request) = request {

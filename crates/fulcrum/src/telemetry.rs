@@ -40,8 +40,14 @@ pub async fn shutdown_signal() {
             let _ = tokio::signal::ctrl_c().await;
             return;
         };
-        while signals.next().await == Signal::Reload {
-            tracing::warn!("SIGHUP received: this command does not reload; still running");
+        loop {
+            match signals.next().await {
+                Signal::Stop => return,
+                Signal::Reload => {
+                    tracing::warn!("SIGHUP received: this command does not reload; still running");
+                }
+                Signal::ReopenLogs => {}
+            }
         }
     }
     #[cfg(not(unix))]
@@ -57,6 +63,8 @@ pub enum Signal {
     Stop,
     /// SIGHUP: read the configuration file again.
     Reload,
+    /// SIGUSR1: reopen the access logs (logrotate moved them).
+    ReopenLogs,
 }
 
 /// The signals `fulcrum run` answers, installed once (a signal arriving between two waits is
@@ -67,6 +75,7 @@ pub struct Signals {
     interrupt: tokio::signal::unix::Signal,
     terminate: tokio::signal::unix::Signal,
     hangup: tokio::signal::unix::Signal,
+    user1: tokio::signal::unix::Signal,
 }
 
 #[cfg(unix)]
@@ -78,6 +87,7 @@ impl Signals {
             interrupt: signal(SignalKind::interrupt())?,
             terminate: signal(SignalKind::terminate())?,
             hangup: signal(SignalKind::hangup())?,
+            user1: signal(SignalKind::user_defined1())?,
         })
     }
 
@@ -86,6 +96,7 @@ impl Signals {
             _ = self.interrupt.recv() => Signal::Stop,
             _ = self.terminate.recv() => Signal::Stop,
             _ = self.hangup.recv() => Signal::Reload,
+            _ = self.user1.recv() => Signal::ReopenLogs,
         }
     }
 }

@@ -57,3 +57,7 @@ pub const HA_HEARTBEAT_PORT: u16 = 7946;
 /// (a neighbour entry updated less than `locktime`, 1 s, ago may ignore the next one).
 pub const GARP_COUNT: u32 = 5;
 pub const GARP_INTERVAL: Duration = Duration::from_millis(300);
+
+/// Access-log lines that may wait for the writer thread: about a second of a busy worker's
+/// requests, a few MiB at most.
+pub const ACCESS_LOG_QUEUE: i64 = 16_384;

@@ -110,6 +110,32 @@ pub struct Listener {
     /// Whether its requests and connections are counted for `/metrics` (on by default; off
     /// only to measure what counting costs).
     pub metrics: bool,
+    /// One line per request (HTTP) or connection (TCP), when configured.
+    pub access_log: Option<AccessLog>,
+}
+
+/// A listener's access log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLog {
+    pub format: AccessLogFormat,
+    pub destination: LogDestination,
+    /// Lines that may wait for the writer; when it falls this far behind, lines are dropped
+    /// (and counted), never waited for.
+    pub queue: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessLogFormat {
+    /// One JSON object per line.
+    Json,
+    /// The Apache/nginx "combined" format (HTTP listeners only).
+    Combined,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogDestination {
+    Stdout,
+    File(std::path::PathBuf),
 }
 
 /// A listener's TLS termination.

@@ -88,6 +88,15 @@ pub struct RawListener {
     pub http2: Option<RawHttp2>,
     pub routes: Option<Vec<RawSniRoute>>,
     pub metrics: Option<bool>,
+    pub access_log: Option<RawAccessLog>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccessLog {
+    pub format: Option<String>,
+    pub path: Option<String>,
+    pub queue: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -93,6 +93,20 @@ fn bad_configs_report_every_error_with_its_path() {
             &["listeners[1].name", "listeners[1].bind"],
         ),
         (
+            "access logs: an unknown format, combined on TCP, an empty path, a zero queue",
+            ONE_LISTENER.to_string()
+                + "access_log = { format = \"apache\", path = \"\", queue = 0 }\n"
+                + "[[listeners]]\nname = \"raw\"\nbind = \"127.0.0.1:8081\"\nprotocol = \"tcp\"\npool = \"app\"\n"
+                + "access_log = { format = \"combined\" }\n"
+                + app,
+            &[
+                "listeners[0].access_log.format",
+                "listeners[0].access_log.path",
+                "listeners[0].access_log.queue",
+                "listeners[1].access_log.format",
+            ],
+        ),
+        (
             "empty pool",
             format!("{ONE_LISTENER}[pools.app]\nbackends = []\n"),
             &["pools.app.backends"],

@@ -2,6 +2,7 @@
 //! and the pools', HA's and reloads' state read as the admin API reads it. Gathering
 //! ([`gather`]) is apart from encoding ([`Scrape`]), so the families can be checked as data.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use fulcrum_core::health::BackendState;
@@ -192,6 +193,31 @@ fn listeners(f: &mut Families, sources: &Sources) {
             labels([("listener", listener)]),
             l.open_connections() as f64,
         );
+        let log = &l.access_log;
+        for (name, help, counter) in [
+            (
+                "fulcrum_access_log_lines",
+                "Access-log lines written.",
+                &log.written,
+            ),
+            (
+                "fulcrum_access_log_dropped",
+                "Access-log lines dropped because the writer's queue was full (requests never wait for the log).",
+                &log.dropped,
+            ),
+            (
+                "fulcrum_access_log_write_errors",
+                "Access-log lines lost because their write failed.",
+                &log.failed,
+            ),
+        ] {
+            f.counter(
+                name,
+                help,
+                labels([("listener", listener)]),
+                counter.load(Ordering::Relaxed),
+            );
+        }
         for (pool, t) in l.series.http_totals() {
             let lp = || labels([("listener", listener), ("pool", &pool)]);
             for (class, n) in CODE_CLASSES.iter().zip(t.requests) {

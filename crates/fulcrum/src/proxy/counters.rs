@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::access_log::AccessLogCounters;
 use crate::metrics::series::ListenerSeries;
 
 #[derive(Debug)]
@@ -25,6 +26,8 @@ pub struct ListenerStats {
     open: AtomicU64,
     /// Requests and connections by pool, one shard per worker.
     pub series: ListenerSeries,
+    /// Its access log's lines written, dropped and lost.
+    pub access_log: Arc<AccessLogCounters>,
 }
 
 /// Counts a client connection as open until dropped.
@@ -65,6 +68,7 @@ impl ListenerStats {
             tcp: AtomicU64::new(0),
             open: AtomicU64::new(0),
             series: ListenerSeries::new(workers),
+            access_log: Arc::default(),
         }
     }
 

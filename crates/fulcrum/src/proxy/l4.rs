@@ -4,9 +4,10 @@
 
 use std::cell::Cell;
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
@@ -19,6 +20,7 @@ use super::h1::relay::poll_once;
 use super::hash_key;
 use super::upstream;
 use super::upstream_io::Upstream;
+use crate::access_log::{AccessLog, Entry};
 use crate::metrics::cell::OwnedCounter;
 use crate::metrics::series::TcpShard;
 use crate::pool::{InFlight, Pool, Tried};
@@ -40,16 +42,43 @@ pub struct TcpContext {
     pub backend_tls: Option<Arc<BackendTls>>,
     /// This worker's counters for the listener and the pool.
     pub metrics: Arc<TcpShard>,
+    pub access_log: Option<AccessLog>,
+}
+
+/// Who served one connection and what it carried, for its access-log line.
+#[derive(Debug, Default)]
+struct Served {
+    backend: Option<SocketAddr>,
+    attempts: u32,
+    received: Cell<u64>,
+    sent: Cell<u64>,
+    error: Option<ErrorSide>,
+}
+
+impl TcpContext {
+    fn log(&self, peer: SocketAddr, served: &Served, lasted: Duration) {
+        let Some(log) = &self.access_log else { return };
+        log.offer(Entry {
+            time: SystemTime::now(),
+            client: peer,
+            head: None,
+            protocol: "tcp",
+            status: 0,
+            bytes_in: served.received.get(),
+            bytes_out: served.sent.get(),
+            pool: Some(Arc::clone(&self.pool)),
+            backend: served.backend,
+            upstream: None,
+            total: lasted,
+            retries: served.attempts.saturating_sub(1),
+            error: served.error,
+        });
+    }
 }
 
 /// Proxies `client` to a backend of the pool; `prefix` (bytes already read from the client,
 /// such as a passthrough's ClientHello) goes to the backend first.
-pub async fn serve<S: ClientIo>(
-    ctx: &TcpContext,
-    mut client: S,
-    peer: std::net::SocketAddr,
-    prefix: &[u8],
-) {
+pub async fn serve<S: ClientIo>(ctx: &TcpContext, mut client: S, peer: SocketAddr, prefix: &[u8]) {
     // Over TCP only the client address can be a hash key (validated with the config).
     let key = ctx
         .pool
@@ -59,29 +88,34 @@ pub async fn serve<S: ClientIo>(
         .map(|_| hash_key::ip_key(peer.ip()));
     ctx.metrics.accepted();
     let opened = Instant::now();
-    let (mut upstream, in_flight) =
-        match connect_any(&ctx.pool, ctx.backend_tls.as_deref(), key).await {
-            Ok(connected) => connected,
-            Err(side) => {
-                // Nothing to tell a TCP client: closing is the only answer.
-                ctx.metrics.refused(side);
-                ctx.metrics.ended(opened.elapsed());
-                return;
-            }
-        };
+    let mut served = Served::default();
+    let connected = connect_any(&ctx.pool, ctx.backend_tls.as_deref(), key, &mut served).await;
+    let (mut upstream, in_flight) = match connected {
+        Ok(connected) => connected,
+        Err(side) => {
+            // Nothing to tell a TCP client: closing is the only answer.
+            ctx.metrics.refused(side);
+            ctx.metrics.ended(opened.elapsed());
+            served.error = Some(side);
+            ctx.log(peer, &served, opened.elapsed());
+            return;
+        }
+    };
     if !prefix.is_empty() {
         if let Err(e) = upstream.write_all(prefix).await {
             tracing::debug!(listener = %ctx.listener, error = %e, "backend closed before taking the first bytes");
+            ctx.log(peer, &served, opened.elapsed());
             return;
         }
         if let Some(received) = ctx.metrics.received() {
             received.add(prefix.len() as u64);
         }
+        served.received.set(prefix.len() as u64);
     }
     let started = Instant::now();
     let aborted = in_flight.stats().aborted();
     tokio::select! {
-        result = splice(&mut client, &mut upstream, ctx.idle_timeout, &ctx.metrics) => match result {
+        result = splice(&mut client, &mut upstream, ctx.idle_timeout, &ctx.metrics, &served) => match result {
             Ok(Splice::Finished) => {}
             Ok(Splice::Idle) => {
                 tracing::debug!(listener = %ctx.listener, "closing idle TCP connection");
@@ -97,6 +131,7 @@ pub async fn serve<S: ClientIo>(
     in_flight.stats().latency.record(started.elapsed());
     drop(in_flight);
     ctx.metrics.ended(opened.elapsed());
+    ctx.log(peer, &served, opened.elapsed());
 }
 
 /// Connects to a picked backend, trying others (up to the pool's attempts) when it fails.
@@ -105,6 +140,7 @@ async fn connect_any(
     pool: &Pool,
     tls: Option<&BackendTls>,
     key: Option<u64>,
+    served: &mut Served,
 ) -> Result<(Upstream, InFlight), ErrorSide> {
     let snapshot = pool.snapshot_owned();
     let mut tried = Tried::default();
@@ -115,6 +151,8 @@ async fn connect_any(
         };
         tried.push(index);
         let backend = &snapshot.backends[index];
+        served.backend = Some(backend.addr);
+        served.attempts += 1;
         // Counted from the pick: one request (connection) per attempt, each with exactly one
         // outcome, so failures never exceed requests.
         let in_flight = InFlight::start(&backend.stats);
@@ -160,6 +198,7 @@ async fn splice<S: ClientIo>(
     b: &mut Upstream,
     idle: Duration,
     metrics: &TcpShard,
+    served: &Served,
 ) -> io::Result<Splice> {
     let last_activity = Cell::new(Instant::now());
     let (mut a_read, mut a_write) = a.halves();
@@ -170,9 +209,16 @@ async fn splice<S: ClientIo>(
                 &mut a_read,
                 &mut b_write,
                 &last_activity,
-                metrics.received()
+                metrics.received(),
+                &served.received,
             ),
-            copy_half(&mut b_read, &mut a_write, &last_activity, metrics.sent()),
+            copy_half(
+                &mut b_read,
+                &mut a_write,
+                &last_activity,
+                metrics.sent(),
+                &served.sent
+            ),
         )
     };
     let watchdog = async {
@@ -191,12 +237,13 @@ async fn splice<S: ClientIo>(
 }
 
 /// Copies one direction until end of stream, then half-closes the other side's write end;
-/// each write is added to `copied` when there is one.
+/// each write is added to `copied` when there is one, and to `total`.
 async fn copy_half<R, W>(
     from: &mut R,
     to: &mut W,
     last_activity: &Cell<Instant>,
     copied: Option<&OwnedCounter>,
+    total: &Cell<u64>,
 ) -> io::Result<()>
 where
     R: AsyncRead + Unpin,
@@ -225,6 +272,7 @@ where
         if let Some(copied) = copied {
             copied.add(n as u64);
         }
+        total.set(total.get() + n as u64);
         last_activity.set(Instant::now());
         buffer.filled(n);
     }

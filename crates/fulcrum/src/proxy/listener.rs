@@ -27,6 +27,7 @@ use super::l4::{self, TcpContext};
 use super::passthrough::{self, PassthroughContext};
 use super::upstream::UpstreamPool;
 use super::worker::ConnTracker;
+use crate::access_log::AccessLog;
 use crate::metrics::series::{HttpShard, TcpShard};
 use crate::pool::Pool;
 use crate::tls::upstream::BackendTls;
@@ -56,6 +57,8 @@ pub struct WorkerListener {
     pub backend_tls: Arc<HashMap<String, Arc<BackendTls>>>,
     /// What the listener served, shared by every worker and kept across reloads.
     pub stats: Arc<ListenerStats>,
+    /// Its access log, when it has one (the writer is shared by every worker).
+    pub access_log: Option<AccessLog>,
 }
 
 /// What every listener of one worker shares.
@@ -89,6 +92,7 @@ pub fn service_for(
             pool: Arc::clone(pool),
             idle_timeout: l.config.idle_timeout,
             backend_tls: l.backend_tls.get(&pool.name).cloned(),
+            access_log: l.access_log.clone(),
             metrics: if l.config.metrics {
                 l.stats.series.tcp(&pool.name, shared.worker)
             } else {
@@ -108,6 +112,7 @@ pub fn service_for(
             backend_tls: l.backend_tls.get(&pool.name).cloned(),
             stats: Arc::clone(&l.stats),
             h2_upstreams: Rc::clone(&shared.h2_upstreams),
+            access_log: l.access_log.clone(),
             metrics: if l.config.metrics {
                 l.stats.series.http(&pool.name, shared.worker)
             } else {

@@ -1,9 +1,14 @@
-//! When one request reached each phase of its life, for the metrics: its head received, its
-//! head sent upstream (by the attempt that got through), the backend's response head
-//! received, and the status the client was answered with. Cells: a request lives on one
-//! worker thread, and the phases that mark it hold only shared references to it.
+//! When one request reached each phase of its life, for the metrics and the access log: its
+//! head received, its head sent upstream (by the attempt that got through), the backend's
+//! response head received, the status the client was answered with — and who served it: the
+//! last backend tried, how many were, the bytes written to the client, the side of an error.
+//! Cells: a request lives on one worker thread, and the phases that mark it hold only shared
+//! references to it.
 
 use std::cell::Cell;
+use std::net::SocketAddr;
+
+use crate::proxy::error::ErrorSide;
 
 use tokio::time::Instant;
 
@@ -13,6 +18,10 @@ pub struct Marks {
     sent: Cell<Option<Instant>>,
     answered: Cell<Option<Instant>>,
     status: Cell<u16>,
+    backend: Cell<Option<SocketAddr>>,
+    attempts: Cell<u32>,
+    written: Cell<u64>,
+    error: Cell<Option<ErrorSide>>,
 }
 
 impl Marks {
@@ -22,6 +31,10 @@ impl Marks {
             sent: Cell::new(None),
             answered: Cell::new(None),
             status: Cell::new(0),
+            backend: Cell::new(None),
+            attempts: Cell::new(0),
+            written: Cell::new(0),
+            error: Cell::new(None),
         }
     }
 
@@ -38,9 +51,39 @@ impl Marks {
         self.status.set(status);
     }
 
-    /// fulcrum answered itself with `status`.
-    pub fn answered_by_fulcrum(&self, status: u16) {
+    /// fulcrum answered itself with `status`, for an error on `side`.
+    pub fn answered_by_fulcrum(&self, status: u16, side: ErrorSide) {
         self.status.set(status);
+        self.error.set(Some(side));
+    }
+
+    /// An attempt on `backend` begins.
+    pub fn attempting(&self, backend: SocketAddr) {
+        self.backend.set(Some(backend));
+        self.attempts.set(self.attempts.get() + 1);
+    }
+
+    /// `n` more bytes of the response were written to the client.
+    pub fn wrote(&self, n: usize) {
+        self.written.set(self.written.get() + n as u64);
+    }
+
+    /// The last backend tried.
+    pub fn backend(&self) -> Option<SocketAddr> {
+        self.backend.get()
+    }
+
+    /// Attempts after the first.
+    pub fn retries(&self) -> u32 {
+        self.attempts.get().saturating_sub(1)
+    }
+
+    pub fn written(&self) -> u64 {
+        self.written.get()
+    }
+
+    pub fn error(&self) -> Option<ErrorSide> {
+        self.error.get()
     }
 
     pub fn sent(&self) -> Option<Instant> {

@@ -48,6 +48,9 @@ pub enum Attempt<T> {
 pub trait Exchange {
     type Done;
 
+    /// The request's marks (each attempt's backend goes there, for the access log).
+    fn marks(&self) -> &Marks;
+
     /// Sends the request to `backend` and relays its answer. `picked`: when the backend was
     /// picked (the response timeout and latency count from there).
     async fn attempt(&mut self, backend: &LiveBackend, picked: Instant) -> Attempt<Self::Done>;
@@ -80,6 +83,7 @@ pub async fn forward<E: Exchange>(
         // is one request with exactly one outcome, so failures never exceed requests.
         let in_flight = InFlight::start(&backend.stats);
         backend.stats.record_request();
+        exchange.marks().attempting(backend.addr);
         let attempt = exchange.attempt(backend, now).await;
         backend.stats.latency.record(now.elapsed());
         drop(in_flight);

@@ -185,11 +185,19 @@ impl RunningApp {
                     workers,
                 ))
             });
+            let access_log = app::start_access_log(l, &stats, &self.live.reopen_logs)?;
             addrs.insert(l.name.clone(), (addr, Arc::clone(&stats)));
             let per_worker = sockets
                 .into_iter()
                 .map(|socket| {
-                    targets.for_worker(l, socket, &stats, terminator.clone(), &secrets.backend_tls)
+                    targets.for_worker(
+                        l,
+                        socket,
+                        &stats,
+                        terminator.clone(),
+                        &secrets.backend_tls,
+                        access_log.as_ref(),
+                    )
                 })
                 .collect();
             serve.push((l.name.clone(), per_worker));
@@ -222,6 +230,8 @@ impl RunningApp {
             tls,
         } = plan;
         let old = self.config().clone();
+        // Every access log reopens: a reload is also how an operator says "the files moved".
+        self.live.reopen_logs.request();
         // Pools first: a listener served below may name a pool that starts now.
         for pool in added_pools {
             self.pools().insert(Arc::clone(&pool));

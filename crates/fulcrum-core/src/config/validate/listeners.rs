@@ -109,6 +109,9 @@ impl Validator {
                     tls.and_then(|tls| self.listener_tls(&format!("{path}.tls"), tls, &protocol))
                 }
             };
+            let access_log = l
+                .access_log
+                .and_then(|raw| self.access_log(&format!("{path}.access_log"), raw, &protocol));
             if let (Some(name), Some(bind)) = (name, bind) {
                 listeners.push(Listener {
                     name,
@@ -118,10 +121,60 @@ impl Validator {
                     protocol,
                     tls,
                     metrics: l.metrics.unwrap_or(true),
+                    access_log,
                 });
             }
         }
         listeners
+    }
+
+    fn access_log(
+        &mut self,
+        path: &str,
+        raw: RawAccessLog,
+        protocol: &ListenerProtocol,
+    ) -> Option<AccessLog> {
+        let key = |k: &str| format!("{path}.{k}");
+        let format = match raw.format.as_deref() {
+            None | Some("json") => Some(AccessLogFormat::Json),
+            Some("combined") if protocol.is_l4() => {
+                self.error(
+                    key("format"),
+                    format!("\"combined\" is an HTTP request format; a {} listener logs connections, in \"json\"", protocol.name()),
+                );
+                None
+            }
+            Some("combined") => Some(AccessLogFormat::Combined),
+            Some(other) => {
+                self.error(
+                    key("format"),
+                    format!("`{other}` is not an access-log format; valid: \"json\", \"combined\""),
+                );
+                None
+            }
+        };
+        let destination = match raw.path.as_deref() {
+            None | Some("-") => Some(LogDestination::Stdout),
+            Some("") => {
+                self.error(
+                    key("path"),
+                    "must not be empty: a file, or \"-\" for standard output",
+                );
+                None
+            }
+            Some(file) => Some(LogDestination::File(file.into())),
+        };
+        let queue = self.integer(
+            &key("queue"),
+            raw.queue,
+            defaults::ACCESS_LOG_QUEUE,
+            (1, 1 << 24),
+        ) as usize;
+        Some(AccessLog {
+            format: format?,
+            destination: destination?,
+            queue,
+        })
     }
 
     fn known_pool(&mut self, path: &str, pool: &str, pools: &BTreeMap<String, Pool>) {

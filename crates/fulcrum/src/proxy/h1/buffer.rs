@@ -64,6 +64,9 @@ pub struct ReadBuf {
     data: Vec<u8>,
     start: usize,
     end: usize,
+    /// Bytes consumed since the buffer was made: a request's share is the difference
+    /// between its start and its end (the access log's bytes in).
+    consumed: u64,
     pool: Rc<BufferPool>,
 }
 
@@ -74,6 +77,7 @@ impl ReadBuf {
             data: Vec::new(),
             start: 0,
             end: 0,
+            consumed: 0,
             pool,
         }
     }
@@ -96,11 +100,18 @@ impl ReadBuf {
 
     /// Marks the first `n` buffered bytes as used.
     pub fn consume(&mut self, n: usize) {
-        self.start = (self.start + n).min(self.end);
+        let start = (self.start + n).min(self.end);
+        self.consumed += (start - self.start) as u64;
+        self.start = start;
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
         }
+    }
+
+    /// Bytes consumed since the buffer was made.
+    pub fn consumed(&self) -> u64 {
+        self.consumed
     }
 
     /// Gives the memory back to the pool when nothing is buffered (the connection is about

@@ -66,7 +66,7 @@ pub async fn serve<S: ClientIo>(
             match ctx.idle.wait(stream.socket(), limit).await {
                 Woke::Close if first && !ctx.idle.is_stopped() => {
                     // Nothing at all within the header timeout of accept.
-                    ctx.metrics.refused(ProxyError::HeaderTimeout);
+                    ctx.refused(peer, "HTTP/1.1", ProxyError::HeaderTimeout);
                     let answer = exchange::send_error(
                         &ctx,
                         &mut stream,
@@ -181,19 +181,22 @@ async fn serve_request<S: ClientIo>(
     .await;
     let next = match head {
         Ok(Some(request)) => {
+            let consumed_before = input.consumed();
             input.consume(request.len);
             let mut client = Client {
                 stream,
                 input,
                 request: &request,
                 upstream_head: &upstream_head,
+                peer,
+                consumed_before,
             };
             exchange::proxy(ctx, &mut client).await
         }
         Ok(None) => Next::Close,
         Err(error) => {
             tracing::debug!(%peer, %error, "bad request");
-            ctx.metrics.refused(error);
+            ctx.refused(peer, "HTTP/1.1", error);
             // The head did not parse, so whether it was HEAD is unknown; the answer closes
             // the connection, so a body cannot be mistaken for a next response.
             exchange::send_error(ctx, stream, error, false, false).await;

@@ -53,6 +53,17 @@ pub trait Downstream {
     /// connection stays open (only when `keep_alive` allows it).
     async fn send_error(&mut self, ctx: &HttpContext, error: ProxyError, keep_alive: bool) -> bool;
 
+    /// The client's address.
+    fn peer(&self) -> std::net::SocketAddr;
+
+    /// The client's protocol, as the access log names it.
+    fn protocol(&self) -> &'static str;
+
+    /// Bytes read from the client for this request and written to it for the response, as
+    /// the access log counts them (HTTP/1.1: head and body as on the wire; HTTP/2: the
+    /// bodies, the heads being HPACK-compressed frames).
+    fn bytes(&self) -> (u64, u64);
+
     /// The framing the body's source yields it in for an HTTP/2 backend, which needs no
     /// framing of its own: the request's (an HTTP/1.1 client's chunks are decoded), or
     /// `UntilClose` when the source can give the bare bytes and an end (an HTTP/2 stream).
@@ -128,6 +139,9 @@ pub struct Client<'a, S> {
     pub request: &'a RequestHead,
     /// The head to send upstream.
     pub upstream_head: &'a [u8],
+    pub peer: std::net::SocketAddr,
+    /// `input.consumed()` before the request's head.
+    pub consumed_before: u64,
 }
 
 impl<S: ClientIo> Downstream for Client<'_, S> {
@@ -136,7 +150,7 @@ impl<S: ClientIo> Downstream for Client<'_, S> {
     where
         Self: 'a;
     type Sink<'a>
-        = H1Sink<S::WriteHalf<'a>>
+        = H1Sink<Counted<'a, S::WriteHalf<'a>>>
     where
         Self: 'a;
 
@@ -154,7 +168,10 @@ impl<S: ClientIo> Downstream for Client<'_, S> {
             read,
             self.input,
             H1Sink {
-                write,
+                write: Counted {
+                    inner: write,
+                    written: &self.request.marks,
+                },
                 chunked: false,
             },
             &self.request.marks,
@@ -162,7 +179,75 @@ impl<S: ClientIo> Downstream for Client<'_, S> {
     }
 
     async fn send_error(&mut self, ctx: &HttpContext, error: ProxyError, keep_alive: bool) -> bool {
-        super::exchange::send_error(ctx, self.stream, error, keep_alive, self.request.is_head).await
+        let sent =
+            super::exchange::send_error(ctx, self.stream, error, keep_alive, self.request.is_head)
+                .await;
+        self.request.marks.wrote(sent.written);
+        sent.kept
+    }
+
+    fn peer(&self) -> std::net::SocketAddr {
+        self.peer
+    }
+
+    fn protocol(&self) -> &'static str {
+        if self.request.http10 {
+            "HTTP/1.0"
+        } else {
+            "HTTP/1.1"
+        }
+    }
+
+    fn bytes(&self) -> (u64, u64) {
+        (
+            self.input.consumed() - self.consumed_before,
+            self.request.marks.written(),
+        )
+    }
+}
+
+/// A writer that adds what it writes to the request's marks (the access log's bytes out).
+#[derive(Debug)]
+pub struct Counted<'m, W> {
+    inner: W,
+    written: &'m Marks,
+}
+
+impl<W: AsyncWrite + Unpin> AsyncWrite for Counted<'_, W> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = polled {
+            self.written.wrote(n);
+        }
+        polled
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = polled {
+            self.written.wrote(n);
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 }
 

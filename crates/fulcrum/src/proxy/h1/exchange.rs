@@ -26,6 +26,7 @@ use super::head_end::HeadEnd;
 use super::idle::IdleRegistry;
 use super::relay::{self, RelayError, Timeouts};
 use super::response::{ClientSide, ResponseHead};
+use crate::access_log::AccessLog;
 use crate::metrics::series::HttpShard;
 use crate::pool::{LiveBackend, Pool};
 use crate::proxy::client_io::ClientIo;
@@ -33,6 +34,7 @@ use crate::proxy::counters::ListenerStats;
 use crate::proxy::error::ProxyError;
 use crate::proxy::h2::alpn::ByAlpn;
 use crate::proxy::h2::upstream::{H2Upstreams, ToHttp2};
+use crate::proxy::marks::Marks;
 use crate::proxy::pipeline::{self, Attempt, RequestFacts};
 use crate::proxy::upstream::{self, UpstreamPool};
 use crate::proxy::upstream_io::{Upstream, UpstreamRead};
@@ -63,6 +65,18 @@ pub struct HttpContext {
     pub h2_upstreams: Rc<H2Upstreams>,
     /// This worker's counters for the listener and its pool.
     pub metrics: Arc<HttpShard>,
+    pub access_log: Option<AccessLog>,
+}
+
+impl HttpContext {
+    /// A request refused before it was parsed whole: counted, and logged without a method
+    /// or path.
+    pub fn refused(&self, peer: SocketAddr, protocol: &'static str, error: ProxyError) {
+        self.metrics.refused(error);
+        if let Some(log) = &self.access_log {
+            log.refused(peer, protocol, error.status(), error.side(), &self.pool);
+        }
+    }
 }
 
 /// How one exchange on one upstream connection ended.
@@ -157,8 +171,11 @@ pub async fn proxy<D: Downstream>(ctx: &HttpContext, client: &mut D) -> Next {
         Ok(next) => next,
         Err(error) => respond_error(ctx, client, error).await,
     };
-    ctx.metrics
-        .finished(&client.request().marks, Instant::now());
+    let end = Instant::now();
+    ctx.metrics.finished(&client.request().marks, end);
+    if let Some(log) = &ctx.access_log {
+        log.request(&ctx.pool, client, end);
+    }
     next
 }
 
@@ -170,6 +187,10 @@ struct ToHttp1<'a, D> {
 
 impl<D: Downstream> pipeline::Exchange for ToHttp1<'_, D> {
     type Done = Next;
+
+    fn marks(&self) -> &Marks {
+        &self.client.request().marks
+    }
 
     async fn attempt(&mut self, backend: &LiveBackend, picked: Instant) -> Attempt<Next> {
         let tls_id = self.ctx.backend_tls.as_ref().map_or(0, |t| t.id);
@@ -233,7 +254,9 @@ async fn respond_error<D: Downstream>(
 ) -> Next {
     tracing::debug!(listener = %ctx.listener, %error, "request failed");
     let request = client.request();
-    request.marks.answered_by_fulcrum(error.status());
+    request
+        .marks
+        .answered_by_fulcrum(error.status(), error.side());
     ctx.metrics.error(error);
     let bodiless = request.framing == Framing::Empty;
     let keep_alive = request.keep_alive && bodiless && !ctx.idle.is_stopped();
@@ -245,22 +268,35 @@ async fn respond_error<D: Downstream>(
     }
 }
 
+/// What sending fulcrum's own answer did.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorSent {
+    /// The connection stays open.
+    pub kept: bool,
+    /// Bytes written to the client.
+    pub written: usize,
+}
+
 /// Writes fulcrum's own answer for `error` (without a body when it answers a HEAD request);
-/// returns whether the connection stays open (only when `keep_alive` and the error does not
-/// end the connection anyway).
+/// the connection stays open only when `keep_alive` and the error does not end the
+/// connection anyway.
 pub async fn send_error<S: ClientIo>(
     ctx: &HttpContext,
     stream: &mut S,
     error: ProxyError,
     keep_alive: bool,
     head_request: bool,
-) -> bool {
+) -> ErrorSent {
     let keep_alive = keep_alive && !error.closes_connection();
     let mut out = ctx.buffers.take_write();
     error.write_response(&mut out, !keep_alive, head_request);
     let written = relay::write_slice(stream, &out, ctx.idle_timeout).await;
+    let sent = ErrorSent {
+        kept: keep_alive && written.is_ok(),
+        written: if written.is_ok() { out.len() } else { 0 },
+    };
     ctx.buffers.give_write(out);
-    keep_alive && written.is_ok()
+    sent
 }
 
 /// One exchange with one backend over `upstream`, guarded by the backend's drain abort.

@@ -9,6 +9,7 @@ use super::upstream::ToHttp2;
 use crate::pool::LiveBackend;
 use crate::proxy::h1::downstream::Downstream;
 use crate::proxy::h1::exchange::{self, HttpContext, Next};
+use crate::proxy::marks::Marks;
 use crate::proxy::pipeline::{self, Attempt};
 use crate::proxy::upstream;
 
@@ -20,6 +21,10 @@ pub(crate) struct ByAlpn<'a, D> {
 
 impl<D: Downstream> pipeline::Exchange for ByAlpn<'_, D> {
     type Done = Next;
+
+    fn marks(&self) -> &Marks {
+        &self.client.request().marks
+    }
 
     async fn attempt(&mut self, backend: &LiveBackend, picked: Instant) -> Attempt<Next> {
         let ctx = self.ctx;

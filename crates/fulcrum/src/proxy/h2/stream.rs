@@ -53,6 +53,7 @@ pub async fn serve(
         respond: Some(respond),
         send: None,
         informational: None,
+        written: 0,
     };
     let mut upstream_head = ctx.buffers.take_write();
     let head = {
@@ -95,13 +96,14 @@ pub async fn serve(
                 body,
                 input: ReadBuf::new(Rc::clone(&ctx.buffers)),
                 sink,
+                peer: conn.peer,
             };
             exchange::proxy(&ctx, &mut client).await;
             ctx.buffers.give_write(client.upstream_head);
         }
         Err(error) => {
             tracing::debug!(peer = %conn.peer, %error, "bad HTTP/2 request");
-            ctx.metrics.refused(error);
+            ctx.refused(conn.peer, "HTTP/2.0", error);
             sink.send_error(error, is_head);
             ctx.buffers.give_write(upstream_head);
         }
@@ -116,6 +118,7 @@ struct H2Client {
     /// Always empty: a stream's body arrives in DATA frames, never ahead of its head.
     input: ReadBuf,
     sink: H2Response,
+    peer: std::net::SocketAddr,
 }
 
 impl Downstream for H2Client {
@@ -153,6 +156,18 @@ impl Downstream for H2Client {
         self.sink.send_error(error, self.request.is_head);
         // The connection carries other streams whatever this one's answer was.
         false
+    }
+
+    fn peer(&self) -> std::net::SocketAddr {
+        self.peer
+    }
+
+    fn protocol(&self) -> &'static str {
+        "HTTP/2.0"
+    }
+
+    fn bytes(&self) -> (u64, u64) {
+        (self.input.consumed(), self.sink.written)
     }
 }
 
@@ -294,6 +309,8 @@ pub struct H2Response {
     send: Option<SendStream<Bytes>>,
     /// A 1xx head from the backend, until [`ResponseSink::informational`] relays it.
     informational: Option<http::Response<()>>,
+    /// Body bytes sent (the access log's bytes out).
+    written: u64,
 }
 
 impl H2Response {
@@ -313,8 +330,12 @@ impl H2Response {
         );
         headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
         if let Ok(mut send) = respond.send_response(response, is_head) {
-            if !is_head {
-                let _ = send.send_data(Bytes::from_static(body.as_bytes()), true);
+            if !is_head
+                && send
+                    .send_data(Bytes::from_static(body.as_bytes()), true)
+                    .is_ok()
+            {
+                self.written += body.len() as u64;
             }
         }
     }
@@ -434,10 +455,15 @@ impl ResponseSink for &mut H2Response {
         _out: &mut Vec<u8>,
         timeout: Duration,
     ) -> Result<(), RelayError> {
-        match self.send.as_mut() {
+        let len = data.len() as u64;
+        let sent = match self.send.as_mut() {
             Some(send) => super::flow::send_all(send, data, timeout).await,
             None => Err(RelayError::Sink(io::ErrorKind::BrokenPipe.into())),
+        };
+        if sent.is_ok() {
+            self.written += len;
         }
+        sent
     }
 
     async fn end_body(
@@ -463,10 +489,15 @@ impl AsyncWrite for H2Response {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut().send.as_mut() {
+        let this = self.get_mut();
+        let polled = match this.send.as_mut() {
             Some(send) => super::flow::poll_send(send, cx, buf),
             None => Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
+        };
+        if let Poll::Ready(Ok(n)) = polled {
+            this.written += n as u64;
         }
+        polled
     }
 
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {

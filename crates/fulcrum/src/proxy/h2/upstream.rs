@@ -38,6 +38,7 @@ use crate::proxy::h1::relay::{self, RelayError, Timeouts};
 use crate::proxy::h1::request::RequestHead;
 use crate::proxy::h1::response::ClientSide;
 use crate::proxy::headers::{self, Class, MAX_HEADERS};
+use crate::proxy::marks::Marks;
 use crate::proxy::pipeline::{self, Attempt};
 use crate::proxy::upstream;
 use crate::proxy::upstream_io::Upstream;
@@ -276,6 +277,10 @@ pub(crate) struct ToHttp2<'a, D> {
 
 impl<D: Downstream> pipeline::Exchange for ToHttp2<'_, D> {
     type Done = Next;
+
+    fn marks(&self) -> &Marks {
+        &self.client.request().marks
+    }
 
     /// A stream the backend did not process (refused, or above the last stream its GOAWAY
     /// accepts: RFC 9113 §8.7) is sent once more on another connection when it has no body,
