@@ -74,14 +74,16 @@ pub fn run(args: &DemoArgs) -> Result<(), String> {
         println!("  backend-{} {addr}  answers in {delay} ms", i + 1);
     }
     println!("  try:   curl -s http://{}/", args.listen);
-    match &args.admin_token_file {
-        Some(file) => println!(
-            "  state: curl -s -H \"Authorization: Bearer $(cat {})\" http://{}/api/pools/demo",
-            file.display(),
-            args.admin
+    // The admin API's curl prefix, with the token when there is one.
+    let curl = match &args.admin_token_file {
+        Some(file) => format!(
+            "curl -s -H \"Authorization: Bearer $(cat {})\"",
+            file.display()
         ),
-        None => println!("  state: curl -s http://{}/api/pools/demo", args.admin),
-    }
+        None => "curl -s".to_string(),
+    };
+    println!("  state:   {curl} http://{}/api/pools/demo", args.admin);
+    println!("  metrics: {curl} http://{}/metrics", args.admin);
     if args.no_load {
         println!("  no built-in load (--no-load): send your own requests");
     } else {

@@ -200,11 +200,12 @@ fn version_and_help() {
 
 #[test]
 fn demo_shows_traffic_on_all_three_backends_within_five_seconds() {
+    let admin = format!("127.0.0.1:{}", free_port());
     let mut child = fulcrum()
         .args(["demo", "--duration", "4s", "--listen"])
         .arg(format!("127.0.0.1:{}", free_port()))
         .arg("--admin")
-        .arg(format!("127.0.0.1:{}", free_port()))
+        .arg(&admin)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -219,6 +220,10 @@ fn demo_shows_traffic_on_all_three_backends_within_five_seconds() {
     let status = child.wait().unwrap();
     assert!(status.success(), "{out}");
     assert!(out.contains("Stops after 4s."), "{out}");
+    assert!(
+        out.contains(&format!("curl -s http://{admin}/metrics")),
+        "the demo says where its metrics are: {out}"
+    );
     assert!(
         !out.contains("Ctrl-C"),
         "with --duration, Ctrl-C is not the way out: {out}"
