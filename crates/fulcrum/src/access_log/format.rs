@@ -22,10 +22,10 @@ struct RequestLine<'a> {
 /// The method, target, User-Agent and Referer of a request head fulcrum wrote (so one it
 /// already checked: a request line of three fields, then `name: value` lines).
 fn read_head(head: &[u8]) -> RequestLine<'_> {
-    let Ok(text) = std::str::from_utf8(head) else {
-        // Header values may hold obs-text bytes; read what is valid up to them.
-        let valid = std::str::from_utf8(head).map_err(|e| e.valid_up_to()).err();
-        return read_head(&head[..valid.unwrap_or(0)]);
+    // Header values may hold obs-text bytes; what comes before them is read.
+    let text = match std::str::from_utf8(head) {
+        Ok(text) => text,
+        Err(e) => std::str::from_utf8(&head[..e.valid_up_to()]).unwrap_or_default(),
     };
     let mut lines = text.split("\r\n");
     let mut line = RequestLine::default();
