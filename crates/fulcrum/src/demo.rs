@@ -84,6 +84,7 @@ pub fn run(args: &DemoArgs) -> Result<(), String> {
     };
     println!("  state:   {curl} http://{}/api/pools/demo", args.admin);
     println!("  metrics: {curl} http://{}/metrics", args.admin);
+    println!("  dashboard: open http://{}/ui in a browser", args.admin);
     if args.no_load {
         println!("  no built-in load (--no-load): send your own requests");
     } else {

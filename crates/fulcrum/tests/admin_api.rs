@@ -134,3 +134,88 @@ async fn the_admin_api_speaks_http_the_way_operators_tools_expect() {
     app.shutdown();
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// One request with `headers` (each ending in CRLF) and the token; returns the raw answer.
+async fn ask_with(admin: SocketAddr, method: &str, path: &str, headers: &str) -> String {
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {admin}\r\nauthorization: Bearer {TOKEN}\r\n{headers}\
+         content-length: 0\r\nconnection: close\r\n\r\n"
+    );
+    raw_exchange(admin, request.as_bytes()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_is_served_and_no_other_site_acts_through_a_browser() {
+    let dir = std::env::temp_dir().join(format!("fulcrum-admin-ui-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let backend = dead_addr().await;
+    let app = start(&dir, [backend, "[::1]:1".parse().unwrap()]);
+    let admin = app.admin_addr().unwrap();
+
+    // The page and its files need no token (they hold no data); the page tells its script
+    // that the API does, runs only its own script and may not be framed.
+    let page = ask(admin, "GET", "/ui", None).await;
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    let lower = page.to_ascii_lowercase();
+    assert!(lower.contains("content-type: text/html"), "{page}");
+    assert!(
+        lower.contains("content-security-policy: default-src 'self';"),
+        "{page}"
+    );
+    assert!(lower.contains("frame-ancestors 'none'"), "{page}");
+    assert!(lower.contains("x-frame-options: deny"), "{page}");
+    assert!(
+        page.contains(r#"<meta name="fulcrum-token" content="required">"#),
+        "{page}"
+    );
+    for (asset, kind) in [
+        ("/ui/app.js", "text/javascript"),
+        ("/ui/style.css", "text/css"),
+    ] {
+        let answer = ask(admin, "GET", asset, None).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{asset}: {answer}");
+        assert!(
+            answer
+                .to_ascii_lowercase()
+                .contains(&format!("content-type: {kind}")),
+            "{asset}: {answer}"
+        );
+    }
+    let post = ask_with(admin, "POST", "/ui", "").await;
+    assert!(post.starts_with("HTTP/1.1 405"), "{post}");
+    // The token is still needed for everything else.
+    let refused = ask(admin, "GET", "/ui/../api/pools", None).await;
+    assert!(!refused.starts_with("HTTP/1.1 200"), "{refused}");
+
+    // An action a browser sends from another site is refused even with the token (a form on
+    // any page could otherwise drain backends through a tokenless loopback API); the
+    // dashboard's own calls (same origin) and tools without Origin (curl) are not.
+    let drain = format!("/api/pools/app/backends/{backend}/drain");
+    for headers in [
+        "origin: http://evil.example\r\n".to_string(),
+        "origin: null\r\n".to_string(),
+        format!("origin: http://{admin}.evil.example\r\n"),
+        "sec-fetch-site: cross-site\r\n".to_string(),
+        format!("origin: http://{admin}\r\nsec-fetch-site: same-site\r\n"),
+    ] {
+        let answer = ask_with(admin, "POST", &drain, &headers).await;
+        assert!(answer.starts_with("HTTP/1.1 403"), "{headers}: {answer}");
+    }
+    let status = ask_with(admin, "GET", "/api/pools/app", "").await;
+    assert!(
+        !status.contains("\"draining\"") && !status.contains("\"drained\""),
+        "a refused drain changed nothing: {status}"
+    );
+    let same_origin = ask_with(
+        admin,
+        "POST",
+        &drain,
+        &format!("origin: http://{admin}\r\nsec-fetch-site: same-origin\r\n"),
+    )
+    .await;
+    assert!(same_origin.starts_with("HTTP/1.1 200"), "{same_origin}");
+    let enable = format!("/api/pools/app/backends/{backend}/enable");
+    let tool = ask_with(admin, "POST", &enable, "").await;
+    assert!(tool.starts_with("HTTP/1.1 200"), "{tool}");
+    app.shutdown();
+}

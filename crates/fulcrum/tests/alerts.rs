@@ -2,7 +2,9 @@
 //! rules` accepts `examples/prometheus/alerts.yml`, `promtool test rules` runs its unit tests
 //! (a drain failure fires the drain alert, panic fires the panic alert, a healthy fleet fires
 //! nothing), every alert links to a runbook section that exists, and every metric the rules
-//! use is one fulcrum exports (documented in the README, present in a real scrape).
+//! use is one fulcrum exports (documented in the README, present in a real scrape). The
+//! Grafana dashboard (`examples/grafana/fulcrum.json`) is held to the same: valid PromQL (by
+//! promtool), documented metrics only, and every metric an alert watches on a panel.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -61,6 +63,17 @@ fn metric_names(text: &str) -> BTreeSet<String> {
     names
 }
 
+/// The metrics the README's Metrics section documents.
+fn documented_metrics() -> BTreeSet<String> {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let section = readme
+        .split("\n## Metrics\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .unwrap();
+    metric_names(section)
+}
+
 #[test]
 fn promtool_accepts_the_rules_and_their_unit_tests_pass() {
     let (ok, said) = promtool(&["check", "rules", "alerts.yml"]);
@@ -106,13 +119,7 @@ fn every_alert_links_to_its_runbook_section_and_every_section_is_an_alert() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rules_use_only_metrics_fulcrum_exports() {
     let rules = std::fs::read_to_string(repo().join("examples/prometheus/alerts.yml")).unwrap();
-    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
-    let metrics_section = readme
-        .split("\n## Metrics\n")
-        .nth(1)
-        .and_then(|rest| rest.split("\n## ").next())
-        .unwrap();
-    let documented = metric_names(metrics_section);
+    let documented = documented_metrics();
     let used = metric_names(&rules);
     let undocumented: Vec<_> = used.difference(&documented).collect();
     assert!(
@@ -148,4 +155,87 @@ async fn the_rules_use_only_metrics_fulcrum_exports() {
     );
     let extra: Vec<_> = exported.difference(&documented).collect();
     assert!(extra.is_empty(), "exported but not documented: {extra:?}");
+}
+
+#[test]
+fn the_grafana_dashboard_asks_valid_promql_of_documented_metrics_and_shows_every_alerted_one() {
+    let path = repo().join("examples/grafana/fulcrum.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(dashboard["uid"], "fulcrum-overview");
+    let mut queries = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            assert_eq!(
+                target["datasource"]["uid"], "${datasource}",
+                "{}: a fixed data source does not import",
+                panel["title"]
+            );
+            queries.push((
+                panel["title"].as_str().unwrap().to_string(),
+                target["expr"].as_str().unwrap().to_string(),
+            ));
+        }
+    }
+    assert!(queries.len() >= 30, "{} queries", queries.len());
+    let all: String = queries
+        .iter()
+        .map(|(_, e)| e.as_str())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let used = metric_names(&all);
+    let documented = documented_metrics();
+    let undocumented: Vec<_> = used.difference(&documented).collect();
+    assert!(
+        undocumented.is_empty(),
+        "the dashboard uses undocumented metrics: {undocumented:?}"
+    );
+    let rules = std::fs::read_to_string(repo().join("examples/prometheus/alerts.yml")).unwrap();
+    let unshown: Vec<_> = metric_names(&rules).difference(&used).cloned().collect();
+    assert!(
+        unshown.is_empty(),
+        "alerted on but on no panel: {unshown:?}"
+    );
+    // Panels name the alerts (and so the runbook sections) that watch them: real ones.
+    let alerts: BTreeSet<&str> = rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- alert: "))
+        .collect();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        let description = panel["description"].as_str().unwrap_or("");
+        for named in description
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .filter(|w| w.starts_with("Fulcrum"))
+        {
+            assert!(
+                alerts.contains(named),
+                "{}: names {named}, which is no alert",
+                panel["title"]
+            );
+        }
+    }
+
+    // Every query, with Grafana's variables as "all" and a rate window, as a recording rule:
+    // promtool parses each as Prometheus would.
+    let rules: Vec<serde_json::Value> = queries
+        .iter()
+        .enumerate()
+        .map(|(i, (title, expr))| {
+            let expr = expr
+                .replace("$__rate_interval", "5m")
+                .replace("$listener", ".*")
+                .replace("$pool", ".*");
+            assert!(
+                !expr.contains('$'),
+                "{title}: an unknown variable in {expr}"
+            );
+            serde_json::json!({ "record": format!("grafana_query_{i}"), "expr": expr })
+        })
+        .collect();
+    let file = std::env::temp_dir().join(format!("fulcrum-grafana-{}.yml", std::process::id()));
+    let groups = serde_json::json!({ "groups": [{ "name": "grafana", "rules": rules }] });
+    std::fs::write(&file, groups.to_string()).unwrap();
+    let (ok, said) = promtool(&["check", "rules", file.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&file);
+    assert!(ok, "promtool rejects a dashboard query:\n{said}");
 }

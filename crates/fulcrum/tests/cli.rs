@@ -225,6 +225,10 @@ fn demo_shows_traffic_on_all_three_backends_within_five_seconds() {
         "the demo says where its metrics are: {out}"
     );
     assert!(
+        out.contains(&format!("open http://{admin}/ui in a browser")),
+        "the demo says where its dashboard is: {out}"
+    );
+    assert!(
         !out.contains("Ctrl-C"),
         "with --duration, Ctrl-C is not the way out: {out}"
     );

@@ -229,6 +229,19 @@ async fn registered_backends_get_traffic_and_leave_when_their_registrar_goes() {
     let _ = registrars[2].wait();
 }
 
+/// One discovery metric of pool `app` (source etcd), as `/metrics` shows it now.
+async fn discovery_metric(proxy: &Proxy, name: &str) -> f64 {
+    let admin = proxy.app().admin_addr().unwrap();
+    let (status, text) = Client::connect(admin).await.get("/metrics").await;
+    assert_eq!(status, 200, "{text}");
+    let series = format!("{name}{{pool=\"app\",source=\"etcd\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .unwrap_or_else(|| panic!("no {series}in the scrape:\n{text}"))
+        .parse()
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_registrations_are_skipped_and_counted() {
     let etcd = Etcd::start().await;
@@ -276,6 +289,29 @@ async fn malformed_registrations_are_skipped_and_counted() {
         Client::connect(proxy.addr).await.get("/").await,
         (200, "good".to_string())
     );
+    // The metrics say the same: connected, one backend registered, two values skipped, the
+    // listing and the later change applied.
+    assert_eq!(
+        discovery_metric(&proxy, "fulcrum_discovery_connected").await,
+        1.0
+    );
+    assert_eq!(
+        discovery_metric(&proxy, "fulcrum_discovery_stale_seconds").await,
+        0.0
+    );
+    assert_eq!(
+        discovery_metric(&proxy, "fulcrum_discovery_backends").await,
+        1.0
+    );
+    assert_eq!(
+        discovery_metric(&proxy, "fulcrum_discovery_malformed_total").await,
+        2.0
+    );
+    assert!(discovery_metric(&proxy, "fulcrum_discovery_updates_total").await >= 2.0);
+    assert_eq!(
+        discovery_metric(&proxy, "fulcrum_discovery_removals_held_total").await,
+        0.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -320,7 +356,22 @@ async fn losing_the_store_keeps_the_fleet_serving_and_says_so() {
                 && s["discovery"]["stale_seconds"].as_f64().unwrap_or(0.0) > 0.0
         })
         .await;
+    assert_eq!(
+        discovery_metric(&proxy, "fulcrum_discovery_connected").await,
+        0.0
+    );
+    let stale_at_first = discovery_metric(&proxy, "fulcrum_discovery_stale_seconds").await;
+    let first_read = tokio::time::Instant::now();
+    assert!(stale_at_first > 0.0);
     tokio::time::sleep(Duration::from_secs(30).saturating_sub(outage.elapsed())).await;
+    // Staleness keeps counting through the outage, in seconds.
+    let stale = discovery_metric(&proxy, "fulcrum_discovery_stale_seconds").await;
+    let between = first_read.elapsed().as_secs_f64();
+    assert!(
+        stale >= stale_at_first + between - 1.0,
+        "stale {stale_at_first} s, then {stale} s after {between} s more"
+    );
+    let updates_before = discovery_metric(&proxy, "fulcrum_discovery_updates_total").await;
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let (ok, failed) = running.await.unwrap();
     assert!(failed.is_empty() && ok > 100, "{ok} ok, failed: {failed:?}");
@@ -350,6 +401,19 @@ async fn losing_the_store_keeps_the_fleet_serving_and_says_so() {
         states(&proxy.status().await),
         states(&second.status().await)
     );
+    assert_eq!(
+        discovery_metric(&proxy, "fulcrum_discovery_connected").await,
+        1.0
+    );
+    assert_eq!(
+        discovery_metric(&proxy, "fulcrum_discovery_stale_seconds").await,
+        0.0
+    );
+    assert_eq!(
+        discovery_metric(&proxy, "fulcrum_discovery_backends").await,
+        2.0
+    );
+    assert!(discovery_metric(&proxy, "fulcrum_discovery_updates_total").await > updates_before);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

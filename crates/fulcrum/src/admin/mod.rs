@@ -1,8 +1,10 @@
 //! The admin API: pool and backend state as JSON, backend lifecycle actions, and a liveness
 //! probe for fulcrum itself. It runs on its own thread so it answers even when the workers are
-//! saturated. Routes are in [`routes`]; this file serves them and checks the bearer token.
+//! saturated. Routes are in [`routes`], the dashboard's files in [`ui`]; this file serves
+//! them, checks the bearer token and refuses actions a browser sends on another site's behalf.
 
 mod routes;
+mod ui;
 
 use std::convert::Infallible;
 use std::net::TcpListener as StdListener;
@@ -149,8 +151,9 @@ async fn handle(
     request: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
     let path = request.uri().path().to_string();
-    // External probes (a load balancer in front, keepalived, Kubernetes) have no token.
-    let open = path.trim_matches('/') == "healthz";
+    // External probes (a load balancer in front, keepalived, Kubernetes) have no token; the
+    // dashboard's files hold no data and ask for the token themselves.
+    let open = path.trim_matches('/') == "healthz" || ui::is_asset(&path);
     if let Some(token) = token {
         if !open && !authorized(&request, token) {
             let mut response = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
@@ -159,6 +162,12 @@ async fn handle(
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             return response;
         }
+    }
+    if cross_site(&request) {
+        return error(
+            StatusCode::FORBIDDEN,
+            "refused: a browser sent this on behalf of another site (Origin or Sec-Fetch-Site says so)",
+        );
     }
     let (parts, body) = request.into_parts();
     let body = match Limited::new(body, MAX_BODY).collect().await {
@@ -175,7 +184,10 @@ async fn handle(
         .headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok());
-    let response = routes::route(state, &method, &path, &body, accept);
+    let response = match ui::asset(&path, token.is_some()) {
+        Some(page) if method == Method::GET => page,
+        _ => routes::route(state, &method, &path, &body, accept),
+    };
     if !head {
         return response;
     }
@@ -204,6 +216,37 @@ async fn reload(state: &AdminState) -> Response<Full<Bytes>> {
             StatusCode::SERVICE_UNAVAILABLE,
             "no reload was made: this fulcrum does not reload through the API (embedded), or is busy stopping",
         ),
+    }
+}
+
+/// An action (anything but GET and HEAD) that a browser sends from a page of another origin:
+/// without this, any web page open on the operator's machine could drain backends through a
+/// loopback admin API that has no token (a plain form POST needs no CORS permission).
+/// Browsers send `Sec-Fetch-Site` and `Origin` with such requests; curl and scripts send
+/// neither and are not affected.
+fn cross_site<B>(request: &Request<B>) -> bool {
+    if matches!(*request.method(), Method::GET | Method::HEAD) {
+        return false;
+    }
+    let headers = request.headers();
+    let value = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    if let Some(site) = value(header::HeaderName::from_static("sec-fetch-site")) {
+        if site != "same-origin" && site != "none" {
+            return true;
+        }
+    }
+    match value(header::ORIGIN) {
+        None => false,
+        Some(origin) => {
+            let authority = origin
+                .strip_prefix("http://")
+                .or_else(|| origin.strip_prefix("https://"));
+            authority.is_none() || authority != value(header::HOST)
+        }
     }
 }
 

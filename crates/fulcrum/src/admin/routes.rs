@@ -4,6 +4,7 @@
 //! | --- | --- |
 //! | `GET /` | the endpoints, as this table |
 //! | `GET /healthz` | `ok` while fulcrum runs and serves; 503 `standby` on an HA standby |
+//! | `GET /ui` | the dashboard (a page whose script reads the routes below) |
 //! | `GET /metrics` | Prometheus metrics (text 0.0.4, or OpenMetrics when `Accept` asks) |
 //! | `GET /api/ha` | HA role, leader, epoch, last renewal, peers, failover history |
 //! | `GET /api/pools` | every pool with its backends |
@@ -179,6 +180,8 @@ fn allowed(segments: &[&str]) -> Option<&'static str> {
         [""]
         | ["healthz"]
         | ["metrics"]
+        | ["ui"]
+        | ["ui", "app.js" | "style.css"]
         | ["api", "listeners"]
         | ["api", "ha"]
         | ["api", "tls"]
@@ -197,6 +200,7 @@ fn allowed(segments: &[&str]) -> Option<&'static str> {
 fn endpoints() -> serde_json::Value {
     serde_json::json!({ "endpoints": [
         { "method": "GET", "path": "/healthz", "does": "ok while serving; 503 standby on an HA standby (no token needed)" },
+        { "method": "GET", "path": "/ui", "does": "the dashboard: pools and backends live, with drain, enable and disable buttons (the page asks for the token when one is set)" },
         { "method": "GET", "path": "/metrics", "does": "Prometheus metrics: text format 0.0.4, or OpenMetrics when Accept asks for it" },
         { "method": "GET", "path": "/api/ha", "does": "HA role, leader, epoch, peers, failovers" },
         { "method": "GET", "path": "/api/listeners", "does": "every listener with its client connections by protocol (http1, http2, tcp)" },
