@@ -49,6 +49,9 @@ pub const MAGLEV_TABLE_SIZE: u32 = 65_537;
 pub const EWMA_DECAY: Duration = Duration::from_secs(10);
 pub const EWMA_DEFAULT_RTT: Duration = Duration::from_millis(30);
 pub const STICKY_COOKIE_TTL: Duration = Duration::from_secs(3600);
+/// A WebSocket (or any switched protocol) with nothing sent either way for this long is
+/// closed: HAProxy's usual `timeout tunnel`, and Envoy's connection idle timeout.
+pub const WEBSOCKET_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 pub const HA_ETCD_TTL: Duration = Duration::from_secs(2);
 pub const HA_ZOOKEEPER_SESSION: Duration = Duration::from_secs(2);
 pub const HA_HEARTBEAT: Duration = Duration::from_millis(100);

@@ -346,6 +346,14 @@ pub struct Pool {
     pub tls: Option<UpstreamTls>,
     /// What HTTP listeners speak to the backends.
     pub protocol: UpstreamProtocol,
+    pub websocket: WebSocket,
+}
+
+/// WebSocket connections through the pool's HTTP listeners.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WebSocket {
+    /// An upgraded connection with nothing sent either way for this long is closed.
+    pub idle_timeout: Duration,
 }
 
 /// The HTTP version a pool's backends are spoken to in.

@@ -161,6 +161,13 @@ pub struct RawPool {
     pub discovery: Option<RawDiscovery>,
     pub tls: Option<RawUpstreamTls>,
     pub protocol: Option<String>,
+    pub websocket: Option<RawWebSocket>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebSocket {
+    pub idle_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

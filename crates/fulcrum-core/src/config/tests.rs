@@ -336,7 +336,7 @@ fn unknown_keys_and_wrong_types_are_all_reported_with_paths_and_plain_words() {
                  max_idle_per_backend, slow_start, slow_start_min_percent, drain_timeout, \
                  health, outlier, hash_key, hash_fallback, sticky_cookie, hash_balance_factor, \
                  ring_points, maglev_table_size, ewma_decay, ewma_default_rtt, discovery, tls, \
-                 protocol",
+                 protocol, websocket",
             ],
         ),
         (

@@ -10,6 +10,8 @@ pub enum ProxyError {
     RequestLineTooLong,
     /// Request head larger than the listener's limit, or with too many headers: 431.
     HeadTooLarge,
+    /// A WebSocket handshake for a version other than 13: 426, naming 13.
+    WebSocketVersion,
     /// The request head did not arrive within the header timeout: 408.
     HeaderTimeout,
     /// The client stopped sending its request body for longer than the idle timeout: 408.
@@ -62,6 +64,7 @@ impl ProxyError {
     pub fn status(self) -> u16 {
         match self {
             ProxyError::BadRequest(_) => 400,
+            ProxyError::WebSocketVersion => 426,
             ProxyError::RequestLineTooLong => 414,
             ProxyError::HeadTooLarge => 431,
             ProxyError::HeaderTimeout | ProxyError::ClientBodyTimeout => 408,
@@ -74,6 +77,7 @@ impl ProxyError {
     pub fn side(self) -> ErrorSide {
         match self {
             ProxyError::BadRequest(_)
+            | ProxyError::WebSocketVersion
             | ProxyError::RequestLineTooLong
             | ProxyError::HeadTooLarge
             | ProxyError::HeaderTimeout
@@ -90,6 +94,7 @@ impl ProxyError {
             400 => "400 Bad Request",
             408 => "408 Request Timeout",
             414 => "414 URI Too Long",
+            426 => "426 Upgrade Required",
             431 => "431 Request Header Fields Too Large",
             502 => "502 Bad Gateway",
             503 => "503 Service Unavailable",
@@ -101,6 +106,7 @@ impl ProxyError {
     pub fn message(self) -> &'static str {
         match self {
             ProxyError::BadRequest(why) => why,
+            ProxyError::WebSocketVersion => "this WebSocket version is not supported; use 13\n",
             ProxyError::RequestLineTooLong => "request line too long\n",
             ProxyError::HeadTooLarge => "request head too large\n",
             ProxyError::HeaderTimeout => "the request head did not arrive in time\n",
@@ -117,6 +123,7 @@ impl ProxyError {
         matches!(
             self,
             ProxyError::BadRequest(_)
+                | ProxyError::WebSocketVersion
                 | ProxyError::RequestLineTooLong
                 | ProxyError::HeadTooLarge
                 | ProxyError::HeaderTimeout
@@ -133,6 +140,10 @@ impl ProxyError {
         out.extend_from_slice(self.status_line().as_bytes());
         out.extend_from_slice(b"\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ");
         out.extend_from_slice(message.len().to_string().as_bytes());
+        if self == ProxyError::WebSocketVersion {
+            // RFC 6455 §4.2.2 and RFC 9110 §15.5.22: say what would be accepted.
+            out.extend_from_slice(b"\r\nsec-websocket-version: 13\r\nupgrade: websocket");
+        }
         if close || self.closes_connection() {
             out.extend_from_slice(b"\r\nconnection: close");
         }

@@ -56,6 +56,9 @@ pub struct Scan<'a> {
     /// `TE: trailers`: the client takes trailers (gRPC says so, and an HTTP/2 backend is
     /// told again, since TE is hop-by-hop).
     pub te_trailers: bool,
+    /// An `Upgrade` header lists `websocket` (a handshake only when `Connection` also says
+    /// `upgrade`).
+    pub upgrade_websocket: bool,
     pub connection: ConnectionTokens<'a>,
 }
 
@@ -69,6 +72,7 @@ pub fn scan<'a>(headers: &[httparse::Header<'a>]) -> Scan<'a> {
         transfer_encoding: false,
         forwarded_for: false,
         te_trailers: false,
+        upgrade_websocket: false,
         connection: ConnectionTokens::default(),
     };
     let mut connection = false;
@@ -92,6 +96,9 @@ pub fn scan<'a>(headers: &[httparse::Header<'a>]) -> Scan<'a> {
             Class::HopByHop if h.name.len() == 2 => {
                 scan.te_trailers |= h.value.eq_ignore_ascii_case(b"trailers");
             }
+            Class::HopByHop if h.name.len() == 7 => {
+                scan.upgrade_websocket |= lists_token(h.value, b"websocket");
+            }
             Class::Connection => connection = true,
             _ => {}
         }
@@ -107,6 +114,8 @@ pub fn scan<'a>(headers: &[httparse::Header<'a>]) -> Scan<'a> {
 pub struct ConnectionTokens<'a> {
     pub close: bool,
     pub keep_alive: bool,
+    /// `upgrade`: the message asks to switch protocols (or, from a backend, switches).
+    pub upgrade: bool,
     /// Other tokens: names of headers that are hop-by-hop for this message.
     named: Vec<&'a str>,
 }
@@ -127,6 +136,7 @@ impl<'a> ConnectionTokens<'a> {
                 } else if token.eq_ignore_ascii_case("keep-alive") {
                     tokens.keep_alive = true;
                 } else if !token.is_empty() {
+                    tokens.upgrade |= token.eq_ignore_ascii_case("upgrade");
                     tokens.named.push(token);
                 }
             }
@@ -138,6 +148,14 @@ impl<'a> ConnectionTokens<'a> {
     pub fn names(&self, name: &str) -> bool {
         !self.named.is_empty() && self.named.iter().any(|t| t.eq_ignore_ascii_case(name))
     }
+}
+
+/// Whether a comma-separated header value lists `token` (any case; a protocol's version,
+/// `websocket/13`, is not the bare token).
+pub fn lists_token(value: &[u8], token: &[u8]) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
 /// Appends `name: value\r\n`.

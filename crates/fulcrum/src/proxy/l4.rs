@@ -6,31 +6,23 @@ use std::cell::Cell;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
 use fulcrum_core::config::Algorithm;
 
 use super::client_io::ClientIo;
 use super::error::ErrorSide;
-use super::h1::relay::poll_once;
 use super::hash_key;
+use super::tunnel::{self, Splice};
 use super::upstream;
 use super::upstream_io::Upstream;
 use crate::access_log::{AccessLog, Entry};
-use crate::metrics::cell::OwnedCounter;
 use crate::metrics::series::TcpShard;
 use crate::pool::{InFlight, Pool, Tried};
 use crate::tls::upstream::BackendTls;
-
-/// Per direction, two per proxied connection: a chatty connection keeps the small buffer, a
-/// bulk transfer (reads that fill the buffer) grows it by doubling up to the large one, so a
-/// megabyte moves in few system calls without every connection paying for it.
-const COPY_BUFFER_MIN: usize = 16 * 1024;
-const COPY_BUFFER_MAX: usize = 256 * 1024;
 
 /// Everything one worker thread needs to proxy TCP for one listener.
 #[derive(Debug)]
@@ -187,12 +179,6 @@ async fn connect_any(
     })
 }
 
-#[derive(Debug, PartialEq, Eq)]
-enum Splice {
-    Finished,
-    Idle,
-}
-
 async fn splice<S: ClientIo>(
     a: &mut S,
     b: &mut Upstream,
@@ -200,135 +186,18 @@ async fn splice<S: ClientIo>(
     metrics: &TcpShard,
     served: &Served,
 ) -> io::Result<Splice> {
-    let last_activity = Cell::new(Instant::now());
-    let (mut a_read, mut a_write) = a.halves();
-    let (mut b_read, mut b_write) = b.halves();
-    let both = async {
-        tokio::try_join!(
-            copy_half(
-                &mut a_read,
-                &mut b_write,
-                &last_activity,
-                metrics.received(),
-                &served.received,
-            ),
-            copy_half(
-                &mut b_read,
-                &mut a_write,
-                &last_activity,
-                metrics.sent(),
-                &served.sent
-            ),
-        )
-    };
-    let watchdog = async {
-        loop {
-            let deadline = crate::proxy::deadline(last_activity.get(), idle);
-            if Instant::now() >= deadline {
-                return;
-            }
-            tokio::time::sleep_until(deadline).await;
-        }
-    };
-    tokio::select! {
-        result = both => result.map(|_| Splice::Finished),
-        () = watchdog => Ok(Splice::Idle),
-    }
-}
-
-/// Copies one direction until end of stream, then half-closes the other side's write end;
-/// each write is added to `copied` when there is one, and to `total`.
-async fn copy_half<R, W>(
-    from: &mut R,
-    to: &mut W,
-    last_activity: &Cell<Instant>,
-    copied: Option<&OwnedCounter>,
-    total: &Cell<u64>,
-) -> io::Result<()>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let mut buffer = CopyBuffer::default();
-    loop {
-        let ready = {
-            let mut read = std::pin::pin!(from.read(buffer.space()));
-            poll_once(read.as_mut()).await
-        };
-        let n = match ready {
-            Poll::Ready(n) => n?,
-            Poll::Pending => {
-                // The first read was dropped with its block; a read loses nothing when
-                // dropped before completing, so it is simply started again.
-                buffer.waiting();
-                from.read(buffer.space()).await?
-            }
-        };
-        if n == 0 {
-            to.shutdown().await?;
-            return Ok(());
-        }
-        to.write_all(&buffer.space()[..n]).await?;
-        if let Some(copied) = copied {
-            copied.add(n as u64);
-        }
-        total.set(total.get() + n as u64);
-        last_activity.set(Instant::now());
-        buffer.filled(n);
-    }
-}
-
-/// One direction's copy buffer: it grows while reads fill it (a bulk transfer) and goes back
-/// to the small size whenever the connection has to wait, so thousands of quiet connections
-/// that each once moved a bulk transfer do not hold 256 KiB apiece.
-#[derive(Debug)]
-struct CopyBuffer(Vec<u8>);
-
-impl Default for CopyBuffer {
-    fn default() -> Self {
-        Self(vec![0u8; COPY_BUFFER_MIN])
-    }
-}
-
-impl CopyBuffer {
-    fn space(&mut self) -> &mut [u8] {
-        &mut self.0
-    }
-
-    /// A read returned `n` bytes: a full buffer doubles (up to the maximum).
-    fn filled(&mut self, n: usize) {
-        if n == self.0.len() && self.0.len() < COPY_BUFFER_MAX {
-            self.0.resize(self.0.len() * 2, 0);
-        }
-    }
-
-    /// Nothing to read now: give back a grown buffer before waiting.
-    fn waiting(&mut self) {
-        if self.0.len() > COPY_BUFFER_MIN {
-            self.0 = vec![0u8; COPY_BUFFER_MIN];
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_copy_buffer_grows_for_bulk_and_shrinks_when_the_connection_waits() {
-        let mut buffer = CopyBuffer::default();
-        for _ in 0..10 {
-            let n = buffer.space().len();
-            buffer.filled(n);
-        }
-        assert_eq!(buffer.space().len(), COPY_BUFFER_MAX);
-        buffer.filled(10);
-        assert_eq!(
-            buffer.space().len(),
-            COPY_BUFFER_MAX,
-            "a short read alone keeps it"
-        );
-        buffer.waiting();
-        assert_eq!(buffer.space().len(), COPY_BUFFER_MIN);
-    }
+    let (a_read, a_write) = a.halves();
+    let (b_read, b_write) = b.halves();
+    tunnel::splice(
+        tunnel::Ends {
+            a_read,
+            a_write,
+            b_read,
+            b_write,
+        },
+        idle,
+        [metrics.received(), metrics.sent()],
+        [&served.received, &served.sent],
+    )
+    .await
 }

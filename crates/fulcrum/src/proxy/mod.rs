@@ -13,6 +13,7 @@ pub mod marks;
 pub mod passthrough;
 pub mod pipeline;
 pub mod prefixed;
+pub mod tunnel;
 pub mod upstream;
 pub mod upstream_io;
 pub mod worker;

@@ -218,6 +218,16 @@ impl Validator {
                 (1, 10_000),
             ) as u32,
             maglev_table_size,
+            websocket: WebSocket {
+                idle_timeout: self.duration(
+                    &format!("{path}.websocket.idle_timeout"),
+                    raw.websocket
+                        .as_ref()
+                        .and_then(|w| w.idle_timeout.as_deref()),
+                    defaults::WEBSOCKET_IDLE_TIMEOUT,
+                    Duration::from_secs(1),
+                ),
+            },
             ewma_decay: self.duration(
                 &format!("{path}.ewma_decay"),
                 raw.ewma_decay.as_deref(),

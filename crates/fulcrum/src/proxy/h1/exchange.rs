@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fulcrum_core::config::{HttpLimits, UpstreamProtocol};
+use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
 use super::buffer::{BufferPool, ReadBuf};
@@ -26,6 +27,7 @@ use super::head_end::HeadEnd;
 use super::idle::IdleRegistry;
 use super::relay::{self, RelayError, Timeouts};
 use super::response::{ClientSide, ResponseHead};
+use super::switched;
 use crate::access_log::AccessLog;
 use crate::metrics::series::HttpShard;
 use crate::pool::{LiveBackend, Pool};
@@ -365,6 +367,10 @@ async fn exchange<D: Downstream>(
     .await;
     ctx.buffers.give_write(out);
     match result {
+        Ok(relayed) if relayed.switched => {
+            switched::tunnel(ctx, backend, client, upstream, &response_buffer).await;
+            Attempt::Done(Next::Close).into()
+        }
         Ok(relayed) => {
             if relayed.upstream_reusable && response_buffer.is_empty() {
                 ctx.upstreams.checkin(
@@ -419,11 +425,12 @@ async fn send_and_respond<D: Downstream>(
     let settings = ctx.pool.settings();
     let (mut upstream_read, mut upstream_write) = upstream.halves();
     let request = client.request();
-    let (is_head, http10, keep_alive, framing) = (
+    let (is_head, http10, keep_alive, framing, upgrade) = (
         request.is_head,
         request.http10,
         request.keep_alive,
         request.framing,
+        request.upgrade,
     );
     let set_cookie = request.set_cookie.clone();
     let (mut client_read, input, mut client_write, marks) = client.split();
@@ -459,6 +466,7 @@ async fn send_and_respond<D: Downstream>(
             // A response that comes before the whole request was read ends the connection.
             keep_alive: keep_alive && uploaded && !upload_broken,
             set_cookie: set_cookie.as_deref(),
+            upgrade,
         };
         let read_head = read_response_head(
             &mut upstream_read,
@@ -506,6 +514,19 @@ async fn send_and_respond<D: Downstream>(
     let status_failed = pipeline::observe_head(&ctx.pool, backend, marks, head.status, started);
     response_buffer.consume(head.len);
     responded.set(true);
+    if head.switched {
+        // The 101 goes out now; the tunnel takes over once this attempt's halves are free.
+        let written = relay::write_slice(&mut client_write, out, client_timeouts.write).await;
+        out.clear();
+        if written.is_err() || client_write.flush().await.is_err() {
+            return Err(Attempt::Done(Next::Close));
+        }
+        return Ok(Relayed {
+            upstream_reusable: false,
+            next: Next::Close,
+            switched: true,
+        });
+    }
     let response = relay::body(
         &mut upstream_read,
         response_buffer,
@@ -557,6 +578,7 @@ async fn send_and_respond<D: Downstream>(
         }
     }
     Ok(Relayed {
+        switched: false,
         upstream_reusable: head.upstream_reusable && upload_whole,
         next: if !head.client_close {
             Next::KeepAlive
@@ -572,6 +594,8 @@ async fn send_and_respond<D: Downstream>(
 struct Relayed {
     upstream_reusable: bool,
     next: Next,
+    /// A `101` to WebSocket was relayed: the two connections become a tunnel.
+    switched: bool,
 }
 
 /// Reads until the backend's response head is complete; the head for the client is then

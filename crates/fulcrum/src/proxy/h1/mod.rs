@@ -16,3 +16,5 @@ pub mod idle;
 pub mod relay;
 pub mod request;
 pub mod response;
+pub mod switched;
+pub mod websocket;

@@ -4,9 +4,10 @@
 
 use std::net::IpAddr;
 
-use fulcrum_core::config::Pool as PoolSettings;
+use fulcrum_core::config::{Pool as PoolSettings, UpstreamProtocol};
 
 use super::framing::Framing;
+use super::websocket::{self, Asks};
 use crate::pool::random_u64;
 use crate::proxy::error::ProxyError;
 use crate::proxy::hash_key;
@@ -45,6 +46,9 @@ pub struct RequestHead {
     pub set_cookie: Option<String>,
     /// The client sent `TE: trailers`.
     pub te_trailers: bool,
+    /// A valid WebSocket handshake, forwarded as one (to HTTP/1.1 backends only: over
+    /// HTTP/2 it would need RFC 8441, so other pools get it as a plain GET).
+    pub upgrade: bool,
     /// When it reached each phase (metrics).
     pub marks: Marks,
 }
@@ -97,6 +101,8 @@ pub fn parse(
         None => scan.host,
     };
     let framing = framing(headers, &scan, http10)?;
+    let upgrade = websocket::check(method, http10, framing, &scan, headers)? == Asks::WebSocket
+        && rules.settings.protocol == UpstreamProtocol::Http1;
     let connection = &scan.connection;
     let keep_alive = if http10 {
         connection.keep_alive && !connection.close
@@ -116,6 +122,7 @@ pub fn parse(
         &scan,
         host,
         framing,
+        upgrade,
         rules.peer_text,
         rules.tls,
     );
@@ -130,6 +137,7 @@ pub fn parse(
         key,
         set_cookie,
         te_trailers: scan.te_trailers,
+        upgrade,
         marks: Marks::new(tokio::time::Instant::now()),
     }))
 }
@@ -245,6 +253,7 @@ fn write_upstream_head(
     scan: &Scan<'_>,
     host: Option<&[u8]>,
     framing: Framing,
+    upgrade: bool,
     peer: &[u8],
     tls: Option<&TlsFacts>,
 ) {
@@ -310,6 +319,9 @@ fn write_upstream_head(
     }
     if framing == Framing::Chunked {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    if upgrade {
+        websocket::put_upgrade(out);
     }
     out.extend_from_slice(b"\r\n");
 }

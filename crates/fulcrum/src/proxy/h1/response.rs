@@ -3,6 +3,7 @@
 //! headers that match what fulcrum does on the client side.
 
 use super::framing::Framing;
+use super::websocket;
 use crate::proxy::headers::{self, Class, Scan, MAX_HEADERS};
 
 /// What the client side of the exchange looks like when the response head is written.
@@ -14,6 +15,9 @@ pub struct ClientSide<'a> {
     /// not shutting down, the request was read whole).
     pub keep_alive: bool,
     pub set_cookie: Option<&'a str>,
+    /// The request is a WebSocket handshake from an HTTP/1.1 client: a `101` switching to
+    /// WebSocket is relayed, and the connection becomes a tunnel.
+    pub upgrade: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +34,8 @@ pub struct ResponseHead {
     pub upstream_reusable: bool,
     /// The client connection must be closed after this response.
     pub client_close: bool,
+    /// A `101` to WebSocket: the connections become a tunnel after this head.
+    pub switched: bool,
 }
 
 /// The backend sent something that is not a valid response head.
@@ -101,22 +107,31 @@ pub fn parse<O: HeadOut>(
     if status < 100 {
         return Err(BadResponse("status code below 100"));
     }
-    if status == 101 {
-        return Err(BadResponse("protocol switch on a request without Upgrade"));
-    }
-    let informational = (100..200).contains(&status);
     let scan = headers::scan(headers);
+    let switched = status == 101;
+    if switched {
+        if !client.upgrade || O::FRAMED {
+            return Err(BadResponse("protocol switch on a request without Upgrade"));
+        }
+        if !websocket::switches(&scan) {
+            return Err(BadResponse(
+                "101 to a protocol other than the WebSocket asked for",
+            ));
+        }
+    }
+    let informational = (100..200).contains(&status) && !switched;
     let connection = &scan.connection;
     let framing = framing(headers, &scan, status, client.request_is_head)?;
     let decode_chunks = framing == Framing::Chunked && (client.http10 || O::FRAMED);
-    let upstream_reusable = framing != Framing::UntilClose
+    let upstream_reusable = !switched
+        && framing != Framing::UntilClose
         && if version == 0 {
             connection.keep_alive && !connection.close
         } else {
             !connection.close
         };
-    let client_close =
-        !O::FRAMED && (!client.keep_alive || framing == Framing::UntilClose || decode_chunks);
+    let client_close = switched
+        || (!O::FRAMED && (!client.keep_alive || framing == Framing::UntilClose || decode_chunks));
 
     out.status_line(status, reason);
     let mut length_sent = false;
@@ -136,6 +151,11 @@ pub fn parse<O: HeadOut>(
     }
     if informational {
         out.end(false, false);
+    } else if switched {
+        // The backend's own Upgrade and Connection were hop-by-hop; the client gets these.
+        out.header("connection", b"upgrade");
+        out.header("upgrade", b"websocket");
+        out.end(false, false);
     } else {
         // Kept only for an HTTP/1.1 client that reads chunks as they come.
         if framing == Framing::Chunked && !decode_chunks {
@@ -154,6 +174,7 @@ pub fn parse<O: HeadOut>(
         decode_chunks,
         upstream_reusable,
         client_close,
+        switched,
     }))
 }
 
@@ -210,7 +231,45 @@ mod tests {
         http10: false,
         keep_alive: true,
         set_cookie: None,
+        upgrade: false,
     };
+
+    #[test]
+    fn a_101_is_relayed_only_as_the_answer_to_a_websocket_handshake() {
+        let handshake = ClientSide {
+            upgrade: true,
+            ..KEEP
+        };
+        let switch =
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                      Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nKeep-Alive: 5\r\n\r\n";
+        let (out, head) = relay(switch, handshake);
+        assert_eq!(
+            out,
+            "HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\
+             connection: upgrade\r\nupgrade: websocket\r\n\r\n"
+        );
+        assert!(
+            head.switched && !head.informational && !head.upstream_reusable && head.client_close
+        );
+        let mut out = Vec::new();
+        assert!(
+            parse(switch.as_bytes(), &KEEP, &mut out).is_err(),
+            "a 101 to a request that did not ask for it"
+        );
+        let elsewhere =
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n";
+        assert!(
+            parse(elsewhere.as_bytes(), &handshake, &mut out).is_err(),
+            "a 101 to another protocol than the one asked for"
+        );
+        // Any other answer stays HTTP: the handshake is refused and the connection goes on.
+        let (_, refused) = relay(
+            "HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n",
+            handshake,
+        );
+        assert!(!refused.switched && !refused.client_close);
+    }
 
     fn relay(response: &str, client: ClientSide<'_>) -> (String, ResponseHead) {
         let mut out = Vec::new();

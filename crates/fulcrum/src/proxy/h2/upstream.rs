@@ -539,6 +539,8 @@ async fn exchange<D: Downstream>(
         http10,
         keep_alive: keep_alive && uploaded && !upload_broken && !ctx.idle.is_stopped(),
         set_cookie: set_cookie.as_deref(),
+        // A WebSocket over an HTTP/2 backend would need RFC 8441: never asked for.
+        upgrade: false,
     };
     let mut out = ctx.buffers.take_write();
     let relayed = match sink.start_parts(&mut parts, body.is_end_stream(), &side, &mut out) {

@@ -1,0 +1,321 @@
+//! WebSockets through fulcrum, with the tools an application would use: Python's
+//! `websockets` (Debian python3-websockets) as the backend server and as the client
+//! (`tests/ws/server.py`, `tests/ws/client.py`), and raw bytes where the handshake's rules are
+//! the point. A valid handshake is forwarded with its `Upgrade`; only a `101` turns the
+//! connection into a tunnel; any other answer leaves it HTTP; an open WebSocket counts as in
+//! flight for `least_conn` for its whole life; a silent one is closed after the pool's
+//! `websocket.idle_timeout`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::time::Duration;
+
+use common::cli::free_port;
+use common::*;
+
+fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/ws")
+        .join(name)
+}
+
+/// Python 3 with `websockets`; a missing one fails the test saying what to install.
+fn python() -> &'static str {
+    let python = installed(&["/usr/bin/python3"], "python3");
+    let found = Command::new(python)
+        .args(["-c", "import websockets"])
+        .status()
+        .unwrap();
+    assert!(
+        found.success(),
+        "Python's websockets module is missing: install Debian's python3-websockets (scripts/test does)"
+    );
+    python
+}
+
+/// A Python WebSocket backend, stopped when dropped.
+struct WsBackend {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for WsBackend {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn ws_backend(name: &str) -> WsBackend {
+    let port = free_port();
+    let mut child = Command::new(python())
+        .arg(script("server.py"))
+        .arg(port.to_string())
+        .arg(name)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    assert_eq!(ready.trim(), "ready", "the WebSocket backend did not start");
+    WsBackend {
+        child,
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+    }
+}
+
+/// Runs the Python client to its end; its JSON lines.
+async fn client(proxy: SocketAddr, args: &[&str]) -> Vec<serde_json::Value> {
+    let url = format!("ws://{proxy}/chat");
+    let mut command = Command::new(python());
+    command.arg(script("client.py")).arg(url).args(args);
+    let run = tokio::task::spawn_blocking(move || command.output());
+    let out = tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("the WebSocket client did not finish within 30 s")
+        .unwrap()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "client {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_through_fulcrum_echoes_both_ways_and_closes_cleanly() {
+    let backend = ws_backend("ws-1");
+    let proxy = start_proxy("http", "least_conn", &[(backend.addr, 1)], "", "");
+    let lines = client(proxy.addr, &["echo"]).await;
+    let greeting = &lines[0]["greeting"];
+    assert_eq!(greeting["backend"], "ws-1");
+    assert_eq!(greeting["path"], "/chat");
+    // The backend saw a WebSocket handshake (fulcrum's own Upgrade and Connection) and who
+    // the client is.
+    assert_eq!(greeting["upgrade"], "websocket");
+    assert_eq!(greeting["connection"], "upgrade");
+    assert_eq!(greeting["x_forwarded_for"], "127.0.0.1");
+    assert_eq!(lines[1]["text"], "ping");
+    assert_eq!(lines[2]["binary_echoed"], true, "512 KiB binary message");
+    assert_eq!(lines[3]["close_code"], 1000, "a clean close handshake");
+    // The handshake was counted as a request that got a 1xx, and nothing is left in flight.
+    let status = proxy
+        .wait_for(Duration::from_secs(5), "nothing in flight", |s| {
+            s["backends"][0]["in_flight"] == 0
+        })
+        .await;
+    assert_eq!(status["backends"][0]["requests"], 1);
+    assert_eq!(status["backends"][0]["failures"], 0);
+}
+
+/// Reads the holding client's lines until it says it holds its connections.
+fn read_until_holding(out: &mut BufReader<ChildStdout>) -> Vec<serde_json::Value> {
+    let mut lines = Vec::new();
+    loop {
+        let mut line = String::new();
+        assert!(out.read_line(&mut line).unwrap() > 0, "client ended early");
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let holding = value.get("holding").is_some();
+        lines.push(value);
+        if holding {
+            return lines;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_conn_counts_an_open_websocket_as_in_flight_for_its_whole_life() {
+    let (a, b) = (ws_backend("ws-a"), ws_backend("ws-b"));
+    let proxy = start_proxy("http", "least_conn", &[(a.addr, 1), (b.addr, 1)], "", "");
+    let mut holder = std::process::Command::new(python())
+        .arg(script("client.py"))
+        .arg(format!("ws://{}/chat", proxy.addr))
+        .args(["hold", "6"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(holder.stdout.take().unwrap());
+    let lines = tokio::task::spawn_blocking(move || {
+        let lines = read_until_holding(&mut out);
+        (lines, out)
+    });
+    let (lines, mut out) = lines.await.unwrap();
+    let names = tally(
+        lines
+            .iter()
+            .filter_map(|l| l["greeting"]["backend"].as_str().map(str::to_string)),
+    );
+    assert_eq!(names.get("ws-a"), Some(&3), "{names:?}");
+    assert_eq!(names.get("ws-b"), Some(&3), "{names:?}");
+    // Six open sockets, three on each backend, all in flight while they stay open.
+    let status = proxy.status().await;
+    for backend in status["backends"].as_array().unwrap() {
+        assert_eq!(backend["in_flight"], 3, "{status:#}");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let still = proxy.status().await;
+    for backend in still["backends"].as_array().unwrap() {
+        assert_eq!(backend["in_flight"], 3, "a moment later: {still:#}");
+    }
+    drop(holder.stdin.take());
+    let mut last = String::new();
+    out.read_line(&mut last).unwrap();
+    assert!(last.contains("\"closed\": 6"), "{last}");
+    assert!(holder.wait().unwrap().success());
+    proxy
+        .wait_for(
+            Duration::from_secs(5),
+            "closed sockets leave in-flight",
+            |s| {
+                s["backends"]
+                    .as_array()
+                    .is_some_and(|list| list.iter().all(|b| b["in_flight"] == 0))
+            },
+        )
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_websocket_is_closed_after_the_pools_idle_timeout() {
+    let backend = ws_backend("ws-idle");
+    let proxy = start_proxy(
+        "http",
+        "round_robin",
+        &[(backend.addr, 1)],
+        "",
+        "websocket = { idle_timeout = \"1s\" }",
+    );
+    let lines = client(proxy.addr, &["idle", "2.5"]).await;
+    assert_eq!(lines[0]["greeting"]["backend"], "ws-idle");
+    assert_eq!(lines[1]["open"], false, "{lines:?}");
+}
+
+const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+/// A handshake for `/ws` with `extra` header lines, and `close` asked when `last`.
+fn handshake(method: &str, extra: &str, last: bool) -> String {
+    format!(
+        "{method} /ws HTTP/1.1\r\nhost: chat\r\n{extra}{}\r\n",
+        if last { "connection: close\r\n" } else { "" }
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshakes_are_checked_and_a_refused_one_leaves_the_connection_in_http() {
+    let plain = Backend::named("plain", Duration::ZERO).await;
+    let proxy = start_proxy("http", "round_robin", &[(plain.addr, 1)], "", "");
+    let valid = format!(
+        "upgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-key: {KEY}\r\nsec-websocket-version: 13\r\n"
+    );
+
+    // A valid handshake goes to the backend as one; it answers 200, not 101: the next bytes
+    // are a request of their own, answered as HTTP, never tunnelled.
+    let two = format!(
+        "{}GET /next HTTP/1.1\r\nhost: chat\r\nconnection: close\r\n\r\n",
+        handshake("GET", &valid, false)
+    );
+    let answer = raw_exchange(proxy.addr, two.as_bytes()).await;
+    assert_eq!(answer.matches("HTTP/1.1 200 OK").count(), 2, "{answer}");
+    assert!(!answer.to_ascii_lowercase().contains("upgrade"), "{answer}");
+    assert_eq!(plain.requests(), 2);
+
+    // What the backend saw of a handshake: fulcrum's Upgrade and Connection, the key and
+    // version passed on.
+    let _ = raw_exchange(proxy.addr, handshake("GET", &valid, true).as_bytes()).await;
+    let seen = plain.last_headers();
+    assert_eq!(seen["upgrade"], "websocket");
+    assert_eq!(seen["connection"], "upgrade");
+    assert_eq!(seen["sec-websocket-key"], KEY);
+    assert_eq!(seen["sec-websocket-version"], "13");
+
+    // Upgrade without `Connection: upgrade` is no handshake (RFC 9110 §7.8): served as HTTP,
+    // the hop-by-hop Upgrade dropped.
+    let no_token =
+        format!("upgrade: websocket\r\nsec-websocket-key: {KEY}\r\nsec-websocket-version: 13\r\n");
+    let answer = raw_exchange(proxy.addr, handshake("GET", &no_token, true).as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(!plain.last_headers().contains_key("upgrade"));
+
+    // Broken handshakes never reach the backend.
+    let before = plain.requests();
+    for (what, request, status) in [
+        (
+            "no key",
+            handshake(
+                "GET",
+                "upgrade: websocket\r\nconnection: upgrade\r\nsec-websocket-version: 13\r\n",
+                false,
+            ),
+            "400",
+        ),
+        ("POST", handshake("POST", &valid, false), "400"),
+        (
+            "version 8",
+            handshake("GET", &valid.replace("version: 13", "version: 8"), false),
+            "426",
+        ),
+    ] {
+        let answer = raw_exchange(proxy.addr, request.as_bytes()).await;
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{what}: {answer}"
+        );
+        if status == "426" {
+            let lower = answer.to_ascii_lowercase();
+            assert!(
+                lower.contains("\r\nsec-websocket-version: 13\r\n"),
+                "{answer}"
+            );
+            assert!(lower.contains("\r\nupgrade: websocket\r\n"), "{answer}");
+        }
+    }
+    assert_eq!(
+        plain.requests(),
+        before,
+        "a broken handshake reached the backend"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_101_to_a_request_that_did_not_ask_for_one_is_a_bad_gateway() {
+    // A backend that switches protocols whatever it is asked.
+    let port = free_port();
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let rogue = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut head = [0u8; 1024];
+        let _ = std::io::Read::read(&mut stream, &mut head);
+        stream
+            .write_all(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\nsmuggled")
+            .unwrap();
+    });
+    let proxy = start_proxy(
+        "http",
+        "round_robin",
+        &[(SocketAddr::from(([127, 0, 0, 1], port)), 1)],
+        "",
+        "",
+    );
+    let answer = raw_exchange(
+        proxy.addr,
+        b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 502 "), "{answer}");
+    assert!(!answer.contains("smuggled"), "{answer}");
+    rogue.join().unwrap();
+}

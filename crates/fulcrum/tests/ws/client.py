@@ -1,0 +1,63 @@
+"""A WebSocket client for tests/websocket.rs, on Python's `websockets` (Debian
+python3-websockets), the way an application would connect through fulcrum.
+
+  client.py URL echo         greeting, a text and a 512 KiB binary echo, a clean close
+  client.py URL hold N       N connections, their greetings; closes them at stdin's end
+  client.py URL idle SECS    greeting, then silence for SECS: was the connection closed?
+
+Prints one JSON object per line."""
+
+import asyncio
+import json
+import os
+import sys
+
+import websockets
+
+
+def say(**fields):
+    print(json.dumps(fields), flush=True)
+
+
+async def echo(url):
+    async with websockets.connect(url, max_size=None) as ws:
+        say(greeting=json.loads(await ws.recv()))
+        await ws.send("ping")
+        say(text=await ws.recv())
+        payload = os.urandom(512 * 1024)
+        await ws.send(payload)
+        say(binary_echoed=(await ws.recv()) == payload)
+    say(close_code=ws.close_code)
+
+
+async def hold(url, n):
+    sockets = [await websockets.connect(url) for _ in range(n)]
+    for ws in sockets:
+        say(greeting=json.loads(await ws.recv()))
+    say(holding=n)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    for ws in sockets:
+        await ws.close()
+    say(closed=n)
+
+
+async def idle(url, seconds):
+    ws = await websockets.connect(url, ping_interval=None)
+    say(greeting=json.loads(await ws.recv()))
+    await asyncio.sleep(seconds)
+    try:
+        await asyncio.wait_for(ws.recv(), 5)
+        say(open=True)
+    except websockets.ConnectionClosed as closed:
+        say(open=False, code=closed.code)
+    except asyncio.TimeoutError:
+        say(open=True)
+
+
+url, mode = sys.argv[1], sys.argv[2]
+if mode == "echo":
+    asyncio.run(echo(url))
+elif mode == "hold":
+    asyncio.run(hold(url, int(sys.argv[3])))
+else:
+    asyncio.run(idle(url, float(sys.argv[3])))

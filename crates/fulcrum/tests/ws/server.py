@@ -1,0 +1,30 @@
+"""A WebSocket backend for tests/websocket.rs, on Python's `websockets` (Debian
+python3-websockets): greets each connection with what it saw of the handshake, then echoes
+every message. Usage: server.py PORT NAME; prints "ready" once it listens."""
+
+import asyncio
+import json
+import sys
+
+import websockets
+
+
+async def main(port, name):
+    async def handler(ws, path=None):
+        headers = ws.request_headers
+        await ws.send(json.dumps({
+            "backend": name,
+            "path": ws.path,
+            "x_forwarded_for": headers.get("X-Forwarded-For"),
+            "upgrade": headers.get("Upgrade"),
+            "connection": headers.get("Connection"),
+        }))
+        async for message in ws:
+            await ws.send(message)
+
+    async with websockets.serve(handler, "127.0.0.1", port, max_size=None):
+        print("ready", flush=True)
+        await asyncio.Future()
+
+
+asyncio.run(main(int(sys.argv[1]), sys.argv[2]))
