@@ -108,6 +108,14 @@ async fn a_websocket_through_fulcrum_echoes_both_ways_and_closes_cleanly() {
     assert_eq!(greeting["upgrade"], "websocket");
     assert_eq!(greeting["connection"], "upgrade");
     assert_eq!(greeting["x_forwarded_for"], "127.0.0.1");
+    // fulcrum's id of the connection, and only that: the client's forged one is dropped.
+    let ids = greeting["connection_id"].as_array().unwrap();
+    assert_eq!(ids.len(), 1, "{greeting}");
+    let id = ids[0].as_str().unwrap();
+    assert!(
+        id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{id}"
+    );
     assert_eq!(lines[1]["text"], "ping");
     assert_eq!(lines[2]["binary_echoed"], true, "512 KiB binary message");
     assert_eq!(lines[3]["close_code"], 1000, "a clean close handshake");
@@ -161,6 +169,45 @@ async fn least_conn_counts_an_open_websocket_as_in_flight_for_its_whole_life() {
     );
     assert_eq!(names.get("ws-a"), Some(&3), "{names:?}");
     assert_eq!(names.get("ws-b"), Some(&3), "{names:?}");
+    // The registry lists each by the id its backend got, on that backend.
+    let admin = proxy.app().admin_addr().unwrap();
+    let addr_of = |name: &str| if name == "ws-a" { a.addr } else { b.addr };
+    let (code, body) = Client::connect(admin)
+        .await
+        .get("/api/ws/connections")
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let listed: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(listed["count"], 6, "{listed:#}");
+    for line in lines.iter().filter(|l| l.get("greeting").is_some()) {
+        let id = line["greeting"]["connection_id"][0].as_str().unwrap();
+        let (code, body) = Client::connect(admin)
+            .await
+            .get(&format!("/api/ws/connections/{id}"))
+            .await;
+        assert_eq!(code, 200, "{id}: {body}");
+        let one: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let name = line["greeting"]["backend"].as_str().unwrap();
+        assert_eq!(one["backend"], addr_of(name).to_string(), "{one:#}");
+        assert_eq!(one["pool"], "app");
+        assert_eq!(one["listener"], "front");
+        assert_eq!(
+            one["client"].as_str().unwrap().split(':').next(),
+            Some("127.0.0.1")
+        );
+    }
+    let (_, body) = Client::connect(admin)
+        .await
+        .get(&format!("/api/ws/connections?backend={}", a.addr))
+        .await;
+    let on_a: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(on_a["count"], 3, "{on_a:#}");
+    let (code, _) = Client::connect(admin)
+        .await
+        .get("/api/ws/connections?colour=blue")
+        .await;
+    assert_eq!(code, 400);
+
     // Six open sockets, three on each backend, all in flight while they stay open.
     let status = proxy.status().await;
     for backend in status["backends"].as_array().unwrap() {
@@ -187,6 +234,21 @@ async fn least_conn_counts_an_open_websocket_as_in_flight_for_its_whole_life() {
             },
         )
         .await;
+    let (_, body) = Client::connect(admin)
+        .await
+        .get("/api/ws/connections")
+        .await;
+    let listed: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        listed["count"], 0,
+        "closed sockets leave the registry: {listed:#}"
+    );
+    let gone = lines[0]["greeting"]["connection_id"][0].as_str().unwrap();
+    let (code, _) = Client::connect(admin)
+        .await
+        .get(&format!("/api/ws/connections/{gone}"))
+        .await;
+    assert_eq!(code, 404);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -52,6 +52,8 @@ pub const STICKY_COOKIE_TTL: Duration = Duration::from_secs(3600);
 /// A WebSocket (or any switched protocol) with nothing sent either way for this long is
 /// closed: HAProxy's usual `timeout tunnel`, and Envoy's connection idle timeout.
 pub const WEBSOCKET_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// The handshake header that tells a backend fulcrum's id of the connection.
+pub const WEBSOCKET_CONNECTION_ID_HEADER: &str = "x-fulcrum-connection-id";
 pub const HA_ETCD_TTL: Duration = Duration::from_secs(2);
 pub const HA_ZOOKEEPER_SESSION: Duration = Duration::from_secs(2);
 pub const HA_HEARTBEAT: Duration = Duration::from_millis(100);

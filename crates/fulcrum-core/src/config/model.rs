@@ -350,10 +350,13 @@ pub struct Pool {
 }
 
 /// WebSocket connections through the pool's HTTP listeners.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebSocket {
     /// An upgraded connection with nothing sent either way for this long is closed.
     pub idle_timeout: Duration,
+    /// The request header (lower case) that carries fulcrum's id of the connection to the
+    /// backend in the handshake.
+    pub connection_id_header: String,
 }
 
 /// The HTTP version a pool's backends are spoken to in.

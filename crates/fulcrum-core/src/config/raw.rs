@@ -168,6 +168,7 @@ pub struct RawPool {
 #[serde(deny_unknown_fields)]
 pub struct RawWebSocket {
     pub idle_timeout: Option<String>,
+    pub connection_id_header: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -151,6 +151,7 @@ async fn handle(
     request: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
     let path = request.uri().path().to_string();
+    let query = request.uri().query().map(str::to_string);
     // External probes (a load balancer in front, keepalived, Kubernetes) have no token; the
     // dashboard's files hold no data and ask for the token themselves.
     let open = path.trim_matches('/') == "healthz" || ui::is_asset(&path);
@@ -186,7 +187,16 @@ async fn handle(
         .and_then(|v| v.to_str().ok());
     let response = match ui::asset(&path, token.is_some()) {
         Some(page) if method == Method::GET => page,
-        _ => routes::route(state, &method, &path, &body, accept),
+        _ => routes::route(
+            state,
+            routes::Asked {
+                method: &method,
+                path: &path,
+                query: query.as_deref(),
+                body: &body,
+                accept,
+            },
+        ),
     };
     if !head {
         return response;

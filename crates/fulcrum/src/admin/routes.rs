@@ -8,6 +8,8 @@
 //! | `GET /metrics` | Prometheus metrics (text 0.0.4, or OpenMetrics when `Accept` asks) |
 //! | `GET /api/ha` | HA role, leader, epoch, last renewal, peers, failover history |
 //! | `GET /api/pools` | every pool with its backends |
+//! | `GET /api/ws/connections` `?backend=&pool=` | the WebSockets open now |
+//! | `GET /api/ws/connections/{id}` | one of them, by its id |
 //! | `GET /api/reload` | reloads applied and refused, the last one, the upgrade generation |
 //! | `POST /api/reload` | read the configuration file again and apply the difference |
 //! | `GET /api/tls` | each TLS listener's certificates, rotation and handshakes |
@@ -44,14 +46,26 @@ struct NewBackend {
     weight: Option<u32>,
 }
 
-/// `accept`: the request's `Accept` header (the metrics' format).
-pub fn route(
-    state: &AdminState,
-    method: &Method,
-    path: &str,
-    body: &Bytes,
-    accept: Option<&str>,
-) -> Response<Full<Bytes>> {
+/// What an admin request asks.
+#[derive(Debug, Clone, Copy)]
+pub struct Asked<'a> {
+    pub method: &'a Method,
+    pub path: &'a str,
+    /// The query string (`backend=…` for the WebSocket list).
+    pub query: Option<&'a str>,
+    pub body: &'a Bytes,
+    /// The request's `Accept` header (the metrics' format).
+    pub accept: Option<&'a str>,
+}
+
+pub fn route(state: &AdminState, asked: Asked<'_>) -> Response<Full<Bytes>> {
+    let Asked {
+        method,
+        path,
+        query,
+        body,
+        accept,
+    } = asked;
     let pools: &Pools = &state.pools;
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (method, segments.as_slice()) {
@@ -74,6 +88,22 @@ pub fn route(
                 "listeners": state.listeners.stats().iter().map(|l| l.status()).collect::<Vec<_>>()
             }),
         ),
+        (&Method::GET, ["api", "ws", "connections"]) => websockets(state, query),
+        (&Method::GET, ["api", "ws", "connections", id]) => {
+            let found = state
+                .listeners
+                .stats()
+                .iter()
+                .flat_map(|l| l.websockets.list(|c| c.id == *id))
+                .next();
+            match found {
+                Some(connection) => json(StatusCode::OK, &connection),
+                None => error(
+                    StatusCode::NOT_FOUND,
+                    &format!("no open WebSocket with id `{id}`"),
+                ),
+            }
+        }
         (&Method::GET, ["api", "reload"]) => json(StatusCode::OK, &state.reloads.status()),
         (&Method::GET, ["api", "tls"]) => json(
             StatusCode::OK,
@@ -183,6 +213,8 @@ fn allowed(segments: &[&str]) -> Option<&'static str> {
         | ["ui"]
         | ["ui", "app.js" | "style.css"]
         | ["api", "listeners"]
+        | ["api", "ws", "connections"]
+        | ["api", "ws", "connections", _]
         | ["api", "ha"]
         | ["api", "tls"]
         | ["api", "pools"]
@@ -205,6 +237,8 @@ fn endpoints() -> serde_json::Value {
         { "method": "GET", "path": "/api/ha", "does": "HA role, leader, epoch, peers, failovers" },
         { "method": "GET", "path": "/api/listeners", "does": "every listener with its client connections by protocol (http1, http2, tcp)" },
         { "method": "GET", "path": "/api/pools", "does": "every pool with its backends" },
+        { "method": "GET", "path": "/api/ws/connections", "does": "the WebSockets open now (id, listener, pool, backend, client, since); ?backend=IP:PORT and ?pool=NAME narrow the list" },
+        { "method": "GET", "path": "/api/ws/connections/{id}", "does": "one open WebSocket, by the id its backend got in the handshake" },
         { "method": "GET", "path": "/api/reload", "does": "reloads applied and refused, the last one (when, trigger, changes or errors), the upgrade generation, the pid" },
         { "method": "POST", "path": "/api/reload", "does": "read the configuration file again and apply the difference: 200 with the changes, 422 with the errors (nothing changed)" },
         { "method": "GET", "path": "/api/tls", "does": "each TLS listener's certificates (names, expiry), rotation, handshakes" },
@@ -216,6 +250,51 @@ fn endpoints() -> serde_json::Value {
         { "method": "POST", "path": "/api/pools/{pool}/backends/{addr}/disable", "does": "out of rotation until enabled" },
         { "method": "DELETE", "path": "/api/pools/{pool}/backends/{addr}", "does": "drain, then remove" },
     ]})
+}
+
+/// `GET /api/ws/connections`, narrowed by `backend=IP:PORT` and `pool=NAME`.
+fn websockets(state: &AdminState, query: Option<&str>) -> Response<Full<Bytes>> {
+    let (mut backend, mut pool) = (None, None);
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match name {
+            "backend" => match parse_addr(value) {
+                Ok(addr) => backend = Some(addr),
+                Err(AdminError::BadRequest(m)) => return error(StatusCode::BAD_REQUEST, &m),
+                Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
+            },
+            "pool" => match percent_decode(value) {
+                Some(name) => pool = Some(name),
+                None => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "`pool` is not percent-encoded UTF-8",
+                    )
+                }
+            },
+            other => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("unknown parameter `{other}`; valid: backend, pool"),
+                )
+            }
+        }
+    }
+    let connections: Vec<_> = state
+        .listeners
+        .stats()
+        .iter()
+        .flat_map(|l| {
+            l.websockets.list(|c| {
+                backend.is_none_or(|b| c.backend == b)
+                    && pool.as_deref().is_none_or(|p| c.pool == p)
+            })
+        })
+        .collect();
+    json(
+        StatusCode::OK,
+        &serde_json::json!({ "count": connections.len(), "connections": connections }),
+    )
 }
 
 /// `GET /metrics`, in the format the scraper accepts.

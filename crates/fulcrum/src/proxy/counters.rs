@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::access_log::AccessLogCounters;
 use crate::metrics::series::ListenerSeries;
+use crate::proxy::websockets::WsRegistry;
 
 #[derive(Debug)]
 pub struct ListenerStats {
@@ -28,6 +29,8 @@ pub struct ListenerStats {
     pub series: ListenerSeries,
     /// Its access log's lines written, dropped and lost.
     pub access_log: Arc<AccessLogCounters>,
+    /// The WebSockets it holds open now.
+    pub websockets: Arc<WsRegistry>,
 }
 
 /// Counts a client connection as open until dropped.
@@ -69,6 +72,7 @@ impl ListenerStats {
             open: AtomicU64::new(0),
             series: ListenerSeries::new(workers),
             access_log: Arc::default(),
+            websockets: Arc::default(),
         }
     }
 

@@ -16,6 +16,7 @@ pub mod prefixed;
 pub mod tunnel;
 pub mod upstream;
 pub mod upstream_io;
+pub mod websockets;
 pub mod worker;
 
 use std::time::Duration;

@@ -1,7 +1,8 @@
 """A WebSocket client for tests/websocket.rs, on Python's `websockets` (Debian
 python3-websockets), the way an application would connect through fulcrum.
 
-  client.py URL echo         greeting, a text and a 512 KiB binary echo, a clean close
+  client.py URL echo         greeting (sent with a forged connection id), a text and a
+                             512 KiB binary echo, a clean close
   client.py URL hold N       N connections, their greetings; closes them at stdin's end
   client.py URL idle SECS    greeting, then silence for SECS: was the connection closed?
 
@@ -20,7 +21,9 @@ def say(**fields):
 
 
 async def echo(url):
-    async with websockets.connect(url, max_size=None) as ws:
+    # A client naming its own connection id is not believed.
+    forged = {"X-Fulcrum-Connection-Id": "forged"}
+    async with websockets.connect(url, max_size=None, extra_headers=forged) as ws:
         say(greeting=json.loads(await ws.recv()))
         await ws.send("ping")
         say(text=await ws.recv())

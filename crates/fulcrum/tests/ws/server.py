@@ -18,6 +18,7 @@ async def main(port, name):
             "x_forwarded_for": headers.get("X-Forwarded-For"),
             "upgrade": headers.get("Upgrade"),
             "connection": headers.get("Connection"),
+            "connection_id": headers.get_all("X-Fulcrum-Connection-Id"),
         }))
         async for message in ws:
             await ws.send(message)

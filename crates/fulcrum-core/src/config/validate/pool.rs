@@ -9,6 +9,7 @@ use super::super::defaults;
 use super::super::model::*;
 use super::super::raw::*;
 
+use super::tls::is_header_name;
 use super::Validator;
 
 impl Validator {
@@ -218,16 +219,7 @@ impl Validator {
                 (1, 10_000),
             ) as u32,
             maglev_table_size,
-            websocket: WebSocket {
-                idle_timeout: self.duration(
-                    &format!("{path}.websocket.idle_timeout"),
-                    raw.websocket
-                        .as_ref()
-                        .and_then(|w| w.idle_timeout.as_deref()),
-                    defaults::WEBSOCKET_IDLE_TIMEOUT,
-                    Duration::from_secs(1),
-                ),
-            },
+            websocket: self.websocket(&format!("{path}.websocket"), raw.websocket.take()),
             ewma_decay: self.duration(
                 &format!("{path}.ewma_decay"),
                 raw.ewma_decay.as_deref(),
@@ -240,6 +232,29 @@ impl Validator {
                 defaults::EWMA_DEFAULT_RTT,
                 Duration::from_micros(1),
             ),
+        }
+    }
+
+    fn websocket(&mut self, path: &str, raw: Option<RawWebSocket>) -> WebSocket {
+        let raw = raw.unwrap_or_default();
+        let idle_timeout = self.duration(
+            &format!("{path}.idle_timeout"),
+            raw.idle_timeout.as_deref(),
+            defaults::WEBSOCKET_IDLE_TIMEOUT,
+            Duration::from_secs(1),
+        );
+        let header = raw
+            .connection_id_header
+            .unwrap_or_else(|| defaults::WEBSOCKET_CONNECTION_ID_HEADER.to_string());
+        if !is_header_name(&header) {
+            self.error(
+                format!("{path}.connection_id_header"),
+                format!("`{header}` is not a header name (letters, digits and !#$%&'*+-.^_`|~)"),
+            );
+        }
+        WebSocket {
+            idle_timeout,
+            connection_id_header: header.to_ascii_lowercase(),
         }
     }
 

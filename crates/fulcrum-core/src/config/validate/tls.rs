@@ -177,7 +177,7 @@ impl Validator {
 }
 
 /// An HTTP field name (RFC 9110 §5.1: a token).
-fn is_header_name(name: &str) -> bool {
+pub(super) fn is_header_name(name: &str) -> bool {
     !name.is_empty()
         && name
             .bytes()

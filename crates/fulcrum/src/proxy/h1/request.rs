@@ -49,6 +49,9 @@ pub struct RequestHead {
     /// A valid WebSocket handshake, forwarded as one (to HTTP/1.1 backends only: over
     /// HTTP/2 it would need RFC 8441, so other pools get it as a plain GET).
     pub upgrade: bool,
+    /// fulcrum's id of the WebSocket a handshake asks for (sent to the backend in the
+    /// pool's `websocket.connection_id_header`); 0 for other requests.
+    pub connection_id: u64,
     /// When it reached each phase (metrics).
     pub marks: Marks,
 }
@@ -103,6 +106,14 @@ pub fn parse(
     let framing = framing(headers, &scan, http10)?;
     let upgrade = websocket::check(method, http10, framing, &scan, headers)? == Asks::WebSocket
         && rules.settings.protocol == UpstreamProtocol::Http1;
+    // Never 0 (the mark of no WebSocket): one in 2^64 draws would be, and is redrawn.
+    let connection_id = if upgrade {
+        std::iter::repeat_with(random_u64)
+            .find(|id| *id != 0)
+            .unwrap_or(1)
+    } else {
+        0
+    };
     let connection = &scan.connection;
     let keep_alive = if http10 {
         connection.keep_alive && !connection.close
@@ -122,7 +133,10 @@ pub fn parse(
         &scan,
         host,
         framing,
-        upgrade,
+        upgrade.then_some((
+            rules.settings.websocket.connection_id_header.as_str(),
+            connection_id,
+        )),
         rules.peer_text,
         rules.tls,
     );
@@ -138,6 +152,7 @@ pub fn parse(
         set_cookie,
         te_trailers: scan.te_trailers,
         upgrade,
+        connection_id,
         marks: Marks::new(tokio::time::Instant::now()),
     }))
 }
@@ -253,7 +268,7 @@ fn write_upstream_head(
     scan: &Scan<'_>,
     host: Option<&[u8]>,
     framing: Framing,
-    upgrade: bool,
+    upgrade: Option<(&str, u64)>,
     peer: &[u8],
     tls: Option<&TlsFacts>,
 ) {
@@ -286,8 +301,9 @@ fn write_upstream_head(
             | Class::TransferEncoding
             | Class::XForwardedOther => false,
         };
-        // A client must not name its own certificate's subject.
-        let spoofed = subject_header.is_some_and(|name| h.name.eq_ignore_ascii_case(name));
+        // A client must not name its own certificate's subject, nor its WebSocket's id.
+        let spoofed = subject_header.is_some_and(|name| h.name.eq_ignore_ascii_case(name))
+            || upgrade.is_some_and(|(name, _)| h.name.eq_ignore_ascii_case(name));
         if keep && !spoofed {
             headers::put(out, h.name.as_bytes(), h.value);
         }
@@ -320,8 +336,13 @@ fn write_upstream_head(
     if framing == Framing::Chunked {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
-    if upgrade {
+    if let Some((name, id)) = upgrade {
         websocket::put_upgrade(out);
+        headers::put(
+            out,
+            name.as_bytes(),
+            crate::proxy::websockets::id_text(id).as_bytes(),
+        );
     }
     out.extend_from_slice(b"\r\n");
 }

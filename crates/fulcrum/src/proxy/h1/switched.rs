@@ -2,7 +2,8 @@
 //! backend's become one tunnel, bytes copied both ways with the L4 proxy's buffers until both
 //! ends have closed (each half-close passed on) or the pool's `websocket.idle_timeout` passes
 //! with nothing sent either way. The attempt lasts as long, and so does the backend's
-//! in-flight count: `least_conn` sees a backend holding a thousand sockets as busy.
+//! in-flight count: `least_conn` sees a backend holding a thousand sockets as busy. While it
+//! lasts, the listener's registry lists it (`GET /api/ws/connections`).
 
 use std::cell::Cell;
 
@@ -24,6 +25,13 @@ pub async fn tunnel<D: Downstream>(
     early: &ReadBuf,
 ) {
     let idle = ctx.pool.settings().websocket.idle_timeout;
+    let _listed = ctx.stats.websockets.register(
+        client.request().connection_id,
+        &ctx.listener,
+        &ctx.pool.name,
+        backend.addr,
+        client.peer(),
+    );
     let (client_read, input, mut client_write, _) = client.split();
     let (upstream_read, mut upstream_write) = upstream.halves();
     // Bytes already read on either side go first: the backend's behind its 101, the
