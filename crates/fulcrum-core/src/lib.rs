@@ -13,3 +13,4 @@ pub mod latency;
 pub mod rand;
 pub mod reload;
 pub mod warn_gate;
+pub mod websocket;

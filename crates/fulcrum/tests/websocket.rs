@@ -381,3 +381,113 @@ async fn a_101_to_a_request_that_did_not_ask_for_one_is_a_bad_gateway() {
     assert!(!answer.contains("smuggled"), "{answer}");
     rogue.join().unwrap();
 }
+
+/// Starts the flooding client; resolves to its lines once the connection has closed.
+fn flood_client(proxy: SocketAddr) -> tokio::task::JoinHandle<Vec<serde_json::Value>> {
+    tokio::spawn(async move { client(proxy, &["flood"]).await })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_on_drain_tells_clients_to_go_away_between_frames_before_the_deadline() {
+    let backend = ws_backend("ws-drain");
+    let proxy = start_proxy(
+        "http",
+        "least_conn",
+        &[(backend.addr, 1)],
+        "",
+        "drain_timeout = \"4s\"\nwebsocket = { close_on_drain = true }",
+    );
+    let flooded = flood_client(proxy.addr);
+    proxy
+        .wait_for(Duration::from_secs(10), "the WebSocket open", |s| {
+            s["backends"][0]["in_flight"] == 1
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let admin = proxy.app().admin_addr().unwrap();
+    let drained = tokio::time::Instant::now();
+    let path = format!("/api/pools/app/backends/{}/drain", backend.addr);
+    let (code, body) = Client::connect(admin).await.call("POST", &path, "").await;
+    assert_eq!(code, 200, "{body}");
+    let lines = flooded.await.unwrap();
+    let took = drained.elapsed();
+    let end = lines.last().unwrap();
+    // 1001 with fulcrum's reason, after frames of every size were read whole, half the 4 s
+    // timeout before the deadline.
+    assert_eq!(end["code"], 1001, "{lines:?}");
+    assert_eq!(end["reason"], "the backend is draining");
+    assert!(end["received"].as_u64().unwrap() > 20, "{end}");
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_millis(3900),
+        "closed {took:?} after the drain began"
+    );
+    // The client left before the deadline: the drain completed, nothing was cut.
+    let status = proxy
+        .wait_for(Duration::from_secs(5), "the drain complete", |s| {
+            s["backends"][0]["state"] == "drained"
+        })
+        .await;
+    assert_eq!(status["drain_failures"], 0, "{status:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_on_drain_tells_clients_to_go_away_when_fulcrum_stops() {
+    let backend = ws_backend("ws-stop");
+    let mut proxy = start_proxy(
+        "http",
+        "least_conn",
+        &[(backend.addr, 1)],
+        "",
+        "websocket = { close_on_drain = true }",
+    );
+    let flooded = flood_client(proxy.addr);
+    proxy
+        .wait_for(Duration::from_secs(10), "the WebSocket open", |s| {
+            s["backends"][0]["in_flight"] == 1
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let app = proxy.app.take().unwrap();
+    let stopped = tokio::task::spawn_blocking(move || app.shutdown());
+    let lines = flooded.await.unwrap();
+    let end = lines.last().unwrap();
+    assert_eq!(end["code"], 1001, "{lines:?}");
+    assert_eq!(end["reason"], "fulcrum is stopping");
+    assert!(end["received"].as_u64().unwrap() > 20, "{end}");
+    stopped.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_close_on_drain_a_drain_timeout_cuts_the_websocket() {
+    let backend = ws_backend("ws-cut");
+    let proxy = start_proxy(
+        "http",
+        "least_conn",
+        &[(backend.addr, 1)],
+        "",
+        "drain_timeout = \"1s\"",
+    );
+    let flooded = flood_client(proxy.addr);
+    proxy
+        .wait_for(Duration::from_secs(10), "the WebSocket open", |s| {
+            s["backends"][0]["in_flight"] == 1
+        })
+        .await;
+    let admin = proxy.app().admin_addr().unwrap();
+    let path = format!("/api/pools/app/backends/{}/drain", backend.addr);
+    let (code, body) = Client::connect(admin).await.call("POST", &path, "").await;
+    assert_eq!(code, 200, "{body}");
+    let lines = flooded.await.unwrap();
+    let end = lines.last().unwrap();
+    assert_eq!(
+        end["code"],
+        serde_json::Value::Null,
+        "no close frame, a cut: {lines:?}"
+    );
+    let status = proxy
+        .wait_for(Duration::from_secs(5), "the drain over", |s| {
+            s["backends"][0]["state"] == "drained"
+        })
+        .await;
+    assert_eq!(status["drain_failures"], 1, "{status:#}");
+}

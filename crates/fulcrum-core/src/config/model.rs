@@ -357,6 +357,9 @@ pub struct WebSocket {
     /// The request header (lower case) that carries fulcrum's id of the connection to the
     /// backend in the handshake.
     pub connection_id_header: String,
+    /// When a drain's deadline nears (and when fulcrum stops), clients get a close frame
+    /// with code 1001 between two of the backend's frames, instead of a reset at the deadline.
+    pub close_on_drain: bool,
 }
 
 /// The HTTP version a pool's backends are spoken to in.

@@ -169,6 +169,7 @@ pub struct RawPool {
 pub struct RawWebSocket {
     pub idle_timeout: Option<String>,
     pub connection_id_header: Option<String>,
+    pub close_on_drain: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

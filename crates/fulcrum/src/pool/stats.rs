@@ -27,6 +27,9 @@ pub struct BackendStats {
     pool_connections: AtomicBool,
     /// Fired when a drain times out: every connection to the backend is closed.
     abort: Arc<Notify>,
+    /// Fired when a drain's deadline nears: WebSockets with `close_on_drain` are told to go
+    /// away (close code 1001), so their clients reconnect elsewhere before the deadline.
+    going_away: Arc<Notify>,
     /// Peak-EWMA of time to response headers (L7) or connect time (L4), for `p2c_ewma`.
     pub ewma: PeakEwma,
     /// Data-path warnings about this backend: one per 10 s, with a count of the rest.
@@ -50,6 +53,7 @@ impl BackendStats {
             latency: LatencyHistogram::default(),
             pool_connections: AtomicBool::new(true),
             abort: Arc::new(Notify::new()),
+            going_away: Arc::new(Notify::new()),
             ewma: PeakEwma::new(ewma_decay, ewma_default_rtt),
             warnings: WarnGate::default(),
         }
@@ -110,6 +114,15 @@ impl BackendStats {
 
     pub(super) fn abort_all(&self) {
         self.abort.notify_waiters();
+    }
+
+    /// Resolves when the backend's drain deadline nears (see `going_away`).
+    pub fn going_away(&self) -> tokio::sync::futures::OwnedNotified {
+        Arc::clone(&self.going_away).notified_owned()
+    }
+
+    pub(super) fn tell_going_away(&self) {
+        self.going_away.notify_waiters();
     }
 }
 

@@ -4,6 +4,7 @@
 //! anything for the idle timeout.
 
 use std::cell::Cell;
+use std::future::Future;
 use std::io;
 use std::task::Poll;
 use std::time::Duration;
@@ -77,7 +78,18 @@ where
                 totals[1]
             ),
         )
+        .map(|_| ())
     };
+    until_idle(both, &last_activity, idle).await
+}
+
+/// Runs `both` (the two directions' copies, which set `last_activity` as they move bytes)
+/// until it ends, or until nothing has moved for `idle`.
+pub async fn until_idle(
+    both: impl Future<Output = io::Result<()>>,
+    last_activity: &Cell<Instant>,
+    idle: Duration,
+) -> io::Result<Splice> {
     let watchdog = async {
         loop {
             let deadline = crate::proxy::deadline(last_activity.get(), idle);
@@ -88,14 +100,14 @@ where
         }
     };
     tokio::select! {
-        result = both => result.map(|_| Splice::Finished),
+        result = both => result.map(|()| Splice::Finished),
         () = watchdog => Ok(Splice::Idle),
     }
 }
 
 /// Copies one direction until end of stream, then half-closes the other side's write end;
 /// each write is added to `copied` when there is one, and to `total`.
-async fn copy_half<R, W>(
+pub async fn copy_half<R, W>(
     from: &mut R,
     to: &mut W,
     last_activity: &Cell<Instant>,

@@ -5,6 +5,8 @@ python3-websockets), the way an application would connect through fulcrum.
                              512 KiB binary echo, a clean close
   client.py URL hold N       N connections, their greetings; closes them at stdin's end
   client.py URL idle SECS    greeting, then silence for SECS: was the connection closed?
+  client.py URL flood        asks for a stream of messages and reads them until the
+                             connection closes: how many, and the close frame received
 
 Prints one JSON object per line."""
 
@@ -57,9 +59,27 @@ async def idle(url, seconds):
         say(open=True)
 
 
+async def flood(url):
+    async with websockets.connect(url, max_size=None) as ws:
+        say(greeting=json.loads(await ws.recv()))
+        await ws.send("flood")
+        received = 0
+        try:
+            while True:
+                await ws.recv()
+                received += 1
+        except websockets.ConnectionClosed as closed:
+            frame = closed.rcvd
+            say(received=received,
+                code=frame.code if frame else None,
+                reason=frame.reason if frame else None)
+
+
 url, mode = sys.argv[1], sys.argv[2]
 if mode == "echo":
     asyncio.run(echo(url))
+elif mode == "flood":
+    asyncio.run(flood(url))
 elif mode == "hold":
     asyncio.run(hold(url, int(sys.argv[3])))
 else:

@@ -21,6 +21,21 @@ async def main(port, name):
             "connection_id": headers.get_all("X-Fulcrum-Connection-Id"),
         }))
         async for message in ws:
+            if message == "flood":
+                # 2000-byte binary frames, each written in two halves 5 ms apart, back to
+                # back until the connection closes: the stream is inside a frame most of the
+                # time, so a close frame put anywhere but between two breaks the client.
+                payload = bytes(range(256)) * 8
+                header = bytes([0x82, 126]) + len(payload[:2000]).to_bytes(2, "big")
+                try:
+                    while not ws.closed:
+                        ws.transport.write(header + payload[:1000])
+                        await asyncio.sleep(0.005)
+                        ws.transport.write(payload[1000:2000])
+                        await asyncio.sleep(0.001)
+                except (websockets.ConnectionClosed, ConnectionError):
+                    pass
+                return
             await ws.send(message)
 
     async with websockets.serve(handler, "127.0.0.1", port, max_size=None):

@@ -255,6 +255,7 @@ impl Validator {
         WebSocket {
             idle_timeout,
             connection_id_header: header.to_ascii_lowercase(),
+            close_on_drain: raw.close_on_drain.unwrap_or(false),
         }
     }
 

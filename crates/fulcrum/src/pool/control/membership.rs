@@ -205,6 +205,7 @@ impl Pool {
             m.drain = Some(Drain {
                 timeout,
                 deadline: now.saturating_add(timeout),
+                told: false,
             });
         }
         c.health.drain(id, now, cause);

@@ -119,6 +119,8 @@ impl LastProbes {
 struct Drain {
     timeout: Duration,
     deadline: Duration,
+    /// Its WebSockets have been told to go away.
+    told: bool,
 }
 
 #[derive(Debug)]

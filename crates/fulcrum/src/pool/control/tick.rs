@@ -7,8 +7,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use fulcrum_core::health::{BackendId, BackendState, ProbeOutcome};
+use fulcrum_core::websocket::going_away_due;
 
-use super::{Control, LastProbe, Pool};
+use super::{Control, Drain, LastProbe, Pool};
 
 /// How often latency windows rotate: "observed p99" means the last one to two minutes.
 const LATENCY_WINDOW: Duration = Duration::from_secs(60);
@@ -44,6 +45,12 @@ impl Pool {
                     m.stats.abort_all();
                     m.drain = None;
                     c.health.drained(m.id, now);
+                } else if !drain.told && going_away_due(now, drain.deadline, drain.timeout) {
+                    m.stats.tell_going_away();
+                    m.drain = Some(Drain {
+                        told: true,
+                        ..drain
+                    });
                 }
             }
         }

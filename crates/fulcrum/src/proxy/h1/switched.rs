@@ -6,15 +6,27 @@
 //! lasts, the listener's registry lists it (`GET /api/ws/connections`).
 
 use std::cell::Cell;
+use std::future::Future;
+use std::io;
+use std::time::Duration;
+
+use fulcrum_core::websocket::{close_frame, FrameCursor, GOING_AWAY};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
 
 use super::buffer::ReadBuf;
 use super::downstream::Downstream;
 use super::exchange::HttpContext;
+use super::idle::IdleRegistry;
 use super::relay;
 use crate::pool::LiveBackend;
 use crate::proxy::pipeline;
 use crate::proxy::tunnel::{self, Ends, Splice};
 use crate::proxy::upstream_io::Upstream;
+
+/// The backend's direction's copy buffer with `close_on_drain` (frames are found in it, so
+/// it stays one size).
+const FRAME_COPY_BUFFER: usize = 16 * 1024;
 
 /// Runs the tunnel. `early`: what the backend sent right behind its `101` (its first frames).
 pub async fn tunnel<D: Downstream>(
@@ -51,18 +63,23 @@ pub async fn tunnel<D: Downstream>(
     }
     input.consume(pending);
     let (to_backend, to_client) = (Cell::new(0), Cell::new(0));
-    let ended = tunnel::splice(
-        Ends {
-            a_read: client_read,
-            a_write: client_write,
-            b_read: upstream_read,
-            b_write: upstream_write,
-        },
-        idle,
-        [None, None],
-        [&to_backend, &to_client],
-    )
-    .await;
+    let ends = Ends {
+        a_read: client_read,
+        a_write: client_write,
+        b_read: upstream_read,
+        b_write: upstream_write,
+    };
+    let ended = if ctx.pool.settings().websocket.close_on_drain {
+        let going_away = async {
+            tokio::select! {
+                _ = backend.stats.going_away() => "the backend is draining",
+                () = stopping(&ctx.idle) => "fulcrum is stopping",
+            }
+        };
+        closing_on_drain(ends, idle, going_away, [&to_backend, &to_client]).await
+    } else {
+        tunnel::splice(ends, idle, [None, None], [&to_backend, &to_client]).await
+    };
     pipeline::record_outcome(backend, false);
     match ended {
         Ok(Splice::Finished) => {}
@@ -73,4 +90,119 @@ pub async fn tunnel<D: Downstream>(
             tracing::debug!(listener = %ctx.listener, backend = %backend.addr, %error, "WebSocket ended with an error");
         }
     }
+}
+
+/// Resolves when the worker stops or the listener is retired by a reload.
+async fn stopping(idle: &IdleRegistry) {
+    while !idle.sleep(Duration::from_secs(3600)).await {}
+}
+
+/// The tunnel with `close_on_drain`: as [`tunnel::splice`], but the backend's direction is
+/// read frame by frame (headers only), so that when `going_away` resolves the client gets a
+/// close frame (1001) between two of the backend's frames; what the backend sends after that
+/// is dropped (a client takes no frame after a close), and the client's own close frame goes
+/// on to the backend, which ends the connection.
+async fn closing_on_drain<AR, AW, BR, BW>(
+    ends: Ends<AR, AW, BR, BW>,
+    idle: Duration,
+    going_away: impl Future<Output = &'static str>,
+    totals: [&Cell<u64>; 2],
+) -> io::Result<Splice>
+where
+    AR: AsyncRead + Unpin,
+    AW: AsyncWrite + Unpin,
+    BR: AsyncRead + Unpin,
+    BW: AsyncWrite + Unpin,
+{
+    let Ends {
+        mut a_read,
+        mut a_write,
+        mut b_read,
+        mut b_write,
+    } = ends;
+    let last_activity = Cell::new(Instant::now());
+    let both = async {
+        tokio::try_join!(
+            tunnel::copy_half(&mut a_read, &mut b_write, &last_activity, None, totals[0]),
+            copy_frames(
+                &mut b_read,
+                &mut a_write,
+                going_away,
+                &last_activity,
+                totals[1]
+            ),
+        )
+        .map(|_| ())
+    };
+    tunnel::until_idle(both, &last_activity, idle).await
+}
+
+/// Copies the backend's frames to the client until the backend's end of stream; once
+/// `going_away` resolves, a close frame goes out at the next frame boundary.
+async fn copy_frames<R, W>(
+    from: &mut R,
+    to: &mut W,
+    going_away: impl Future<Output = &'static str>,
+    last_activity: &Cell<Instant>,
+    total: &Cell<u64>,
+) -> io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buffer = vec![0u8; FRAME_COPY_BUFFER];
+    let mut cursor = FrameCursor::default();
+    let mut going_away = std::pin::pin!(going_away);
+    // Why the client is to be told, until it has been; then whether it was.
+    let mut why: Option<&'static str> = None;
+    let mut told = false;
+    loop {
+        let n = tokio::select! {
+            biased;
+            reason = &mut going_away, if why.is_none() && !told => {
+                why = Some(reason);
+                if cursor.at_boundary() {
+                    tell(to, reason).await?;
+                    told = true;
+                }
+                continue;
+            }
+            read = from.read(&mut buffer) => read?,
+        };
+        if n == 0 {
+            to.shutdown().await?;
+            return Ok(());
+        }
+        last_activity.set(Instant::now());
+        if told {
+            continue;
+        }
+        let chunk = &buffer[..n];
+        let sent = match why {
+            Some(reason) => {
+                let (upto, boundary) = cursor.until_boundary(chunk);
+                to.write_all(&chunk[..upto]).await?;
+                if boundary {
+                    tell(to, reason).await?;
+                    told = true;
+                } else {
+                    cursor.skip(&chunk[upto..]);
+                }
+                upto
+            }
+            None => {
+                cursor.skip(chunk);
+                to.write_all(chunk).await?;
+                n
+            }
+        };
+        total.set(total.get() + sent as u64);
+    }
+}
+
+/// Sends the client the going-away close frame.
+async fn tell<W: AsyncWrite + Unpin>(to: &mut W, reason: &str) -> io::Result<()> {
+    tracing::debug!(reason, "telling a WebSocket client to go away (1001)");
+    to.write_all(&close_frame(GOING_AWAY, reason)).await?;
+    to.flush().await
 }
