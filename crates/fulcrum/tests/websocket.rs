@@ -129,6 +129,17 @@ async fn a_websocket_through_fulcrum_echoes_both_ways_and_closes_cleanly() {
     assert_eq!(status["backends"][0]["failures"], 0);
 }
 
+/// `fulcrum_websockets_open` of the listener `front`, as `/metrics` shows it.
+async fn open_gauge(admin: SocketAddr) -> f64 {
+    let (code, text) = Client::connect(admin).await.get("/metrics").await;
+    assert_eq!(code, 200);
+    text.lines()
+        .find_map(|l| l.strip_prefix("fulcrum_websockets_open{listener=\"front\"} "))
+        .unwrap_or_else(|| panic!("no fulcrum_websockets_open in\n{text}"))
+        .parse()
+        .unwrap()
+}
+
 /// Reads the holding client's lines until it says it holds its connections.
 fn read_until_holding(out: &mut BufReader<ChildStdout>) -> Vec<serde_json::Value> {
     let mut lines = Vec::new();
@@ -207,6 +218,7 @@ async fn least_conn_counts_an_open_websocket_as_in_flight_for_its_whole_life() {
         .get("/api/ws/connections?colour=blue")
         .await;
     assert_eq!(code, 400);
+    assert_eq!(open_gauge(admin).await, 6.0);
 
     // Six open sockets, three on each backend, all in flight while they stay open.
     let status = proxy.status().await;
@@ -239,6 +251,7 @@ async fn least_conn_counts_an_open_websocket_as_in_flight_for_its_whole_life() {
         .get("/api/ws/connections")
         .await;
     let listed: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(open_gauge(admin).await, 0.0);
     assert_eq!(
         listed["count"], 0,
         "closed sockets leave the registry: {listed:#}"

@@ -193,6 +193,14 @@ fn listeners(f: &mut Families, sources: &Sources) {
             labels([("listener", listener)]),
             l.open_connections() as f64,
         );
+        if l.protocol == "http" {
+            f.gauge(
+                "fulcrum_websockets_open",
+                "WebSockets open now (upgraded connections, each holding a backend).",
+                labels([("listener", listener)]),
+                l.websockets.len() as f64,
+            );
+        }
         let log = &l.access_log;
         for (name, help, counter) in [
             (
