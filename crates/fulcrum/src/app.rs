@@ -232,9 +232,13 @@ impl RunningApp {
                 .map_err(spawn_error)?,
             );
         }
-        let (control, thread) =
-            ControlPlane::spawn(&pools, &secrets.backend_tls, shutdown_rx.clone())
-                .map_err(spawn_error)?;
+        let (control, thread) = ControlPlane::spawn(
+            &pools,
+            &secrets.backend_tls,
+            shutdown_rx.clone(),
+            config.runtime.shutdown_grace,
+        )
+        .map_err(spawn_error)?;
         threads.push(thread);
         let views = Arc::new(ListenerViews::new(
             listener_stats,

@@ -21,5 +21,6 @@ pub mod telemetry;
 pub mod tls;
 pub mod upgrade;
 pub mod views;
+pub mod ws_registry;
 
 pub use app::RunningApp;

@@ -128,7 +128,8 @@ async fn the_rules_use_only_metrics_fulcrum_exports() {
     );
 
     // A running fulcrum (HA in active-active mode, TCP and HTTP listeners) exports them all,
-    // but discovery's, which need a store (tests/discovery.rs checks those).
+    // but discovery's, which need a store (tests/discovery.rs checks those), and the
+    // WebSocket registry's, which need Redis (tests/ws_registry.rs checks those).
     let echo = echo_backend().await;
     let text = format!(
         "[admin]\nbind = \"127.0.0.1:0\"\n[ha]\nmode = \"active_active\"\nnode = \"a\"\n\
@@ -147,6 +148,7 @@ async fn the_rules_use_only_metrics_fulcrum_exports() {
     let missing: Vec<_> = documented
         .iter()
         .filter(|name| !name.starts_with("fulcrum_discovery_"))
+        .filter(|name| !name.starts_with("fulcrum_ws_registry_"))
         .filter(|name| !exported.contains(*name))
         .collect();
     assert!(

@@ -10,90 +10,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
 use common::cli::free_port;
+use common::ws::*;
 use common::*;
-
-fn script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/ws")
-        .join(name)
-}
-
-/// Python 3 with `websockets`; a missing one fails the test saying what to install.
-fn python() -> &'static str {
-    let python = installed(&["/usr/bin/python3"], "python3");
-    let found = Command::new(python)
-        .args(["-c", "import websockets"])
-        .status()
-        .unwrap();
-    assert!(
-        found.success(),
-        "Python's websockets module is missing: install Debian's python3-websockets (scripts/test does)"
-    );
-    python
-}
-
-/// A Python WebSocket backend, stopped when dropped.
-struct WsBackend {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for WsBackend {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn ws_backend(name: &str) -> WsBackend {
-    let port = free_port();
-    let mut child = Command::new(python())
-        .arg(script("server.py"))
-        .arg(port.to_string())
-        .arg(name)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut ready = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut ready)
-        .unwrap();
-    assert_eq!(ready.trim(), "ready", "the WebSocket backend did not start");
-    WsBackend {
-        child,
-        addr: SocketAddr::from(([127, 0, 0, 1], port)),
-    }
-}
-
-/// Runs the Python client to its end; its JSON lines.
-async fn client(proxy: SocketAddr, args: &[&str]) -> Vec<serde_json::Value> {
-    let url = format!("ws://{proxy}/chat");
-    let mut command = Command::new(python());
-    command.arg(script("client.py")).arg(url).args(args);
-    let run = tokio::task::spawn_blocking(move || command.output());
-    let out = tokio::time::timeout(Duration::from_secs(30), run)
-        .await
-        .expect("the WebSocket client did not finish within 30 s")
-        .unwrap()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "client {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_websocket_through_fulcrum_echoes_both_ways_and_closes_cleanly() {
@@ -140,39 +63,12 @@ async fn open_gauge(admin: SocketAddr) -> f64 {
         .unwrap()
 }
 
-/// Reads the holding client's lines until it says it holds its connections.
-fn read_until_holding(out: &mut BufReader<ChildStdout>) -> Vec<serde_json::Value> {
-    let mut lines = Vec::new();
-    loop {
-        let mut line = String::new();
-        assert!(out.read_line(&mut line).unwrap() > 0, "client ended early");
-        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
-        let holding = value.get("holding").is_some();
-        lines.push(value);
-        if holding {
-            return lines;
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn least_conn_counts_an_open_websocket_as_in_flight_for_its_whole_life() {
     let (a, b) = (ws_backend("ws-a"), ws_backend("ws-b"));
     let proxy = start_proxy("http", "least_conn", &[(a.addr, 1), (b.addr, 1)], "", "");
-    let mut holder = std::process::Command::new(python())
-        .arg(script("client.py"))
-        .arg(format!("ws://{}/chat", proxy.addr))
-        .args(["hold", "6"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(holder.stdout.take().unwrap());
-    let lines = tokio::task::spawn_blocking(move || {
-        let lines = read_until_holding(&mut out);
-        (lines, out)
-    });
-    let (lines, mut out) = lines.await.unwrap();
+    let holder = Holder::open(proxy.addr, 6).await;
+    let lines = holder.lines.clone();
     let names = tally(
         lines
             .iter()
@@ -230,11 +126,7 @@ async fn least_conn_counts_an_open_websocket_as_in_flight_for_its_whole_life() {
     for backend in still["backends"].as_array().unwrap() {
         assert_eq!(backend["in_flight"], 3, "a moment later: {still:#}");
     }
-    drop(holder.stdin.take());
-    let mut last = String::new();
-    out.read_line(&mut last).unwrap();
-    assert!(last.contains("\"closed\": 6"), "{last}");
-    assert!(holder.wait().unwrap().success());
+    assert_eq!(holder.close(), 6);
     proxy
         .wait_for(
             Duration::from_secs(5),

@@ -54,6 +54,13 @@ pub const STICKY_COOKIE_TTL: Duration = Duration::from_secs(3600);
 pub const WEBSOCKET_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 /// The handshake header that tells a backend fulcrum's id of the connection.
 pub const WEBSOCKET_CONNECTION_ID_HEADER: &str = "x-fulcrum-connection-id";
+/// Every key of the Redis connection registry starts with this.
+pub const WS_REGISTRY_KEY_PREFIX: &str = "fulcrum:ws:";
+/// A registry entry lives this long unless refreshed (every third of it while the connection
+/// is open), so a killed fulcrum's entries are gone within it.
+pub const WS_REGISTRY_TTL: Duration = Duration::from_secs(30);
+/// The shortest TTL: refreshed every second at most.
+pub const WS_REGISTRY_MIN_TTL: Duration = Duration::from_secs(3);
 pub const HA_ETCD_TTL: Duration = Duration::from_secs(2);
 pub const HA_ZOOKEEPER_SESSION: Duration = Duration::from_secs(2);
 pub const HA_HEARTBEAT: Duration = Duration::from_millis(100);

@@ -360,6 +360,19 @@ pub struct WebSocket {
     /// When a drain's deadline nears (and when fulcrum stops), clients get a close frame
     /// with code 1001 between two of the backend's frames, instead of a reset at the deadline.
     pub close_on_drain: bool,
+    /// Every open connection recorded in Redis; `None` without `websocket.registry`.
+    pub registry: Option<WsRegistry>,
+}
+
+/// Where the pool's WebSockets are recorded, so other services find which backend holds a
+/// connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WsRegistry {
+    /// `redis://[user:password@]host[:port][/db]` or `redis+unix:///path/to/socket`.
+    pub redis: String,
+    pub key_prefix: String,
+    /// How long an entry outlives its last refresh.
+    pub ttl: Duration,
 }
 
 /// The HTTP version a pool's backends are spoken to in.

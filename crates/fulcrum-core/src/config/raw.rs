@@ -170,6 +170,15 @@ pub struct RawWebSocket {
     pub idle_timeout: Option<String>,
     pub connection_id_header: Option<String>,
     pub close_on_drain: Option<bool>,
+    pub registry: Option<RawWsRegistry>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWsRegistry {
+    pub redis: Option<String>,
+    pub key_prefix: Option<String>,
+    pub ttl: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

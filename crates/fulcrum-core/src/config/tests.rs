@@ -626,3 +626,89 @@ fn passthrough_routes_are_checked_in_order_with_paths() {
     ];
     assert_error_table(cases);
 }
+
+#[test]
+fn the_websocket_registry_section_takes_a_redis_url_a_prefix_and_a_ttl() {
+    let app = "[pools.app]\nbackends = [{ addr = \"127.0.0.1:9001\" }]\n";
+    let with = |registry: &str| {
+        format!("{ONE_LISTENER}{app}[pools.app.websocket]\nregistry = {registry}\n")
+    };
+    let config = Config::from_toml(&with("{ redis = \"redis://127.0.0.1:6379/2\" }"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        config.pools["app"].websocket.registry,
+        Some(WsRegistry {
+            redis: "redis://127.0.0.1:6379/2".into(),
+            key_prefix: "fulcrum:ws:".into(),
+            ttl: Duration::from_secs(30),
+        })
+    );
+    let config = Config::from_toml(&with(
+        "{ redis = \"redis+unix:///run/redis.sock\", key_prefix = \"chat:\", ttl = \"10s\" }",
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let registry = config.pools["app"].websocket.registry.clone();
+    assert_eq!(
+        registry.map(|r| (r.key_prefix, r.ttl)),
+        Some(("chat:".into(), Duration::from_secs(10)))
+    );
+    assert_eq!(
+        Config::from_toml(&format!("{ONE_LISTENER}{app}"))
+            .map(|c| c.pools["app"].websocket.registry.is_none())
+            .ok(),
+        Some(true)
+    );
+
+    let path = "pools.app.websocket.registry";
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "{ key_prefix = \"x:\" }",
+            "redis",
+            "is required: the Redis URL",
+        ),
+        (
+            "{ redis = \"127.0.0.1:6379\" }",
+            "redis",
+            "`127.0.0.1:6379`: not a URL",
+        ),
+        ("{ redis = \"redis://:6379\" }", "redis", "names no host"),
+        (
+            "{ redis = \"rediss://cache:6380\" }",
+            "redis",
+            "TLS to Redis is not supported",
+        ),
+        (
+            "{ redis = \"redis+unix://run/redis.sock\" }",
+            "redis",
+            "needs an absolute path",
+        ),
+        ("{ redis = \"http://cache\" }", "redis", "unknown scheme"),
+        (
+            "{ redis = \"redis://cache\", ttl = \"1s\" }",
+            "ttl",
+            "`1s` is too short: must be at least 3s",
+        ),
+        (
+            "{ redis = \"redis://cache\", key_prefix = \"a b\" }",
+            "key_prefix",
+            "holds a space",
+        ),
+        (
+            "{ redis = \"redis://cache\", url = \"x\" }",
+            "url",
+            "unknown key",
+        ),
+    ];
+    for (registry, key, says) in cases {
+        let errors = match Config::from_toml(&with(registry)) {
+            Ok(_) => panic!("accepted {registry}"),
+            Err(e) => e.0,
+        };
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.path == format!("{path}.{key}") && e.message.contains(says)),
+            "{path}.{key}: {says:?} not in {errors:?}"
+        );
+    }
+}

@@ -89,6 +89,17 @@ pub fn route(state: &AdminState, asked: Asked<'_>) -> Response<Full<Bytes>> {
             }),
         ),
         (&Method::GET, ["api", "ws", "connections"]) => websockets(state, query),
+        (&Method::GET, ["api", "ws", "registry"]) => json(
+            StatusCode::OK,
+            &serde_json::json!({
+                "registries": state
+                    .pools
+                    .all()
+                    .iter()
+                    .filter_map(|p| p.ws_registry().map(|r| r.status()))
+                    .collect::<Vec<_>>()
+            }),
+        ),
         (&Method::GET, ["api", "ws", "connections", id]) => {
             let found = state
                 .listeners
@@ -239,6 +250,7 @@ fn endpoints() -> serde_json::Value {
         { "method": "GET", "path": "/api/pools", "does": "every pool with its backends" },
         { "method": "GET", "path": "/api/ws/connections", "does": "the WebSockets open now (id, listener, pool, backend, client, since); ?backend=IP:PORT and ?pool=NAME narrow the list" },
         { "method": "GET", "path": "/api/ws/connections/{id}", "does": "one open WebSocket, by the id its backend got in the handshake" },
+        { "method": "GET", "path": "/api/ws/registry", "does": "each pool's Redis registry of WebSockets: up, connections held, round trips, errors, rewrites, last error" },
         { "method": "GET", "path": "/api/reload", "does": "reloads applied and refused, the last one (when, trigger, changes or errors), the upgrade generation, the pid" },
         { "method": "POST", "path": "/api/reload", "does": "read the configuration file again and apply the difference: 200 with the changes, 422 with the errors (nothing changed)" },
         { "method": "GET", "path": "/api/tls", "does": "each TLS listener's certificates (names, expiry), rotation, handshakes" },

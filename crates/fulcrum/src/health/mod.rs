@@ -17,10 +17,14 @@ use tokio::task::AbortHandle;
 
 use crate::pool::{Pool, Pools};
 use crate::tls::upstream::BackendTls;
+use crate::ws_registry::RedisRegistry;
 
 /// How often each pool's control loop runs: the resolution of slow start, decay, drains and
 /// outlier detection.
 pub const CONTROL_TICK: Duration = Duration::from_millis(50);
+
+/// How much longer than the shutdown grace the control thread waits for lingering tasks.
+const LINGER_SLACK: Duration = Duration::from_secs(3);
 
 /// The control thread's tasks, per pool: started with the pool, restarted one kind at a time
 /// by a reload (the pool's state lives in the pool, not in its tasks, so a restart loses
@@ -30,6 +34,10 @@ pub struct ControlPlane {
     runtime: tokio::runtime::Handle,
     tasks: Mutex<HashMap<String, PoolTasks>>,
     shutdown: watch::Receiver<bool>,
+    /// Tasks the control thread waits for at shutdown, each bounded by its own deadline
+    /// (the WebSocket registries' writers: they delete what they wrote as connections close).
+    lingering: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    shutdown_grace: Duration,
 }
 
 #[derive(Debug)]
@@ -55,14 +63,18 @@ impl ControlPlane {
         pools: &Pools,
         backend_tls: &HashMap<String, Arc<BackendTls>>,
         shutdown: watch::Receiver<bool>,
+        shutdown_grace: Duration,
     ) -> std::io::Result<(Arc<Self>, JoinHandle<()>)> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
+        let lingering = Arc::new(Mutex::new(Vec::new()));
         let plane = Arc::new(Self {
             runtime: runtime.handle().clone(),
             tasks: Mutex::default(),
             shutdown: shutdown.clone(),
+            lingering: Arc::clone(&lingering),
+            shutdown_grace,
         });
         for pool in pools.all() {
             plane.start_pool(&pool, backend_tls.get(&pool.name).cloned());
@@ -74,6 +86,11 @@ impl ControlPlane {
                 // The tasks run while this thread waits here.
                 runtime.block_on(async move {
                     let _ = shutdown.wait_for(|stop| *stop).await;
+                    let finishing =
+                        std::mem::take(&mut *lingering.lock().unwrap_or_else(|p| p.into_inner()));
+                    for task in finishing {
+                        let _ = tokio::time::timeout(shutdown_grace + LINGER_SLACK, task).await;
+                    }
                 });
             })?;
         Ok((plane, thread))
@@ -92,12 +109,45 @@ impl ControlPlane {
         if let Some(old) = self.lock().insert(pool.name.clone(), tasks) {
             old.abort();
         }
+        self.restart_ws_registry(pool);
     }
 
-    /// A removed pool: its tasks end (its backends are no longer probed).
-    pub fn stop_pool(&self, name: &str) {
-        if let Some(tasks) = self.lock().remove(name) {
+    /// A removed pool: its tasks end (its backends are no longer probed); its registry's
+    /// writer ends once the pool's last WebSocket has closed.
+    pub fn stop_pool(&self, pool: &Pool) {
+        if let Some(tasks) = self.lock().remove(&pool.name) {
             tasks.abort();
+        }
+        if let Some(old) = pool.set_ws_registry(None) {
+            old.retire();
+        }
+    }
+
+    /// The pool's `websocket.registry` is new or changed: new connections go to a new
+    /// registry (with its own writer); the old one keeps its connections until they close.
+    pub fn restart_ws_registry(&self, pool: &Arc<Pool>) {
+        let registry = pool.settings().websocket.registry.clone().and_then(|settings| {
+            // The connection manager finds its runtime when it is built.
+            let _runtime = self.runtime.enter();
+            match RedisRegistry::start(&pool.name, settings) {
+                Ok((registry, writer)) => {
+                    let task = self
+                        .runtime
+                        .spawn(writer.run(self.shutdown.clone(), self.shutdown_grace));
+                    self.lingering
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(task);
+                    Some(registry)
+                }
+                Err(e) => {
+                    tracing::error!(pool = %pool.name, error = %e, "cannot start the WebSocket registry; connections are not recorded in Redis");
+                    None
+                }
+            }
+        });
+        if let Some(old) = pool.set_ws_registry(registry) {
+            old.retire();
         }
     }
 

@@ -307,8 +307,52 @@ fn listeners(f: &mut Families, sources: &Sources) {
     }
 }
 
+/// A pool's Redis registry of WebSockets: whether Redis answers, and what writing to it cost.
+fn ws_registry(f: &mut Families, status: &crate::ws_registry::RegistryStatus) {
+    let p = || labels([("pool", status.pool.as_str())]);
+    f.gauge(
+        "fulcrum_ws_registry_up",
+        "1 when the WebSocket registry's last round trip to Redis succeeded.",
+        p(),
+        if status.up { 1.0 } else { 0.0 },
+    );
+    f.gauge(
+        "fulcrum_ws_registry_connections",
+        "Open WebSockets the registry holds (Redis holds the same once it answers and has caught up).",
+        p(),
+        status.connections as f64,
+    );
+    for (name, help, n) in [
+        (
+            "fulcrum_ws_registry_round_trips",
+            "Pipelines sent to Redis by the registry's writer.",
+            status.round_trips,
+        ),
+        (
+            "fulcrum_ws_registry_errors",
+            "Registry round trips that failed (Redis down, slow or refusing); connections are unaffected.",
+            status.errors,
+        ),
+        (
+            "fulcrum_ws_registry_queue_full",
+            "Registry changes that found the writer's queue full (the writer then rewrites Redis from the open connections).",
+            status.queue_full,
+        ),
+        (
+            "fulcrum_ws_registry_rewrites",
+            "Rewrites of Redis from the open connections after a failure or an overflow.",
+            status.rewrites,
+        ),
+    ] {
+        f.counter(name, help, p(), n);
+    }
+}
+
 fn pools(f: &mut Families, sources: &Sources) {
     for pool in sources.pools.all() {
+        if let Some(registry) = pool.ws_registry() {
+            ws_registry(f, &registry.status());
+        }
         let status = pool.status();
         let counters = pool.counters();
         let name = status.name.as_str();

@@ -24,6 +24,28 @@ pub struct WsConnection {
     pub since: f64,
 }
 
+impl WsConnection {
+    /// A connection upgraded now.
+    pub fn new(
+        id: u64,
+        listener: &str,
+        pool: &str,
+        backend: SocketAddr,
+        client: SocketAddr,
+    ) -> Self {
+        Self {
+            id: id_text(id),
+            listener: listener.to_string(),
+            pool: pool.to_string(),
+            backend,
+            client,
+            since: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
+        }
+    }
+}
+
 /// A listener's open WebSockets, by id.
 #[derive(Debug, Default)]
 pub struct WsRegistry {
@@ -54,28 +76,8 @@ impl WsRegistry {
     }
 
     /// Records an upgraded connection until the returned guard is dropped.
-    pub fn register(
-        self: &Arc<Self>,
-        id: u64,
-        listener: &str,
-        pool: &str,
-        backend: SocketAddr,
-        client: SocketAddr,
-    ) -> Registered {
-        let since = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64());
-        self.lock().insert(
-            id,
-            WsConnection {
-                id: id_text(id),
-                listener: listener.to_string(),
-                pool: pool.to_string(),
-                backend,
-                client,
-                since,
-            },
-        );
+    pub fn register(self: &Arc<Self>, id: u64, connection: WsConnection) -> Registered {
+        self.lock().insert(id, connection);
         Registered {
             registry: Arc::clone(self),
             id,
@@ -108,8 +110,12 @@ mod tests {
         let registry = Arc::new(WsRegistry::default());
         let backend: SocketAddr = "127.0.0.1:9001".parse().unwrap();
         let client: SocketAddr = "127.0.0.1:50000".parse().unwrap();
-        let first = registry.register(0xab, "web", "chat", backend, client);
-        let second = registry.register(7, "web", "chat", "127.0.0.1:9002".parse().unwrap(), client);
+        let first = registry.register(
+            0xab,
+            WsConnection::new(0xab, "web", "chat", backend, client),
+        );
+        let other = "127.0.0.1:9002".parse().unwrap();
+        let second = registry.register(7, WsConnection::new(7, "web", "chat", other, client));
         assert_eq!(registry.len(), 2);
         let on_first = registry.list(|c| c.backend == backend);
         assert_eq!(on_first.len(), 1);

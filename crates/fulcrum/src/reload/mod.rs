@@ -279,8 +279,9 @@ impl RunningApp {
         }
         for change in changes {
             if let Change::PoolRemoved { name } = change {
-                self.live.control.stop_pool(name);
-                self.pools().remove(name);
+                if let Some(pool) = self.pools().remove(name) {
+                    self.live.control.stop_pool(&pool);
+                }
             }
         }
         for (name, (addr, stats)) in addrs {
@@ -325,6 +326,9 @@ impl RunningApp {
         }
         if before.discovery != after.discovery {
             self.live.control.restart_discovery(&pool);
+        }
+        if before.websocket.registry != after.websocket.registry {
+            self.live.control.restart_ws_registry(&pool);
         }
     }
 

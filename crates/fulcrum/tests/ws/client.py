@@ -3,7 +3,9 @@ python3-websockets), the way an application would connect through fulcrum.
 
   client.py URL echo         greeting (sent with a forged connection id), a text and a
                              512 KiB binary echo, a clean close
-  client.py URL hold N       N connections, their greetings; closes them at stdin's end
+  client.py URL hold N       N connections, their greetings; each stdin line "echo" sends
+                             a message on every connection and reads it back; closes
+                             them all at stdin's end
   client.py URL idle SECS    greeting, then silence for SECS: was the connection closed?
   client.py URL flood        asks for a stream of messages and reads them until the
                              connection closes: how many, and the close frame received
@@ -40,7 +42,13 @@ async def hold(url, n):
     for ws in sockets:
         say(greeting=json.loads(await ws.recv()))
     say(holding=n)
-    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    loop = asyncio.get_running_loop()
+    while (await loop.run_in_executor(None, sys.stdin.readline)).strip() == "echo":
+        echoed = 0
+        for ws in sockets:
+            await ws.send("still there?")
+            echoed += (await ws.recv()) == "still there?"
+        say(echoed=echoed)
     for ws in sockets:
         await ws.close()
     say(closed=n)

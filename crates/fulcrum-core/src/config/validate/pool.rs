@@ -256,7 +256,46 @@ impl Validator {
             idle_timeout,
             connection_id_header: header.to_ascii_lowercase(),
             close_on_drain: raw.close_on_drain.unwrap_or(false),
+            registry: raw
+                .registry
+                .and_then(|r| self.ws_registry(&format!("{path}.registry"), r)),
         }
+    }
+
+    fn ws_registry(&mut self, path: &str, raw: RawWsRegistry) -> Option<WsRegistry> {
+        let ttl = self.duration(
+            &format!("{path}.ttl"),
+            raw.ttl.as_deref(),
+            defaults::WS_REGISTRY_TTL,
+            defaults::WS_REGISTRY_MIN_TTL,
+        );
+        let key_prefix = raw
+            .key_prefix
+            .unwrap_or_else(|| defaults::WS_REGISTRY_KEY_PREFIX.to_string());
+        if key_prefix
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+        {
+            self.error(
+                format!("{path}.key_prefix"),
+                format!("`{key_prefix}` holds a space or a control character"),
+            );
+        }
+        let Some(redis) = raw.redis else {
+            self.error(
+                format!("{path}.redis"),
+                "is required: the Redis URL, e.g. \"redis://127.0.0.1:6379\"",
+            );
+            return None;
+        };
+        if let Err(why) = check_redis_url(&redis) {
+            self.error(format!("{path}.redis"), format!("`{redis}`: {why}"));
+        }
+        Some(WsRegistry {
+            redis,
+            key_prefix,
+            ttl,
+        })
     }
 
     fn upstream_tls(&mut self, path: &str, raw: RawUpstreamTls) -> UpstreamTls {
@@ -536,4 +575,29 @@ fn is_prime(n: u64) -> bool {
         d += 1;
     }
     true
+}
+
+/// The Redis URLs the registry connects to: plain TCP (`redis://`, `valkey://`) or a Unix
+/// socket (`redis+unix://`, `unix://`). TLS (`rediss://`) is refused here rather than at the
+/// first connection attempt.
+fn check_redis_url(url: &str) -> Result<(), &'static str> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err("not a URL; expected redis://HOST[:PORT][/DB] or redis+unix:///PATH");
+    };
+    match scheme {
+        "redis" | "valkey" => {
+            let authority = rest.split('/').next().unwrap_or_default();
+            let host = authority.rsplit('@').next().unwrap_or_default();
+            if host.is_empty() || host.starts_with(':') {
+                return Err("names no host; expected redis://HOST[:PORT][/DB]");
+            }
+            Ok(())
+        }
+        "redis+unix" | "valkey+unix" | "unix" if rest.starts_with('/') => Ok(()),
+        "redis+unix" | "valkey+unix" | "unix" => {
+            Err("a Unix socket URL needs an absolute path: redis+unix:///PATH")
+        }
+        "rediss" | "valkeys" => Err("TLS to Redis is not supported; use redis:// on a trusted network or through a local TLS tunnel"),
+        _ => Err("unknown scheme; expected redis:// or redis+unix://"),
+    }
 }

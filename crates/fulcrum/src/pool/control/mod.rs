@@ -26,7 +26,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use fulcrum_core::balance::{self, Rotation};
 use fulcrum_core::config;
 use fulcrum_core::health::{self, BackendId, PoolHealth};
@@ -37,6 +37,7 @@ pub use status::{AdminError, BackendStatus, DiscoveryStatus, PoolCounters, PoolS
 use super::snapshot::PoolSnapshot;
 use super::stats::BackendStats;
 use super::Clock;
+use crate::ws_registry::RedisRegistry;
 use discovery::DiscoveryState;
 use publish::Published;
 
@@ -177,6 +178,9 @@ pub struct Pool {
     /// "No backend could be reached": one warning per window for the whole pool, with how
     /// many clients it stands for, not one per client turned away.
     pub unreachable_warnings: WarnGate,
+    /// The pool's Redis registry of WebSockets, with `websocket.registry`; replaced by a
+    /// reload that changes the section (connections stay with the one they were put in).
+    ws_registry: ArcSwapOption<RedisRegistry>,
 }
 
 impl Pool {
@@ -209,6 +213,7 @@ impl Pool {
             unreachable_warnings: WarnGate::default(),
             drain_failures: AtomicU64::new(0),
             discovery: Mutex::new(DiscoveryState::default()),
+            ws_registry: ArcSwapOption::empty(),
         };
         let mut control = pool.lock();
         pool.apply(&mut control, now);
@@ -262,6 +267,19 @@ impl Pool {
     /// algorithm. What the backends carry (in-flight counts, latencies, ejection history,
     /// lifecycles) is kept; the configured backend list is not read here (a reload adds
     /// and removes backends one by one).
+    /// The registry an upgrade records its connection in, if the pool has one.
+    pub fn ws_registry(&self) -> Option<Arc<RedisRegistry>> {
+        self.ws_registry.load_full()
+    }
+
+    /// Installs the registry new connections go to; returns the one they went to before.
+    pub fn set_ws_registry(
+        &self,
+        registry: Option<Arc<RedisRegistry>>,
+    ) -> Option<Arc<RedisRegistry>> {
+        self.ws_registry.swap(registry)
+    }
+
     pub fn set_settings(&self, settings: config::Pool) {
         let now = self.clock.now();
         let mut control = self.lock();

@@ -3,7 +3,8 @@
 //! ends have closed (each half-close passed on) or the pool's `websocket.idle_timeout` passes
 //! with nothing sent either way. The attempt lasts as long, and so does the backend's
 //! in-flight count: `least_conn` sees a backend holding a thousand sockets as busy. While it
-//! lasts, the listener's registry lists it (`GET /api/ws/connections`).
+//! lasts, the listener's registry lists it (`GET /api/ws/connections`), and so does Redis
+//! when the pool has a `websocket.registry`.
 
 use std::cell::Cell;
 use std::future::Future;
@@ -23,6 +24,7 @@ use crate::pool::LiveBackend;
 use crate::proxy::pipeline;
 use crate::proxy::tunnel::{self, Ends, Splice};
 use crate::proxy::upstream_io::Upstream;
+use crate::proxy::websockets::WsConnection;
 
 /// The backend's direction's copy buffer with `close_on_drain` (frames are found in it, so
 /// it stays one size).
@@ -37,13 +39,16 @@ pub async fn tunnel<D: Downstream>(
     early: &ReadBuf,
 ) {
     let idle = ctx.pool.settings().websocket.idle_timeout;
-    let _listed = ctx.stats.websockets.register(
-        client.request().connection_id,
+    let id = client.request().connection_id;
+    let connection = WsConnection::new(
+        id,
         &ctx.listener,
         &ctx.pool.name,
         backend.addr,
         client.peer(),
     );
+    let _in_redis = ctx.pool.ws_registry().map(|r| r.register(id, &connection));
+    let _listed = ctx.stats.websockets.register(id, connection);
     let (client_read, input, mut client_write, _) = client.split();
     let (upstream_read, mut upstream_write) = upstream.halves();
     // Bytes already read on either side go first: the backend's behind its 101, the
