@@ -52,6 +52,61 @@ async fn a_websocket_through_fulcrum_echoes_both_ways_and_closes_cleanly() {
     assert_eq!(status["backends"][0]["failures"], 0);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_fragmented_and_control_messages_and_close_codes_pass_both_ways() {
+    let backend = ws_backend("ws-msg");
+    let proxy = start_proxy("http", "least_conn", &[(backend.addr, 1)], "", "");
+    let lines = client(proxy.addr, &["messages"]).await;
+    assert_eq!(lines[0]["greeting"]["backend"], "ws-msg");
+    assert_eq!(lines[1]["mib_echoed"], true, "a 1 MiB message: {lines:?}");
+    assert_eq!(
+        lines[2]["fragmented"], "fragmented",
+        "three fragments, one message"
+    );
+    assert_eq!(
+        lines[3]["pong"], true,
+        "a ping answered by the backend's pong"
+    );
+    // The backend's close code and reason reach the client, the client's the backend.
+    assert_eq!(lines[4]["server_close"], 4002, "{lines:?}");
+    assert_eq!(lines[4]["reason"], "server bye");
+    assert_eq!(lines[5]["client_close"]["code"], 4001, "{lines:?}");
+    assert_eq!(lines[5]["client_close"]["reason"], "client bye");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_websockets_spread_evenly_over_least_conn_backends() {
+    let names = ["ws-1", "ws-2", "ws-3", "ws-4"];
+    let backends: Vec<WsBackend> = names.iter().map(|n| ws_backend(n)).collect();
+    let weighted: Vec<(SocketAddr, u32)> = backends.iter().map(|b| (b.addr, 1)).collect();
+    let proxy = start_proxy("http", "least_conn", &weighted, "", "");
+    // Handshakes 50 at a time: picks race each other as they would under real load.
+    let holder = Holder::open_in_batches(proxy.addr, 1000, 50).await;
+    let spread = tally(holder.ids().into_iter().map(|(_, backend)| backend));
+    assert_eq!(spread.values().sum::<usize>(), 1000, "{spread:?}");
+    for name in names {
+        let n = spread.get(name).copied().unwrap_or(0);
+        assert!(
+            (225..=275).contains(&n),
+            "{name} holds {n}, not 250 ± 10 %: {spread:?}"
+        );
+    }
+    // And fulcrum counts them where least_conn looks: in flight, per backend.
+    let status = proxy.status().await;
+    for b in status["backends"].as_array().unwrap() {
+        let name = names[backends
+            .iter()
+            .position(|w| w.addr.to_string() == b["addr"])
+            .unwrap()];
+        assert_eq!(
+            b["in_flight"].as_u64(),
+            spread.get(name).map(|n| *n as u64),
+            "{status:#}"
+        );
+    }
+    assert_eq!(holder.close(), 1000);
+}
+
 /// `fulcrum_websockets_open` of the listener `front`, as `/metrics` shows it.
 async fn open_gauge(admin: SocketAddr) -> f64 {
     let (code, text) = Client::connect(admin).await.get("/metrics").await;
@@ -292,44 +347,73 @@ fn flood_client(proxy: SocketAddr) -> tokio::task::JoinHandle<Vec<serde_json::Va
     tokio::spawn(async move { client(proxy, &["flood"]).await })
 }
 
+/// The in-flight count of the backend at `addr` in an admin status document.
+fn in_flight(status: &serde_json::Value, addr: SocketAddr) -> u64 {
+    status["backends"]
+        .as_array()
+        .and_then(|list| list.iter().find(|b| b["addr"] == addr.to_string()))
+        .and_then(|b| b["in_flight"].as_u64())
+        .unwrap_or(u64::MAX)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn close_on_drain_tells_clients_to_go_away_between_frames_before_the_deadline() {
-    let backend = ws_backend("ws-drain");
+    let (drained, other) = (ws_backend("ws-drain"), ws_backend("ws-other"));
     let proxy = start_proxy(
         "http",
         "least_conn",
-        &[(backend.addr, 1)],
+        &[(drained.addr, 1), (other.addr, 1)],
         "",
         "drain_timeout = \"4s\"\nwebsocket = { close_on_drain = true }",
     );
-    let flooded = flood_client(proxy.addr);
+    let admin = proxy.app().admin_addr().unwrap();
+    let call = |action: &str, addr: SocketAddr| {
+        let path = format!("/api/pools/app/backends/{addr}/{action}");
+        async move {
+            let (code, body) = Client::connect(admin).await.call("POST", &path, "").await;
+            assert_eq!(code, 200, "{path}: {body}");
+        }
+    };
+    // Three clients reading a stream of frames, all on the backend to drain (the other one
+    // is out of rotation while they connect).
+    call("disable", other.addr).await;
+    let flooded: Vec<_> = (0..3)
+        .map(|_| {
+            let proxy = proxy.addr;
+            tokio::spawn(async move { client(proxy, &["flood", "reconnect"]).await })
+        })
+        .collect();
     proxy
-        .wait_for(Duration::from_secs(10), "the WebSocket open", |s| {
-            s["backends"][0]["in_flight"] == 1
+        .wait_for(Duration::from_secs(10), "the WebSockets open", |s| {
+            in_flight(s, drained.addr) == 3
         })
         .await;
+    call("enable", other.addr).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let admin = proxy.app().admin_addr().unwrap();
-    let drained = tokio::time::Instant::now();
-    let path = format!("/api/pools/app/backends/{}/drain", backend.addr);
-    let (code, body) = Client::connect(admin).await.call("POST", &path, "").await;
-    assert_eq!(code, 200, "{body}");
-    let lines = flooded.await.unwrap();
-    let took = drained.elapsed();
-    let end = lines.last().unwrap();
-    // 1001 with fulcrum's reason, after frames of every size were read whole, half the 4 s
-    // timeout before the deadline.
-    assert_eq!(end["code"], 1001, "{lines:?}");
-    assert_eq!(end["reason"], "the backend is draining");
-    assert!(end["received"].as_u64().unwrap() > 20, "{end}");
-    assert!(
-        took >= Duration::from_millis(1900) && took < Duration::from_millis(3900),
-        "closed {took:?} after the drain began"
-    );
-    // The client left before the deadline: the drain completed, nothing was cut.
+    let began = tokio::time::Instant::now();
+    call("drain", drained.addr).await;
+    for flood in flooded {
+        let lines = flood.await.unwrap();
+        let took = began.elapsed();
+        assert_eq!(lines[0]["greeting"]["backend"], "ws-drain");
+        // 1001 with fulcrum's reason, after frames of every size were read whole, half the
+        // 4 s timeout before the deadline; then a reconnection that lands on the other
+        // backend.
+        let end = &lines[lines.len() - 2];
+        assert_eq!(end["code"], 1001, "{lines:?}");
+        assert_eq!(end["reason"], "the backend is draining");
+        assert!(end["received"].as_u64().unwrap() > 20, "{end}");
+        assert!(
+            took >= Duration::from_millis(1900) && took < Duration::from_millis(3900),
+            "closed {took:?} after the drain began"
+        );
+        let again = &lines[lines.len() - 1];
+        assert_eq!(again["reconnected"]["backend"], "ws-other", "{lines:?}");
+    }
+    // The clients left before the deadline: the drain completed, nothing was cut.
     let status = proxy
         .wait_for(Duration::from_secs(5), "the drain complete", |s| {
-            s["backends"][0]["state"] == "drained"
+            backend_state(s, drained.addr) == "drained"
         })
         .await;
     assert_eq!(status["drain_failures"], 0, "{status:#}");

@@ -112,10 +112,15 @@ pub struct Holder {
 impl Holder {
     /// Opens `n` WebSockets through `proxy` and waits until all are greeted.
     pub async fn open(proxy: SocketAddr, n: usize) -> Holder {
+        Self::open_in_batches(proxy, n, 1).await
+    }
+
+    /// As [`open`](Self::open), `batch` handshakes at a time.
+    pub async fn open_in_batches(proxy: SocketAddr, n: usize, batch: usize) -> Holder {
         let mut child = Command::new(python())
             .arg(script("client.py"))
             .arg(format!("ws://{proxy}/chat"))
-            .args(["hold", &n.to_string()])
+            .args(["hold", &n.to_string(), &batch.to_string()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -125,9 +130,9 @@ impl Holder {
             let lines = read_until_holding(&mut out);
             (lines, out)
         });
-        let (lines, out) = tokio::time::timeout(Duration::from_secs(30), read)
+        let (lines, out) = tokio::time::timeout(Duration::from_secs(60), read)
             .await
-            .expect("the holding client did not open its WebSockets within 30 s")
+            .expect("the holding client did not open its WebSockets within 60 s")
             .unwrap();
         Holder { child, out, lines }
     }
