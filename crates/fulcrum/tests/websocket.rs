@@ -55,7 +55,13 @@ async fn a_websocket_through_fulcrum_echoes_both_ways_and_closes_cleanly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_fragmented_and_control_messages_and_close_codes_pass_both_ways() {
     let backend = ws_backend("ws-msg");
-    let proxy = start_proxy("http", "least_conn", &[(backend.addr, 1)], "", "");
+    let log = std::env::temp_dir().join(format!("fulcrum-ws-log-{}.json", std::process::id()));
+    let _ = std::fs::remove_file(&log);
+    let access_log = format!(
+        "access_log = {{ format = \"json\", path = \"{}\" }}",
+        log.display()
+    );
+    let proxy = start_proxy("http", "least_conn", &[(backend.addr, 1)], &access_log, "");
     let lines = client(proxy.addr, &["messages"]).await;
     assert_eq!(lines[0]["greeting"]["backend"], "ws-msg");
     assert_eq!(lines[1]["mib_echoed"], true, "a 1 MiB message: {lines:?}");
@@ -72,6 +78,31 @@ async fn large_fragmented_and_control_messages_and_close_codes_pass_both_ways() 
     assert_eq!(lines[4]["reason"], "server bye");
     assert_eq!(lines[5]["client_close"]["code"], 4001, "{lines:?}");
     assert_eq!(lines[5]["client_close"]["reason"], "client bye");
+    // One access-log line per WebSocket, written when it ended, its bytes counting what
+    // went through the tunnel both ways: the first carried the 1 MiB message each way.
+    let mut logged = Vec::new();
+    for _ in 0..100 {
+        logged = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        if logged.len() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(logged.len(), 3, "{logged:?}");
+    let first: serde_json::Value = serde_json::from_str(&logged[0]).unwrap();
+    assert_eq!(first["status"], 101, "{first}");
+    for side in ["bytes_in", "bytes_out"] {
+        let n = first[side].as_u64().unwrap();
+        assert!(
+            (1 << 20..(1 << 20) + 4096).contains(&n),
+            "{side} {n}: {first}"
+        );
+    }
+    let _ = std::fs::remove_file(&log);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -224,6 +255,21 @@ async fn a_silent_websocket_is_closed_after_the_pools_idle_timeout() {
     let lines = client(proxy.addr, &["idle", "2.5"]).await;
     assert_eq!(lines[0]["greeting"]["backend"], "ws-idle");
     assert_eq!(lines[1]["open"], false, "{lines:?}");
+    // The socket lived over a second, but its request lasted until the 101: the tunnel
+    // does not count as request latency (histograms, p2c_ewma, the auto drain timeout).
+    let admin = proxy.app().admin_addr().unwrap();
+    let (_, metrics) = Client::connect(admin).await.get("/metrics").await;
+    let sum: f64 = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(
+                "fulcrum_http_request_duration_seconds_sum{listener=\"front\",pool=\"app\"} ",
+            )
+        })
+        .unwrap_or_else(|| panic!("no request duration in\n{metrics}"))
+        .parse()
+        .unwrap();
+    assert!(sum > 0.0 && sum < 0.5, "request duration sum {sum}");
 }
 
 const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";

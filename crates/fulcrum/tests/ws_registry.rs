@@ -396,3 +396,64 @@ async fn a_killed_fulcrums_entries_expire_within_their_ttl() {
     drop(holder);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_sends_new_connections_to_the_new_registry_and_leaves_open_ones_where_they_are() {
+    let redis = Redis::start();
+    let backend = ws_backend("ws-r");
+    let backends = HashMap::from([("ws-r".to_string(), backend.addr)]);
+    let pool = [(backend.addr, 1)];
+    let mut proxy = start_proxy(
+        "http",
+        "least_conn",
+        &pool,
+        "",
+        &registry(&redis, "old:", "30s"),
+    );
+    let before = Holder::open(proxy.addr, 2).await;
+    until_redis_holds(
+        &redis,
+        "old:",
+        &before.ids(),
+        &backends,
+        Duration::from_secs(5),
+    )
+    .await;
+
+    let moved = proxy_config(
+        "http",
+        "least_conn",
+        &pool,
+        "",
+        &registry(&redis, "new:", "30s"),
+    );
+    let app = proxy.app_mut();
+    tokio::task::block_in_place(|| app.reload(moved)).unwrap();
+    let after = Holder::open(proxy.addr, 1).await;
+    until_redis_holds(
+        &redis,
+        "new:",
+        &after.ids(),
+        &backends,
+        Duration::from_secs(5),
+    )
+    .await;
+    until_redis_holds(&redis, "old:", &before.ids(), &backends, Duration::ZERO).await;
+    assert_eq!(registry_status(&proxy).await["key_prefix"], "new:");
+    // The connections of the replaced registry leave it as they close.
+    assert_eq!(before.close(), 2);
+    until_redis_holds(&redis, "old:", &[], &backends, Duration::from_secs(5)).await;
+
+    // The registry turned off: new connections are not recorded, open ones stay recorded
+    // until they close.
+    let off = proxy_config("http", "least_conn", &pool, "", "");
+    let app = proxy.app_mut();
+    tokio::task::block_in_place(|| app.reload(off)).unwrap();
+    let unrecorded = Holder::open(proxy.addr, 1).await;
+    assert_eq!(unrecorded.ids().len(), 1);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    until_redis_holds(&redis, "new:", &after.ids(), &backends, Duration::ZERO).await;
+    assert_eq!(after.close(), 1);
+    until_redis_holds(&redis, "new:", &[], &backends, Duration::from_secs(5)).await;
+    drop(unrecorded);
+}

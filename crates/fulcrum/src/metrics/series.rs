@@ -73,6 +73,7 @@ impl HttpShard {
                     .observe(DURATION, answered.saturating_duration_since(sent));
             }
         }
+        let end = marks.exchange_end(end);
         self.duration
             .observe(DURATION, end.saturating_duration_since(marks.received));
     }

@@ -21,6 +21,8 @@ pub struct Marks {
     backend: Cell<Option<SocketAddr>>,
     attempts: Cell<u32>,
     written: Cell<u64>,
+    /// Bytes a switched connection's tunnel read from the client (past its input buffer).
+    tunnelled_in: Cell<u64>,
     error: Cell<Option<ErrorSide>>,
 }
 
@@ -34,6 +36,7 @@ impl Marks {
             backend: Cell::new(None),
             attempts: Cell::new(0),
             written: Cell::new(0),
+            tunnelled_in: Cell::new(0),
             error: Cell::new(None),
         }
     }
@@ -82,6 +85,15 @@ impl Marks {
         self.written.get()
     }
 
+    /// `n` bytes more came from the client through the tunnel after a `101`.
+    pub fn tunnelled_in(&self, n: u64) {
+        self.tunnelled_in.set(self.tunnelled_in.get() + n);
+    }
+
+    pub fn read_through_tunnel(&self) -> u64 {
+        self.tunnelled_in.get()
+    }
+
     pub fn error(&self) -> Option<ErrorSide> {
         self.error.get()
     }
@@ -92,6 +104,17 @@ impl Marks {
 
     pub fn answered(&self) -> Option<Instant> {
         self.answered.get()
+    }
+
+    /// When the HTTP exchange ended, given that everything ended at `end`: for a switched
+    /// connection (a `101`), when the `101` was relayed — the tunnel's life is not request
+    /// latency, and must not weigh on the latency histograms, p2c_ewma or the drain timeout
+    /// (2 × p99) of a pool whose backends hold WebSockets.
+    pub fn exchange_end(&self, end: Instant) -> Instant {
+        match self.answered.get() {
+            Some(answered) if self.status.get() == 101 => answered,
+            _ => end,
+        }
     }
 
     /// The status the client got; 0 when no response began.

@@ -85,7 +85,11 @@ pub async fn forward<E: Exchange>(
         backend.stats.record_request();
         exchange.marks().attempting(backend.addr);
         let attempt = exchange.attempt(backend, now).await;
-        backend.stats.latency.record(now.elapsed());
+        let took = exchange.marks().exchange_end(Instant::now());
+        backend
+            .stats
+            .latency
+            .record(took.saturating_duration_since(now));
         drop(in_flight);
         match attempt {
             Attempt::Done(done) => return Ok(done),

@@ -188,6 +188,22 @@ pub fn start_proxy(
     listener_extra: &str,
     pool_extra: &str,
 ) -> Proxy {
+    let config = proxy_config(protocol, algorithm, backends, listener_extra, pool_extra);
+    let app = RunningApp::start(&config).unwrap();
+    Proxy {
+        addr: app.listener_addr("front").unwrap(),
+        app: Some(app),
+    }
+}
+
+/// The configuration [`start_proxy`] runs (to reload a started proxy with another).
+pub fn proxy_config(
+    protocol: &str,
+    algorithm: &str,
+    backends: &[(SocketAddr, u32)],
+    listener_extra: &str,
+    pool_extra: &str,
+) -> Config {
     let list: Vec<String> = backends
         .iter()
         .map(|(a, w)| format!("{{ addr = \"{a}\", weight = {w} }}"))
@@ -198,12 +214,7 @@ pub fn start_proxy(
          [pools.app]\nalgorithm = \"{algorithm}\"\nbackends = [{}]\n{pool_extra}\n",
         list.join(", ")
     );
-    let config = Config::from_toml(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-    let app = RunningApp::start(&config).unwrap();
-    Proxy {
-        addr: app.listener_addr("front").unwrap(),
-        app: Some(app),
-    }
+    Config::from_toml(&text).unwrap_or_else(|e| panic!("{e}\n{text}"))
 }
 
 pub struct Proxy {

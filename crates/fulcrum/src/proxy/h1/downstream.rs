@@ -200,7 +200,7 @@ impl<S: ClientIo> Downstream for Client<'_, S> {
 
     fn bytes(&self) -> (u64, u64) {
         (
-            self.input.consumed() - self.consumed_before,
+            self.input.consumed() - self.consumed_before + self.request.marks.read_through_tunnel(),
             self.request.marks.written(),
         )
     }

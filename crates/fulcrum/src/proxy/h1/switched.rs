@@ -49,7 +49,7 @@ pub async fn tunnel<D: Downstream>(
     );
     let _in_redis = ctx.pool.ws_registry().map(|r| r.register(id, &connection));
     let _listed = ctx.stats.websockets.register(id, connection);
-    let (client_read, input, mut client_write, _) = client.split();
+    let (client_read, input, mut client_write, marks) = client.split();
     let (upstream_read, mut upstream_write) = upstream.halves();
     // Bytes already read on either side go first: the backend's behind its 101, the
     // client's behind its handshake (frames sent before it saw the answer).
@@ -85,6 +85,9 @@ pub async fn tunnel<D: Downstream>(
     } else {
         tunnel::splice(ends, idle, [None, None], [&to_backend, &to_client]).await
     };
+    // What the client wrote to the backend, for the access log's bytes in (bytes out were
+    // counted as they went, the client's writer counts them).
+    marks.tunnelled_in(to_backend.get());
     pipeline::record_outcome(backend, false);
     match ended {
         Ok(Splice::Finished) => {}
