@@ -201,16 +201,8 @@ fn run(path: &Path, upgrade: bool) -> ExitCode {
         Some((stream, received)) => (Some(stream), Some(received)),
         None => (None, None),
     };
-    let mut app = match RunningApp::start_with(&config, received) {
-        Ok(app) => app,
-        Err(e) => {
-            eprintln!("error: {e}");
-            if stream.is_some() {
-                eprintln!("the running fulcrum keeps serving");
-            }
-            return ExitCode::FAILURE;
-        }
-    };
+    // The handlers come first: from the moment the listeners accept, a SIGHUP (a reload)
+    // or SIGTERM must be handled, not end the process by its default action.
     let signals = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -222,7 +214,16 @@ fn run(path: &Path, upgrade: bool) -> ExitCode {
         Ok(both) => both,
         Err(e) => {
             eprintln!("error: cannot start the signal handler: {e}");
-            app.shutdown();
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut app = match RunningApp::start_with(&config, received) {
+        Ok(app) => app,
+        Err(e) => {
+            eprintln!("error: {e}");
+            if stream.is_some() {
+                eprintln!("the running fulcrum keeps serving");
+            }
             return ExitCode::FAILURE;
         }
     };

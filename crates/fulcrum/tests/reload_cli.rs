@@ -131,6 +131,46 @@ fn sighup_applies_the_files_changes_and_refuses_a_file_it_cannot_apply_whole() {
 
 /// A configuration file with one TCP listener `t` on `port` in front of pool `p`; `admin`
 /// and `runtime` are lines for those tables, `pool` the pool's.
+/// From the moment its listeners accept, a SIGHUP is a reload: it never ends the process
+/// (before the fix the handlers were installed after the listeners started, and a reload
+/// sent as soon as the port answered could kill fulcrum by SIGHUP's default action).
+#[test]
+fn a_sighup_as_soon_as_the_port_accepts_is_a_reload_not_the_end() {
+    let dir = std::env::temp_dir().join(format!("fulcrum-early-hup-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let backend = named_tcp_backend("a");
+    let path = dir.join("run.toml");
+    for round in 0..10 {
+        let port = free_port();
+        write_tcp_file(
+            &path,
+            "",
+            "",
+            port,
+            &format!("backends = [{{ addr = \"{backend}\" }}]"),
+        );
+        let mut child = run_fulcrum(&path);
+        let until = std::time::Instant::now() + Duration::from_secs(5);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < until,
+                "round {round}: never listened"
+            );
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        sighup(&child);
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "round {round}: a SIGHUP right after the port accepted ended fulcrum"
+        );
+        assert_eq!(served_by(port), "a");
+        let (status, log) = terminate(&mut child);
+        assert!(status.success(), "{log}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn write_tcp_file(path: &std::path::Path, admin: &str, runtime: &str, port: u16, pool: &str) {
     std::fs::write(
         path,
