@@ -107,9 +107,7 @@ impl Writer {
                 batch.clear();
                 self.rewrite().await;
             } else if !self.dirty {
-                let changes = std::mem::take(&mut batch);
-                self.apply(&changes).await;
-                batch = changes;
+                self.apply(&batch).await;
                 batch.clear();
             } else {
                 // Waiting to retry: the table and `written` hold what the batch says.
@@ -279,9 +277,7 @@ impl Writer {
                 _ = self.changes.recv_many(&mut batch, BATCH) => {}
                 () = tokio::time::sleep_until(until) => break,
             }
-            let changes = std::mem::take(&mut batch);
-            self.apply(&changes).await;
-            batch = changes;
+            self.apply(&batch).await;
             batch.clear();
         }
         let mut pipe = redis::pipe();
