@@ -293,6 +293,40 @@ pub struct HttpLimits {
     /// Longest request line; longer ones get 414.
     pub max_request_line_bytes: usize,
     pub http2: Http2Limits,
+    /// Peers whose X-Forwarded-* and Forwarded headers are kept and appended to; from any
+    /// other peer they are replaced with what fulcrum saw.
+    pub trusted_proxies: Networks,
+    pub headers_with_underscores: UnderscoreHeaders,
+}
+
+/// A list of address networks (`10.0.0.0/8`, `2001:db8::/32`, or single addresses).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Networks(pub Vec<ipnet::IpNet>);
+
+impl Networks {
+    /// Whether `ip` is in one of the networks. An IPv4 peer seen through an IPv6 socket
+    /// (`::ffff:10.0.0.1`) is matched as the IPv4 address it is.
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.0.iter().any(|net| net.contains(&ip))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// What happens to a request header whose name has an underscore. CGI-style backends (and
+/// nginx, PHP, WSGI) read `X_Forwarded_For` as `X-Forwarded-For`, so such a name can smuggle
+/// a header past rules that look for the dashed one (Envoy's reasoning).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnderscoreHeaders {
+    /// The request is refused with 400.
+    Reject,
+    /// The header is removed; the request goes on.
+    Drop,
+    /// Forwarded as any other header.
+    Allow,
 }
 
 /// What an HTTP/2 client connection may use (sent in its SETTINGS and enforced).

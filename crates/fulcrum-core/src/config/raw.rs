@@ -84,6 +84,8 @@ pub struct RawListener {
     pub header_timeout: Option<String>,
     pub max_header_bytes: Option<i64>,
     pub max_request_line_bytes: Option<i64>,
+    pub trusted_proxies: Option<Vec<String>>,
+    pub headers_with_underscores: Option<String>,
     pub tls: Option<RawListenerTls>,
     pub http2: Option<RawHttp2>,
     pub routes: Option<Vec<RawSniRoute>>,

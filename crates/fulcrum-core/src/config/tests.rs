@@ -712,3 +712,58 @@ fn the_websocket_registry_section_takes_a_redis_url_a_prefix_and_a_ttl() {
         );
     }
 }
+
+#[test]
+fn trusted_proxies_and_underscore_rules_parse_and_bad_ones_are_named() {
+    let app = "[pools.app]\nbackends = [{ addr = \"127.0.0.1:9001\" }]\n";
+    let text = format!(
+        "{ONE_LISTENER}trusted_proxies = [\"10.0.0.0/8\", \"2001:db8::/32\", \"192.0.2.7\"]\n\
+         headers_with_underscores = \"reject\"\n{app}"
+    );
+    let config = Config::from_toml(&text).unwrap_or_else(|e| panic!("{e}"));
+    let ListenerProtocol::Http(limits) = &config.listeners[0].protocol else {
+        panic!("http expected");
+    };
+    assert_eq!(limits.headers_with_underscores, UnderscoreHeaders::Reject);
+    let trusts = |ip: &str| limits.trusted_proxies.contains(ip.parse().unwrap());
+    assert!(trusts("10.200.0.1") && trusts("2001:db8::5") && trusts("192.0.2.7"));
+    assert!(
+        trusts("::ffff:10.0.0.1"),
+        "an IPv4 peer on a dual-stack socket"
+    );
+    assert!(!trusts("11.0.0.1") && !trusts("192.0.2.8") && !trusts("2001:db9::1"));
+
+    let defaults = Config::from_toml(&format!("{ONE_LISTENER}{app}")).unwrap();
+    let ListenerProtocol::Http(limits) = &defaults.listeners[0].protocol else {
+        panic!("http expected");
+    };
+    assert!(limits.trusted_proxies.is_empty());
+    assert_eq!(limits.headers_with_underscores, UnderscoreHeaders::Drop);
+
+    assert_error_table(&[
+        (
+            "networks that are not networks, host bits past the prefix, an unknown action",
+            format!(
+                "{ONE_LISTENER}trusted_proxies = [\"10.0.0/8\", \"10.1.2.3/8\", \"::1\", \"nope\"]\n\
+                 headers_with_underscores = \"ignore\"\n{app}"
+            ),
+            &[
+                "listeners[0].trusted_proxies[0]: `10.0.0/8` is not an address or network (such as `10.0.0.0/8`, `2001:db8::/32` or `192.0.2.7`)",
+                "listeners[0].trusted_proxies[1]: `10.1.2.3/8` has bits set past its /8 prefix; did you mean `10.0.0.0/8`?",
+                "listeners[0].trusted_proxies[3]: `nope` is not an address or network (such as `10.0.0.0/8`, `2001:db8::/32` or `192.0.2.7`)",
+                "listeners[0].headers_with_underscores: unknown action `ignore`; valid: drop, reject, allow",
+            ],
+        ),
+        (
+            "HTTP rules on a TCP listener",
+            format!(
+                "{}trusted_proxies = [\"10.0.0.0/8\"]\nheaders_with_underscores = \"drop\"\n{app}",
+                ONE_LISTENER.replace("\"http\"", "\"tcp\"")
+            ),
+            &[
+                "listeners[0].trusted_proxies: applies only to protocol = \"http\"",
+                "listeners[0].headers_with_underscores: applies only to protocol = \"http\"",
+            ],
+        ),
+    ]);
+}

@@ -12,6 +12,10 @@ pub enum ProxyError {
     HeadTooLarge,
     /// A WebSocket handshake for a version other than 13: 426, naming 13.
     WebSocketVersion,
+    /// A well-formed request line of an HTTP version other than 1.0 and 1.1: 505.
+    VersionNotSupported,
+    /// A transfer coding other than chunked (`gzip, chunked`): 501 (RFC 9112 §6.1).
+    CodingNotImplemented,
     /// The request head did not arrive within the header timeout: 408.
     HeaderTimeout,
     /// The client stopped sending its request body for longer than the idle timeout: 408.
@@ -65,6 +69,8 @@ impl ProxyError {
         match self {
             ProxyError::BadRequest(_) => 400,
             ProxyError::WebSocketVersion => 426,
+            ProxyError::VersionNotSupported => 505,
+            ProxyError::CodingNotImplemented => 501,
             ProxyError::RequestLineTooLong => 414,
             ProxyError::HeadTooLarge => 431,
             ProxyError::HeaderTimeout | ProxyError::ClientBodyTimeout => 408,
@@ -78,6 +84,8 @@ impl ProxyError {
         match self {
             ProxyError::BadRequest(_)
             | ProxyError::WebSocketVersion
+            | ProxyError::VersionNotSupported
+            | ProxyError::CodingNotImplemented
             | ProxyError::RequestLineTooLong
             | ProxyError::HeadTooLarge
             | ProxyError::HeaderTimeout
@@ -96,8 +104,10 @@ impl ProxyError {
             414 => "414 URI Too Long",
             426 => "426 Upgrade Required",
             431 => "431 Request Header Fields Too Large",
+            501 => "501 Not Implemented",
             502 => "502 Bad Gateway",
             503 => "503 Service Unavailable",
+            505 => "505 HTTP Version Not Supported",
             _ => "504 Gateway Timeout",
         }
     }
@@ -107,6 +117,8 @@ impl ProxyError {
         match self {
             ProxyError::BadRequest(why) => why,
             ProxyError::WebSocketVersion => "this WebSocket version is not supported; use 13\n",
+            ProxyError::VersionNotSupported => "this HTTP version is not supported; use HTTP/1.1\n",
+            ProxyError::CodingNotImplemented => "only the chunked transfer coding is supported\n",
             ProxyError::RequestLineTooLong => "request line too long\n",
             ProxyError::HeadTooLarge => "request head too large\n",
             ProxyError::HeaderTimeout => "the request head did not arrive in time\n",
@@ -124,6 +136,8 @@ impl ProxyError {
             self,
             ProxyError::BadRequest(_)
                 | ProxyError::WebSocketVersion
+                | ProxyError::VersionNotSupported
+                | ProxyError::CodingNotImplemented
                 | ProxyError::RequestLineTooLong
                 | ProxyError::HeadTooLarge
                 | ProxyError::HeaderTimeout

@@ -1,7 +1,8 @@
 //! Header rules at the proxy boundary (RFC 9110 §7.6.1): hop-by-hop headers — the fixed ones
 //! and every header the `Connection` header names — are dropped in both directions, and the
 //! X-Forwarded-* headers are written by fulcrum after that, so a client cannot use
-//! `Connection` to strip the ones fulcrum sets (Traefik's CVE-2021-32813).
+//! `Connection` to strip the ones fulcrum sets (Traefik's CVE-2021-32813). Forwarding headers
+//! are believed only from a trusted proxy; from anyone else they are replaced.
 
 /// What a header means to the proxy, decided from its name alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,8 +18,10 @@ pub enum Class {
     ContentLength,
     Host,
     XForwardedFor,
-    /// X-Forwarded-Proto and X-Forwarded-Host: replaced by fulcrum's own.
-    XForwardedOther,
+    XForwardedProto,
+    XForwardedHost,
+    /// RFC 7239's `Forwarded`.
+    Forwarded,
 }
 
 /// Classifies a header name (any case); most names are rejected by their length alone.
@@ -28,14 +31,15 @@ pub fn classify(name: &str) -> Class {
         2 if is("te") => Class::HopByHop,
         4 if is("host") => Class::Host,
         7 if is("upgrade") => Class::HopByHop,
+        9 if is("forwarded") => Class::Forwarded,
         10 if is("connection") => Class::Connection,
         10 if is("keep-alive") => Class::HopByHop,
         14 if is("content-length") => Class::ContentLength,
         15 if is("x-forwarded-for") => Class::XForwardedFor,
         16 if is("proxy-connection") => Class::HopByHop,
-        16 if is("x-forwarded-host") => Class::XForwardedOther,
+        16 if is("x-forwarded-host") => Class::XForwardedHost,
         17 if is("transfer-encoding") => Class::TransferEncoding,
-        17 if is("x-forwarded-proto") => Class::XForwardedOther,
+        17 if is("x-forwarded-proto") => Class::XForwardedProto,
         _ => Class::EndToEnd,
     }
 }
@@ -52,7 +56,8 @@ pub struct Scan<'a> {
     pub host: Option<&'a [u8]>,
     pub content_length: Result<Option<u64>, InvalidLength>,
     pub transfer_encoding: bool,
-    pub forwarded_for: bool,
+    /// A header name has an underscore (see `headers_with_underscores`).
+    pub underscores: bool,
     /// `TE: trailers`: the client takes trailers (gRPC says so, and an HTTP/2 backend is
     /// told again, since TE is hop-by-hop).
     pub te_trailers: bool,
@@ -70,7 +75,7 @@ pub fn scan<'a>(headers: &[httparse::Header<'a>]) -> Scan<'a> {
         host: None,
         content_length: Ok(None),
         transfer_encoding: false,
-        forwarded_for: false,
+        underscores: false,
         te_trailers: false,
         upgrade_websocket: false,
         connection: ConnectionTokens::default(),
@@ -92,7 +97,7 @@ pub fn scan<'a>(headers: &[httparse::Header<'a>]) -> Scan<'a> {
                 };
             }
             Class::TransferEncoding => scan.transfer_encoding = true,
-            Class::XForwardedFor => scan.forwarded_for = true,
+            Class::EndToEnd => scan.underscores |= h.name.as_bytes().contains(&b'_'),
             Class::HopByHop if h.name.len() == 2 => {
                 scan.te_trailers |= h.value.eq_ignore_ascii_case(b"trailers");
             }
@@ -297,8 +302,9 @@ mod tests {
             ("content-length", Class::ContentLength),
             ("HOST", Class::Host),
             ("X-Forwarded-For", Class::XForwardedFor),
-            ("x-forwarded-proto", Class::XForwardedOther),
-            ("X-Forwarded-Host", Class::XForwardedOther),
+            ("x-forwarded-proto", Class::XForwardedProto),
+            ("X-Forwarded-Host", Class::XForwardedHost),
+            ("Forwarded", Class::Forwarded),
             ("x-kept", Class::EndToEnd),
             ("hosts", Class::EndToEnd),
         ] {

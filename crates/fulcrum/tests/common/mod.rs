@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod h2raw;
 pub mod pki;
+pub mod recorder;
 pub mod ws;
 
 use std::collections::HashMap;

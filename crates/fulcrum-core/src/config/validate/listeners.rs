@@ -189,6 +189,46 @@ impl Validator {
         }
     }
 
+    /// A list of networks: `10.0.0.0/8`, `2001:db8::/32`, or single addresses. A network with
+    /// bits set past its prefix (`10.1.2.3/8`) is refused: it is usually a typo in a list
+    /// that decides whom to trust.
+    pub(super) fn networks(&mut self, path: &str, raw: &[String]) -> Networks {
+        let mut networks = Vec::with_capacity(raw.len());
+        for (i, text) in raw.iter().enumerate() {
+            let text = text.trim();
+            let parsed = text
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+            match parsed {
+                Ok(net) if net.trunc() != net => self.error(
+                    format!("{path}[{i}]"),
+                    format!("`{text}` has bits set past its /{} prefix; did you mean `{}`?", net.prefix_len(), net.trunc()),
+                ),
+                Ok(net) => networks.push(net),
+                Err(_) => self.error(
+                    format!("{path}[{i}]"),
+                    format!("`{text}` is not an address or network (such as `10.0.0.0/8`, `2001:db8::/32` or `192.0.2.7`)"),
+                ),
+            }
+        }
+        Networks(networks)
+    }
+
+    fn underscore_headers(&mut self, path: &str, raw: Option<&str>) -> UnderscoreHeaders {
+        match raw {
+            None | Some("drop") => UnderscoreHeaders::Drop,
+            Some("reject") => UnderscoreHeaders::Reject,
+            Some("allow") => UnderscoreHeaders::Allow,
+            Some(other) => {
+                self.error(
+                    path.to_string(),
+                    format!("unknown action `{other}`; valid: drop, reject, allow"),
+                );
+                UnderscoreHeaders::Drop
+            }
+        }
+    }
+
     fn http2(&mut self, path: &str, raw: RawHttp2) -> Http2Limits {
         let mut integer = |key: &str, value: Option<i64>, default: u32, range: (i64, i64)| {
             self.integer(&format!("{path}.{key}"), value, i64::from(default), range) as u32
@@ -235,6 +275,11 @@ impl Validator {
             ("max_header_bytes", l.max_header_bytes.is_some()),
             ("max_request_line_bytes", l.max_request_line_bytes.is_some()),
             ("http2", l.http2.is_some()),
+            ("trusted_proxies", l.trusted_proxies.is_some()),
+            (
+                "headers_with_underscores",
+                l.headers_with_underscores.is_some(),
+            ),
         ];
         let routes = l.routes.take();
         let protocol = match l.protocol.as_deref() {
@@ -259,6 +304,14 @@ impl Validator {
                     (64, 1 << 20),
                 ) as usize,
                 http2: self.http2(&format!("{path}.http2"), l.http2.take().unwrap_or_default()),
+                trusted_proxies: self.networks(
+                    &format!("{path}.trusted_proxies"),
+                    l.trusted_proxies.as_deref().unwrap_or_default(),
+                ),
+                headers_with_underscores: self.underscore_headers(
+                    &format!("{path}.headers_with_underscores"),
+                    l.headers_with_underscores.as_deref(),
+                ),
             }),
             Some("tcp") => ListenerProtocol::Tcp,
             Some("tls_passthrough") => ListenerProtocol::TlsPassthrough(self.sni_routes(

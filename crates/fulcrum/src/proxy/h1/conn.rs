@@ -41,6 +41,7 @@ pub async fn serve<S: ClientIo>(
     tls: Option<TlsFacts>,
 ) {
     let peer_text = exchange::peer_text(peer);
+    let trusted_peer = ctx.limits.trusted_proxies.contains(peer.ip());
     let mut input = ReadBuf::new(Rc::clone(&ctx.buffers));
     // The first head is due within the header timeout from accept; later ones (pipelined
     // or not) from the moment a read of them first has to wait, set then by `read_head`.
@@ -106,8 +107,11 @@ pub async fn serve<S: ClientIo>(
             &ctx,
             &mut stream,
             &mut input,
-            peer,
-            &peer_text,
+            Peer {
+                addr: peer,
+                text: &peer_text,
+                trusted: trusted_peer,
+            },
             tls.as_ref(),
             head_deadline,
         );
@@ -150,14 +154,22 @@ async fn linger<S: ClientIo>(stream: &mut S) {
     }
 }
 
+/// The client connection's peer, as the request rules need it.
+struct Peer<'a> {
+    addr: SocketAddr,
+    /// As written into X-Forwarded-For.
+    text: &'a [u8],
+    /// In the listener's `trusted_proxies`.
+    trusted: bool,
+}
+
 /// One request, from its head to the end of its response; returns what to do with the
 /// connection next.
 async fn serve_request<S: ClientIo>(
     ctx: &HttpContext,
     stream: &mut S,
     input: &mut ReadBuf,
-    peer: SocketAddr,
-    peer_text: &[u8],
+    peer: Peer<'_>,
     tls: Option<&TlsFacts>,
     head_deadline: Option<Instant>,
 ) -> Next {
@@ -165,10 +177,13 @@ async fn serve_request<S: ClientIo>(
     let rules = RequestRules {
         max_request_line_bytes: ctx.limits.max_request_line_bytes,
         settings: &settings,
-        peer: peer.ip(),
-        peer_text,
+        peer: peer.addr.ip(),
+        peer_text: peer.text,
         tls,
+        trusted_peer: peer.trusted,
+        underscores: ctx.limits.headers_with_underscores,
     };
+    let peer = peer.addr;
     let mut upstream_head = ctx.buffers.take_write();
     let head = read_head(
         ctx,

@@ -570,6 +570,14 @@ async fn send_and_respond<D: Downstream>(
             tracing::debug!(backend = %backend.addr, ?error, "client left before the response ended");
             return Err(Attempt::Done(Next::Close));
         }
+        Err(error) if !out.is_empty() => {
+            // The body broke before the head went out (it travels with the first bytes of
+            // the body): nothing reached the client, so it gets a 502 as for a bad head.
+            tracing::debug!(backend = %backend.addr, ?error, "response body broken before any of it was relayed");
+            responded.set(false);
+            out.clear();
+            return Err(Attempt::Failed(ProxyError::UpstreamFailed));
+        }
         Err(error) => {
             // A failure mid-body is the backend's, whatever its status said.
             backend.stats.record_failure();

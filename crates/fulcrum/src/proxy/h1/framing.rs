@@ -35,8 +35,10 @@ enum State {
     Data,
     DataCr,
     DataLf,
+    /// The start of a trailer line (or the CRLF that ends the trailers).
     TrailerStart,
-    TrailerLine,
+    TrailerName,
+    TrailerValue,
     TrailerLf,
     EndLf,
     Done,
@@ -51,7 +53,50 @@ pub struct ChunkScanner {
     /// Bytes of the current size line or of all trailers, against the limits above.
     line: u32,
     trailers: u32,
+    /// The current trailer's name so far, lower case; `name_len` past the buffer means longer
+    /// than any forbidden name.
+    name: [u8; NAME_BUFFER],
+    name_len: usize,
 }
+
+/// Longer than every name in [`FORBIDDEN_TRAILERS`].
+const NAME_BUFFER: usize = 20;
+
+/// Fields that must not come as trailers (RFC 9110 §6.5.1): framing, routing, hop-by-hop,
+/// authentication, request modifiers and content format — a backend that merges trailers
+/// into the header section would read them after fulcrum decided framing, routing and
+/// forwarding from the head. The forwarding headers are here for the same reason: a trailer
+/// must not bring back the `X-Forwarded-For` that the head's rules replaced.
+const FORBIDDEN_TRAILERS: &[&[u8]] = &[
+    b"content-length",
+    b"transfer-encoding",
+    b"host",
+    b"trailer",
+    b"connection",
+    b"keep-alive",
+    b"proxy-connection",
+    b"te",
+    b"upgrade",
+    b"authorization",
+    b"proxy-authorization",
+    b"cookie",
+    b"expect",
+    b"range",
+    b"max-forwards",
+    b"cache-control",
+    b"if-match",
+    b"if-none-match",
+    b"if-modified-since",
+    b"if-unmodified-since",
+    b"if-range",
+    b"content-type",
+    b"content-encoding",
+    b"content-range",
+    b"x-forwarded-for",
+    b"x-forwarded-proto",
+    b"x-forwarded-host",
+    b"forwarded",
+];
 
 /// What one call to [`ChunkScanner::scan`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +116,8 @@ impl Default for ChunkScanner {
             remaining: 0,
             line: 0,
             trailers: 0,
+            name: [0; NAME_BUFFER],
+            name_len: 0,
         }
     }
 }
@@ -153,12 +200,36 @@ impl ChunkScanner {
             State::DataCr if byte == b'\r' => State::DataLf,
             State::DataLf if byte == b'\n' => State::Size { digits: 0 },
             State::TrailerStart if byte == b'\r' => State::EndLf,
-            State::TrailerStart | State::TrailerLine => {
+            // A trailer is `token ":" value` (RFC 9112 §7.1.2 and §5): no whitespace before
+            // the colon, no obs-fold (a line starting with whitespace), no empty name.
+            State::TrailerStart | State::TrailerName => {
+                self.count_trailer()?;
+                if self.state == State::TrailerStart {
+                    self.name_len = 0;
+                }
+                match byte {
+                    b':' if self.state == State::TrailerName => {
+                        if self.forbidden_name() {
+                            return Err(BadChunk);
+                        }
+                        State::TrailerValue
+                    }
+                    b if is_token(b) => {
+                        if let Some(slot) = self.name.get_mut(self.name_len) {
+                            *slot = b.to_ascii_lowercase();
+                        }
+                        self.name_len = self.name_len.saturating_add(1);
+                        State::TrailerName
+                    }
+                    _ => return Err(BadChunk),
+                }
+            }
+            State::TrailerValue => {
                 self.count_trailer()?;
                 match byte {
                     b'\r' => State::TrailerLf,
                     b if is_control(b) => return Err(BadChunk),
-                    _ => State::TrailerLine,
+                    _ => State::TrailerValue,
                 }
             }
             State::TrailerLf if byte == b'\n' => {
@@ -169,6 +240,13 @@ impl ChunkScanner {
             _ => return Err(BadChunk),
         };
         Ok(())
+    }
+
+    /// The trailer name just read is one [`FORBIDDEN_TRAILERS`] lists.
+    fn forbidden_name(&self) -> bool {
+        self.name
+            .get(..self.name_len)
+            .is_some_and(|name| FORBIDDEN_TRAILERS.contains(&name))
     }
 
     fn count_trailer(&mut self) -> Result<(), BadChunk> {
@@ -186,6 +264,11 @@ impl ChunkScanner {
         }
         Ok(())
     }
+}
+
+/// A token character (RFC 9110 §5.6.2).
+fn is_token(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
 }
 
 /// A control character other than horizontal tab (CR and LF included: callers match the
@@ -249,8 +332,33 @@ mod tests {
             b"5;a=\x1b[0m\r\nhello\r\n",
             b"0\r\nx-t: \x7f\r\n\r\n",
             b"5 x\r\nhello\r\n",
+            // Trailers: not `token: value`, or a field that must not be a trailer.
+            b"0\r\nno-colon\r\n\r\n",
+            b"0\r\n: empty-name\r\n\r\n",
+            b"0\r\nx y: 1\r\n\r\n",
+            b"0\r\nx-a : 1\r\n\r\n",
+            b"0\r\nx-a: 1\r\n folded\r\n\r\n",
+            b"0\r\nContent-Length: 5\r\n\r\n",
+            b"0\r\ntransfer-encoding: chunked\r\n\r\n",
+            b"0\r\nHost: b\r\n\r\n",
+            b"0\r\nx-forwarded-for: 10.0.0.1\r\n\r\n",
         ] {
             assert_eq!(scan_all(&[bad], false), Err(BadChunk), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn allowed_trailers_pass_whatever_their_length_and_case() {
+        for good in [
+            &b"0\r\nx-checksum: abc\r\n\r\n"[..],
+            b"0\r\ngrpc-status: 0\r\nGrpc-Message: ok\r\n\r\n",
+            b"0\r\nx-a-very-long-trailer-name-indeed: 1\r\n\r\n",
+            b"0\r\nx-empty:\r\n\r\n",
+            b"0\r\nhosts: 1\r\n\r\n",
+        ] {
+            let (_, consumed, done) =
+                scan_all(&[good], false).unwrap_or_else(|e| panic!("{good:?}: {e:?}"));
+            assert!(done && consumed == good.len(), "{good:?}");
         }
     }
 

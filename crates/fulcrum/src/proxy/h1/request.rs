@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use fulcrum_core::config::{Pool as PoolSettings, UpstreamProtocol};
+use fulcrum_core::config::{Pool as PoolSettings, UnderscoreHeaders, UpstreamProtocol};
 
 use super::framing::Framing;
 use super::websocket::{self, Asks};
@@ -25,6 +25,10 @@ pub struct RequestRules<'a> {
     pub peer_text: &'a [u8],
     /// The connection's TLS, when the listener terminates it.
     pub tls: Option<&'a TlsFacts>,
+    /// The peer is one of the listener's `trusted_proxies`: its X-Forwarded-* and Forwarded
+    /// headers are kept and appended to instead of replaced.
+    pub trusted_peer: bool,
+    pub underscores: UnderscoreHeaders,
 }
 
 /// What the rest of the request path needs to know about a parsed request.
@@ -75,6 +79,9 @@ pub fn parse(
             return Ok(None);
         }
         Err(httparse::Error::TooManyHeaders) => return Err(ProxyError::HeadTooLarge),
+        Err(httparse::Error::Version) if names_another_version(buffer) => {
+            return Err(ProxyError::VersionNotSupported)
+        }
         Err(_) => return Err(ProxyError::BadRequest("malformed request head\n")),
     };
     let (Some(method), Some(target), Some(version)) =
@@ -90,19 +97,24 @@ pub fn parse(
     let target = Target::parse(method, target)?;
 
     let scan = headers::scan(headers);
+    // RFC 9112 §3.2: one Host, valid, and required in HTTP/1.1 even when the target is in
+    // absolute form (whose authority then replaces it). An http URI's host is never empty.
     if scan.hosts > 1 {
         return Err(ProxyError::BadRequest("more than one Host header\n"));
     }
-    if scan.host.is_some_and(|host| !headers::valid_host(host)) {
+    if scan.hosts == 0 && !http10 {
+        return Err(ProxyError::BadRequest("missing Host header\n"));
+    }
+    if scan
+        .host
+        .is_some_and(|host| host.is_empty() || !headers::valid_host(host))
+    {
         return Err(ProxyError::BadRequest("invalid Host header\n"));
     }
-    let host = match target.authority {
-        Some(authority) => Some(authority.as_bytes()),
-        None if scan.hosts == 0 && !http10 => {
-            return Err(ProxyError::BadRequest("missing Host header\n"));
-        }
-        None => scan.host,
-    };
+    if scan.underscores && rules.underscores == UnderscoreHeaders::Reject {
+        return Err(ProxyError::BadRequest("a header name has an underscore\n"));
+    }
+    let host = target.authority.map(str::as_bytes).or(scan.host);
     let framing = framing(headers, &scan, http10)?;
     let upgrade = websocket::check(method, http10, framing, &scan, headers)? == Asks::WebSocket
         && rules.settings.protocol == UpstreamProtocol::Http1;
@@ -137,8 +149,7 @@ pub fn parse(
             rules.settings.websocket.connection_id_header.as_str(),
             connection_id,
         )),
-        rules.peer_text,
-        rules.tls,
+        rules,
     );
     Ok(Some(RequestHead {
         len,
@@ -169,7 +180,7 @@ impl<'a> Target<'a> {
     fn parse(method: &str, target: &'a str) -> Result<Self, ProxyError> {
         // A fragment is the client's own business (RFC 9110 §4.2.4); sent on, backends that
         // strip it and ones that route on it would see different paths.
-        if target.contains('#') {
+        if !valid_target(target.as_bytes()) {
             return Err(ProxyError::BadRequest("invalid request target\n"));
         }
         if target.starts_with('/') || (target == "*" && method == "OPTIONS") {
@@ -220,10 +231,13 @@ fn framing(
             .filter(|(_, class)| **class == Class::TransferEncoding)
             .map(|(h, _)| h.value);
         let codings = headers::transfer_codings(codings);
-        return if codings.chunked_last && !codings.other && !codings.chunked_twice {
-            Ok(Framing::Chunked)
-        } else {
-            Err(ProxyError::BadRequest("unsupported Transfer-Encoding\n"))
+        return match codings {
+            _ if codings.chunked_twice || !codings.chunked_last => {
+                Err(ProxyError::BadRequest("invalid Transfer-Encoding\n"))
+            }
+            // gzip, chunked: framed, but in a coding fulcrum does not implement (§6.1).
+            _ if codings.other => Err(ProxyError::CodingNotImplemented),
+            _ => Ok(Framing::Chunked),
         };
     }
     Ok(match length {
@@ -269,9 +283,9 @@ fn write_upstream_head(
     host: Option<&[u8]>,
     framing: Framing,
     upgrade: Option<(&str, u64)>,
-    peer: &[u8],
-    tls: Option<&TlsFacts>,
+    rules: &RequestRules<'_>,
 ) {
+    let (peer, tls, trusted) = (rules.peer_text, rules.tls, rules.trusted_peer);
     out.extend_from_slice(method.as_bytes());
     out.push(b' ');
     // "http://host" and "http://host?q" have an empty path: origin form starts with "/".
@@ -281,25 +295,33 @@ fn write_upstream_head(
     out.extend_from_slice(target.origin.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let connection = &scan.connection;
-    let mut forwarded_for = false;
+    let drop_underscores = scan.underscores && rules.underscores == UnderscoreHeaders::Drop;
+    // Forwarding headers of each kind a trusted peer sent (and `Connection` left alone).
+    let (mut forwarded_for, mut proto_kept, mut host_kept, mut forwarded_kept) =
+        (false, false, false, false);
     let mut length_sent = false;
     let subject_header = tls.and_then(|t| t.subject_header());
     for (h, class) in headers.iter().zip(&scan.classes) {
+        let trusted_kept = || trusted && !connection.names(h.name);
         let keep = match class {
-            Class::EndToEnd => !connection.names(h.name),
+            Class::EndToEnd => {
+                let underscored = drop_underscores && h.name.contains('_');
+                !(underscored || connection.names(h.name))
+            }
             // Framing and Host are never dropped because `Connection` names them: a body
             // forwarded without its length is a second request hidden in the first. Copies
             // (all equal, or the head was refused) go upstream once.
             Class::ContentLength => !std::mem::replace(&mut length_sent, true),
             Class::Host => target.authority.is_none(),
+            // The chain is written below, after the trusted peer's entries.
             Class::XForwardedFor => {
-                forwarded_for |= !connection.names(h.name);
+                forwarded_for |= trusted_kept();
                 false
             }
-            Class::HopByHop
-            | Class::Connection
-            | Class::TransferEncoding
-            | Class::XForwardedOther => false,
+            Class::XForwardedProto => flag(&mut proto_kept, trusted_kept()),
+            Class::XForwardedHost => flag(&mut host_kept, trusted_kept()),
+            Class::Forwarded => flag(&mut forwarded_kept, trusted_kept()),
+            Class::HopByHop | Class::Connection | Class::TransferEncoding => false,
         };
         // A client must not name its own certificate's subject, nor its WebSocket's id.
         let spoofed = subject_header.is_some_and(|name| h.name.eq_ignore_ascii_case(name))
@@ -323,15 +345,19 @@ fn write_upstream_head(
         }
     }
     out.extend_from_slice(peer);
-    out.extend_from_slice(match tls {
-        None => b"\r\nx-forwarded-proto: http\r\n".as_slice(),
-        Some(_) => b"\r\nx-forwarded-proto: https\r\n",
-    });
+    out.extend_from_slice(b"\r\n");
+    let proto: &[u8] = if tls.is_some() { b"https" } else { b"http" };
+    if !proto_kept {
+        headers::put(out, b"x-forwarded-proto", proto);
+    }
     if let Some((name, subject)) = tls.and_then(|t| t.client_subject()) {
         headers::put(out, name.as_bytes(), subject.as_bytes());
     }
-    if let Some(host) = host {
+    if let (Some(host), false) = (host, host_kept) {
         headers::put(out, b"x-forwarded-host", host);
+    }
+    if forwarded_kept {
+        put_forwarded(out, peer, proto, host);
     }
     if framing == Framing::Chunked {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
@@ -345,6 +371,83 @@ fn write_upstream_head(
         );
     }
     out.extend_from_slice(b"\r\n");
+}
+
+/// Sets `seen` when `kept`; returns `kept`.
+fn flag(seen: &mut bool, kept: bool) -> bool {
+    *seen |= kept;
+    kept
+}
+
+/// Appends fulcrum's element to a trusted peer's `Forwarded` chain (RFC 7239 §4), as a field
+/// line of its own (lines of one field are one list, RFC 9110 §5.3). An IPv6 address is
+/// bracketed and quoted (§6); the host always quoted, since a port's colon is no token.
+fn put_forwarded(out: &mut Vec<u8>, peer: &[u8], proto: &[u8], host: Option<&[u8]>) {
+    out.extend_from_slice(b"forwarded: for=");
+    if peer.contains(&b':') {
+        out.extend_from_slice(b"\"[");
+        out.extend_from_slice(peer);
+        out.extend_from_slice(b"]\"");
+    } else {
+        out.extend_from_slice(peer);
+    }
+    if let Some(host) = host {
+        out.extend_from_slice(b";host=\"");
+        out.extend_from_slice(host);
+        out.push(b'"');
+    }
+    out.extend_from_slice(b";proto=");
+    out.extend_from_slice(proto);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Whether a request line that httparse refused for its version names a well-formed one
+/// (`HTTP/` digit `.` digit) that is not 1.0 or 1.1: that is a 505, not a malformed request.
+fn names_another_version(buffer: &[u8]) -> bool {
+    let line = buffer.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let Some(version) = line.rsplit(|&b| b == b' ').next() else {
+        return false;
+    };
+    matches!(version, [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+        if major.is_ascii_digit() && minor.is_ascii_digit())
+        && line.iter().filter(|&&b| b == b' ').count() == 2
+}
+
+/// Bytes a request target may hold (RFC 3986 §2: unreserved, gen-delims but `#`,
+/// sub-delims, and `%` which must start two hex digits). Anything else — raw non-ASCII, `"`,
+/// `<`, `\\`, `{`, `|`, a fragment — is refused, as HAProxy does by default: backends repair
+/// such targets differently, and a proxy that routes on the path must see the one they see.
+const TARGET_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let allowed =
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~:/?[]@!$&'()*+,;=%";
+    let mut i = 0;
+    while i < allowed.len() {
+        table[allowed[i] as usize] = true;
+        i += 1;
+    }
+    table
+};
+
+fn valid_target(target: &[u8]) -> bool {
+    let mut i = 0;
+    while i < target.len() {
+        let b = target[i];
+        if !TARGET_BYTES[b as usize] {
+            return false;
+        }
+        if b == b'%' {
+            let escaped = target.get(i + 1..i + 3);
+            if !escaped.is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit)) {
+                return false;
+            }
+            i += 3;
+            continue;
+        }
+        i += 1;
+    }
+    true
 }
 
 #[cfg(test)]
@@ -369,6 +472,8 @@ mod tests {
             peer: [127, 0, 0, 1].into(),
             peer_text: b"127.0.0.1",
             tls: None,
+            trusted_peer: false,
+            underscores: UnderscoreHeaders::Drop,
         }
     }
 
@@ -406,10 +511,12 @@ mod tests {
                  x-forwarded-proto: http\r\nx-forwarded-host: a\r\n\r\n",
             ),
             (
+                // From a peer that is not a trusted proxy, the forwarding headers are replaced.
                 "POST /up HTTP/1.1\r\nhost: a\r\nx-forwarded-for: 10.1.1.1\r\n\
-                 X-Forwarded-For: 10.2.2.2\r\ntransfer-encoding: chunked\r\n\r\n",
+                 X-Forwarded-For: 10.2.2.2\r\nforwarded: for=10.1.1.1\r\n\
+                 x-forwarded-host: evil\r\ntransfer-encoding: chunked\r\n\r\n",
                 "POST /up HTTP/1.1\r\nhost: a\r\n\
-                 x-forwarded-for: 10.1.1.1, 10.2.2.2, 127.0.0.1\r\nx-forwarded-proto: http\r\n\
+                 x-forwarded-for: 127.0.0.1\r\nx-forwarded-proto: http\r\n\
                  x-forwarded-host: a\r\ntransfer-encoding: chunked\r\n\r\n",
             ),
             (
@@ -447,6 +554,119 @@ mod tests {
         for (request, upstream) in table {
             let (sent, _) = forward(request).unwrap_or_else(|e| panic!("{request:?}: {e}"));
             assert_eq!(&sent, upstream, "for {request:?}");
+        }
+    }
+
+    /// Parses `request` from a peer with these forwarding rules; the head sent upstream.
+    fn forward_from(
+        request: &str,
+        trusted_peer: bool,
+        underscores: UnderscoreHeaders,
+        peer: &[u8],
+    ) -> Result<String, ProxyError> {
+        let settings = settings();
+        let rules = RequestRules {
+            trusted_peer,
+            underscores,
+            peer_text: peer,
+            ..local_rules(&settings, 8192)
+        };
+        let mut out = Vec::new();
+        parse(request.as_bytes(), &rules, &mut out)?
+            .unwrap_or_else(|| panic!("incomplete: {request:?}"));
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+
+    #[test]
+    fn a_trusted_proxys_forwarding_headers_are_kept_and_appended_to() {
+        let request = "GET / HTTP/1.1\r\nhost: a\r\nx-forwarded-for: 203.0.113.9\r\n\
+                       X-Forwarded-For: 10.1.1.1\r\nx-forwarded-proto: https\r\n\
+                       x-forwarded-host: shop.example\r\nforwarded: for=203.0.113.9;proto=https\r\n\r\n";
+        let sent = forward_from(request, true, UnderscoreHeaders::Drop, b"10.0.0.2").unwrap();
+        assert_eq!(
+            sent,
+            "GET / HTTP/1.1\r\nhost: a\r\nx-forwarded-proto: https\r\n\
+             x-forwarded-host: shop.example\r\nforwarded: for=203.0.113.9;proto=https\r\n\
+             x-forwarded-for: 203.0.113.9, 10.1.1.1, 10.0.0.2\r\n\
+             forwarded: for=10.0.0.2;host=\"a\";proto=http\r\n\r\n"
+        );
+        // Without forwarding headers of its own, a trusted peer gets fulcrum's, and no
+        // Forwarded is invented; an IPv6 peer is bracketed and quoted in Forwarded.
+        let sent = forward_from(
+            "GET / HTTP/1.1\r\nhost: a:8080\r\n\r\n",
+            true,
+            UnderscoreHeaders::Drop,
+            b"2001:db8::1",
+        )
+        .unwrap();
+        assert_eq!(
+            sent,
+            "GET / HTTP/1.1\r\nhost: a:8080\r\nx-forwarded-for: 2001:db8::1\r\n\
+             x-forwarded-proto: http\r\nx-forwarded-host: a:8080\r\n\r\n"
+        );
+        let sent = forward_from(
+            "GET / HTTP/1.1\r\nhost: a:8080\r\nforwarded: for=x\r\n\r\n",
+            true,
+            UnderscoreHeaders::Drop,
+            b"2001:db8::1",
+        )
+        .unwrap();
+        assert!(sent.ends_with("forwarded: for=x\r\nx-forwarded-for: 2001:db8::1\r\nx-forwarded-proto: http\r\n\
+             x-forwarded-host: a:8080\r\nforwarded: for=\"[2001:db8::1]\";host=\"a:8080\";proto=http\r\n\r\n"), "{sent}");
+        // Connection may still name them hop-by-hop, even from a trusted peer.
+        let sent = forward_from("GET / HTTP/1.1\r\nhost: a\r\nconnection: x-forwarded-proto\r\nx-forwarded-proto: https\r\n\r\n", true, UnderscoreHeaders::Drop, b"10.0.0.2").unwrap();
+        assert!(
+            sent.contains("x-forwarded-proto: http\r\n") && !sent.contains("https"),
+            "{sent}"
+        );
+    }
+
+    #[test]
+    fn headers_with_underscores_are_dropped_refused_or_allowed_as_configured() {
+        let request = "GET / HTTP/1.1\r\nhost: a\r\nx_real_ip: 1.2.3.4\r\nx-ok: 1\r\n\r\n";
+        let dropped = forward_from(request, false, UnderscoreHeaders::Drop, b"127.0.0.1").unwrap();
+        assert!(
+            !dropped.contains("x_real_ip") && dropped.contains("x-ok: 1\r\n"),
+            "{dropped}"
+        );
+        let allowed = forward_from(request, false, UnderscoreHeaders::Allow, b"127.0.0.1").unwrap();
+        assert!(allowed.contains("x_real_ip: 1.2.3.4\r\n"), "{allowed}");
+        let refused = forward_from(request, false, UnderscoreHeaders::Reject, b"127.0.0.1");
+        assert!(
+            matches!(refused, Err(ProxyError::BadRequest(_))),
+            "{refused:?}"
+        );
+    }
+
+    #[test]
+    fn request_targets_hold_only_uri_characters() {
+        for good in [
+            "/",
+            "/a/b?c=d&e",
+            "/%2F%20",
+            "*",
+            "/s;p=1",
+            "/@:!$&'()*+,;=-._~[]",
+        ] {
+            assert!(valid_target(good.as_bytes()), "{good}");
+        }
+        for bad in [
+            "/a b",
+            "/\"",
+            "/<",
+            "/{",
+            "/|",
+            "/\\",
+            "/^",
+            "/`",
+            "/%",
+            "/%2",
+            "/%zz",
+            "/#f",
+            "/caf\u{e9}",
+            "/\x7f",
+        ] {
+            assert!(!valid_target(bad.as_bytes()), "{bad:?}");
         }
     }
 
@@ -520,6 +740,12 @@ mod tests {
             ("GET / HTTP/1.1\r\nhost: a\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n", 400),
             ("POST / HTTP/1.1\r\nhost: a\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n", 400),
             ("POST / HTTP/1.1\r\nhost: a\r\ntransfer-encoding: gzip\r\n\r\n", 400),
+            ("POST / HTTP/1.1\r\nhost: a\r\ntransfer-encoding: gzip, chunked\r\n\r\n", 501),
+            ("GET / HTTP/2.0\r\nhost: a\r\n\r\n", 505),
+            ("GET / HTTP/1.2\r\nhost: a\r\n\r\n", 505),
+            ("GET / HTTP/1.10\r\nhost: a\r\n\r\n", 400),
+            ("GET http://a/ HTTP/1.1\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nhost:\r\n\r\n", 400),
             ("POST / HTTP/1.0\r\ntransfer-encoding: chunked\r\n\r\n", 400),
             ("CONNECT a:443 HTTP/1.1\r\nhost: a\r\n\r\n", 400),
             ("GET ftp://a/ HTTP/1.1\r\nhost: a\r\n\r\n", 400),

@@ -104,10 +104,15 @@ pub fn parse<O: HeadOut>(
     };
     let reason = response.reason.unwrap_or("");
     let headers: &[httparse::Header<'_>] = response.headers;
-    if status < 100 {
-        return Err(BadResponse("status code below 100"));
+    // RFC 9110 §15: status codes are 100 to 599; a client cannot know the class of others.
+    if !(100..=599).contains(&status) {
+        return Err(BadResponse("status code outside 100-599"));
     }
     let scan = headers::scan(headers);
+    // RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing.
+    if version == 0 && scan.transfer_encoding {
+        return Err(BadResponse("Transfer-Encoding in an HTTP/1.0 response"));
+    }
     let switched = status == 101;
     if switched {
         if !client.upgrade || O::FRAMED {
@@ -123,7 +128,11 @@ pub fn parse<O: HeadOut>(
     let connection = &scan.connection;
     let framing = framing(headers, &scan, status, client.request_is_head)?;
     let decode_chunks = framing == Framing::Chunked && (client.http10 || O::FRAMED);
+    // Both Transfer-Encoding and Content-Length (RFC 9112 §6.3, rule 3): relayed by the
+    // coding, but "ought to be handled as an error" — the connection is not trusted again.
+    let ambiguous = scan.transfer_encoding && !matches!(scan.content_length, Ok(None));
     let upstream_reusable = !switched
+        && !ambiguous
         && framing != Framing::UntilClose
         && if version == 0 {
             connection.keep_alive && !connection.close

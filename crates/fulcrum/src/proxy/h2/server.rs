@@ -71,6 +71,7 @@ where
     let facts = Rc::new(ConnFacts {
         peer,
         peer_text: exchange::peer_text(peer),
+        trusted_peer: ctx.limits.trusted_proxies.contains(peer.ip()),
         tls,
     });
     let activity = Rc::new(Activity {

@@ -37,6 +37,8 @@ pub struct ConnFacts {
     pub peer: SocketAddr,
     /// The peer's address as written into X-Forwarded-For.
     pub peer_text: Vec<u8>,
+    /// The peer is one of the listener's `trusted_proxies`.
+    pub trusted_peer: bool,
     pub tls: Option<TlsFacts>,
 }
 
@@ -64,6 +66,8 @@ pub async fn serve(
             peer: conn.peer.ip(),
             peer_text: &conn.peer_text,
             tls: conn.tls.as_ref(),
+            trusted_peer: conn.trusted_peer,
+            underscores: ctx.limits.headers_with_underscores,
         };
         let mut text = ctx.buffers.take_write();
         let head =
