@@ -10,6 +10,8 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub const HTTP_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// A PROXY protocol header must arrive within this of accept.
+pub const PROXY_PROTOCOL_TIMEOUT: Duration = Duration::from_secs(5);
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 pub const MAX_REQUEST_LINE_BYTES: usize = 8 * 1024;
 /// HTTP/2 (RFC 9113 §6.5.2 recommends at least 100 concurrent streams; HAProxy's default).

@@ -112,6 +112,17 @@ pub struct Listener {
     pub metrics: bool,
     /// One line per request (HTTP) or connection (TCP), when configured.
     pub access_log: Option<AccessLog>,
+    /// Connections start with a PROXY protocol header, from these sources only.
+    pub proxy_protocol: Option<ProxyProtocolIn>,
+}
+
+/// A listener's incoming PROXY protocol (v1 and v2 both accepted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyProtocolIn {
+    /// Peers that may send the header; a connection from anyone else is closed at once.
+    pub allow: Networks,
+    /// The whole header must arrive within this from accept, or the connection is closed.
+    pub timeout: Duration,
 }
 
 /// A listener's access log.
@@ -381,6 +392,10 @@ pub struct Pool {
     /// What HTTP listeners speak to the backends.
     pub protocol: UpstreamProtocol,
     pub websocket: WebSocket,
+    /// A PROXY protocol header sent first on every backend connection, naming the client;
+    /// `None`: none. (Such HTTP/1 connections serve one request each: a header names one
+    /// client, so a connection is never shared.)
+    pub proxy_protocol: Option<crate::proxy_protocol::Version>,
 }
 
 /// WebSocket connections through the pool's HTTP listeners.

@@ -91,6 +91,14 @@ pub struct RawListener {
     pub routes: Option<Vec<RawSniRoute>>,
     pub metrics: Option<bool>,
     pub access_log: Option<RawAccessLog>,
+    pub proxy_protocol: Option<RawProxyProtocolIn>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProxyProtocolIn {
+    pub allow: Option<Vec<String>>,
+    pub timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -164,6 +172,7 @@ pub struct RawPool {
     pub tls: Option<RawUpstreamTls>,
     pub protocol: Option<String>,
     pub websocket: Option<RawWebSocket>,
+    pub proxy_protocol: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -336,7 +336,7 @@ fn unknown_keys_and_wrong_types_are_all_reported_with_paths_and_plain_words() {
                  max_idle_per_backend, slow_start, slow_start_min_percent, drain_timeout, \
                  health, outlier, hash_key, hash_fallback, sticky_cookie, hash_balance_factor, \
                  ring_points, maglev_table_size, ewma_decay, ewma_default_rtt, discovery, tls, \
-                 protocol, websocket",
+                 protocol, websocket, proxy_protocol",
             ],
         ),
         (
@@ -766,4 +766,32 @@ fn trusted_proxies_and_underscore_rules_parse_and_bad_ones_are_named() {
             ],
         ),
     ]);
+}
+
+#[test]
+fn proxy_protocol_settings_parse_and_bad_ones_are_named() {
+    let app = "[pools.app]\nbackends = [{ addr = \"127.0.0.1:9001\" }]\nproxy_protocol = \"v1\"\n";
+    let text = format!("{ONE_LISTENER}proxy_protocol = {{ allow = [\"10.0.0.0/8\"] }}\n{app}");
+    let config = Config::from_toml(&text).unwrap_or_else(|e| panic!("{e}"));
+    let inbound = config.listeners[0].proxy_protocol.as_ref().unwrap();
+    assert!(inbound.allow.contains("10.1.1.1".parse().unwrap()));
+    assert_eq!(inbound.timeout, Duration::from_secs(5));
+    assert_eq!(
+        config.pools["app"].proxy_protocol,
+        Some(crate::proxy_protocol::Version::V1)
+    );
+    assert_error_table(&[(
+        "no allow list, a bad timeout, an unknown version, a PROXY header to HTTP/2 backends",
+        format!(
+            "{ONE_LISTENER}proxy_protocol = {{ timeout = \"soon\" }}\n\
+             [pools.app]\nbackends = [{{ addr = \"127.0.0.1:9001\" }}]\nproxy_protocol = \"v3\"\n\
+             [pools.h2]\nbackends = [{{ addr = \"127.0.0.1:9002\" }}]\nprotocol = \"http2\"\nproxy_protocol = \"v2\"\n"
+        ),
+        &[
+            "listeners[0].proxy_protocol.allow: is required: the networks of the proxies that may send the header (a header from anyone else would let them choose their own address)",
+            "listeners[0].proxy_protocol.timeout: `soon` is not a duration (expected number at 0); write e.g. \"250ms\" or \"30s\"",
+            "pools.app.proxy_protocol: unknown version `v3`; valid: v1, v2",
+            "pools.h2.proxy_protocol: a PROXY header names one client, and an HTTP/2 connection carries many clients' streams; use it with protocol = \"http1\" (or TCP listeners)",
+        ],
+    )]);
 }

@@ -19,6 +19,7 @@ use super::hash_key;
 use super::tunnel::{self, Splice};
 use super::upstream;
 use super::upstream_io::Upstream;
+use super::{proxy_header, Addrs};
 use crate::access_log::{AccessLog, Entry};
 use crate::metrics::series::TcpShard;
 use crate::pool::{InFlight, Pool, Tried};
@@ -70,7 +71,8 @@ impl TcpContext {
 
 /// Proxies `client` to a backend of the pool; `prefix` (bytes already read from the client,
 /// such as a passthrough's ClientHello) goes to the backend first.
-pub async fn serve<S: ClientIo>(ctx: &TcpContext, mut client: S, peer: SocketAddr, prefix: &[u8]) {
+pub async fn serve<S: ClientIo>(ctx: &TcpContext, mut client: S, addrs: Addrs, prefix: &[u8]) {
+    let peer = addrs.peer;
     // Over TCP only the client address can be a hash key (validated with the config).
     let key = ctx
         .pool
@@ -81,7 +83,15 @@ pub async fn serve<S: ClientIo>(ctx: &TcpContext, mut client: S, peer: SocketAdd
     ctx.metrics.accepted();
     let opened = Instant::now();
     let mut served = Served::default();
-    let connected = connect_any(&ctx.pool, ctx.backend_tls.as_deref(), key, &mut served).await;
+    let proxy_header = proxy_header::for_backend(ctx.pool.settings().proxy_protocol, addrs);
+    let connected = connect_any(
+        &ctx.pool,
+        ctx.backend_tls.as_deref(),
+        &proxy_header,
+        key,
+        &mut served,
+    )
+    .await;
     let (mut upstream, in_flight) = match connected {
         Ok(connected) => connected,
         Err(side) => {
@@ -131,6 +141,7 @@ pub async fn serve<S: ClientIo>(ctx: &TcpContext, mut client: S, peer: SocketAdd
 async fn connect_any(
     pool: &Pool,
     tls: Option<&BackendTls>,
+    proxy_header: &[u8],
     key: Option<u64>,
     served: &mut Served,
 ) -> Result<(Upstream, InFlight), ErrorSide> {
@@ -150,7 +161,14 @@ async fn connect_any(
         let in_flight = InFlight::start(&backend.stats);
         backend.stats.record_request();
         let started = Instant::now();
-        match upstream::connect(backend.addr, pool.settings().connect_timeout, tls).await {
+        match upstream::connect(
+            backend.addr,
+            pool.settings().connect_timeout,
+            tls,
+            proxy_header,
+        )
+        .await
+        {
             Ok(stream) => {
                 backend.stats.record_success();
                 if pool.settings().algorithm == Algorithm::P2cEwma {

@@ -12,9 +12,10 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fulcrum_core::config::{Listener, ListenerProtocol};
+use fulcrum_core::config::{Listener, ListenerProtocol, ProxyProtocolIn};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
+use tokio::time::Instant;
 
 use super::counters::ListenerStats;
 use super::h1::buffer::BufferPool;
@@ -25,8 +26,10 @@ use super::h2;
 use super::h2::upstream::H2Upstreams;
 use super::l4::{self, TcpContext};
 use super::passthrough::{self, PassthroughContext};
+use super::proxy_header;
 use super::upstream::UpstreamPool;
 use super::worker::ConnTracker;
+use super::Addrs;
 use crate::access_log::AccessLog;
 use crate::metrics::series::{HttpShard, TcpShard};
 use crate::pool::Pool;
@@ -136,45 +139,144 @@ pub fn service_for(
     }
 }
 
+/// Longest pause of an accept loop out of descriptors before it tries again (sooner when one
+/// of its worker's connections closes).
+const STARVED_PAUSE: Duration = Duration::from_millis(100);
+
+/// Errors of `accept` that mean the process or system is out of a resource, not that one
+/// connection failed: retrying at once would fail again, in a loop.
+fn out_of_descriptors(error: &std::io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+/// Warnings of an accept loop out of descriptors: one a second at most, saying how many
+/// accepts failed since the last.
+#[derive(Debug, Default)]
+struct Starved {
+    last: Option<Instant>,
+    held: u64,
+}
+
+impl Starved {
+    const EVERY: Duration = Duration::from_secs(1);
+
+    fn warn(&mut self, listener: &str, error: &std::io::Error, now: Instant) {
+        if self
+            .last
+            .is_some_and(|last| now.duration_since(last) < Self::EVERY)
+        {
+            self.held += 1;
+            return;
+        }
+        tracing::warn!(
+            listener,
+            error = %error,
+            failed_since_last = self.held,
+            "cannot accept: out of file descriptors; pausing accepts until a connection closes (at most 100 ms at a time)"
+        );
+        self.last = Some(now);
+        self.held = 0;
+    }
+}
+
+/// What a listener's accept loop checks and hands to each connection.
+#[derive(Debug)]
+pub struct Front {
+    pub listener: String,
+    pub stats: Arc<ListenerStats>,
+    pub tls: Option<Arc<Terminator>>,
+    /// Connections start with a PROXY protocol header.
+    pub proxy_protocol: Option<Rc<ProxyProtocolIn>>,
+}
+
+/// The connection's addresses once it is admitted: the socket's, or its PROXY header's;
+/// `None` when it is closed instead (a source that may not send the header, or no valid
+/// header in time).
+async fn admitted(
+    proxy_protocol: Option<&ProxyProtocolIn>,
+    stream: &mut tokio::net::TcpStream,
+    socket: Addrs,
+) -> Option<Addrs> {
+    let Some(settings) = proxy_protocol else {
+        return Some(socket);
+    };
+    match proxy_header::read(stream, socket, settings).await {
+        Ok(addrs) => Some(addrs),
+        Err(why) => {
+            tracing::debug!(peer = %socket.peer, why, "PROXY protocol: closing the connection");
+            None
+        }
+    }
+}
+
 /// Accepts and serves connections until the worker stops or the listener is retired;
 /// returns the socket (a reload may keep it).
 pub async fn accept_loop(
     listener: TcpListener,
     service: Service,
-    stats: Arc<ListenerStats>,
-    tls: Option<Arc<Terminator>>,
+    front: Front,
     connections: Rc<ConnTracker>,
     mut shutdown: watch::Receiver<bool>,
     mut retire: oneshot::Receiver<()>,
 ) -> TcpListener {
+    let Front {
+        listener: name,
+        stats,
+        tls,
+        proxy_protocol,
+    } = front;
+    let mut starved = Starved::default();
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             _ = shutdown.wait_for(|stop| *stop) => return listener,
             _ = &mut retire => return listener,
         };
-        let (stream, peer) = match accepted {
+        let (mut stream, peer) = match accepted {
             Ok(pair) => pair,
+            Err(e) if out_of_descriptors(&e) => {
+                starved.warn(&name, &e, Instant::now());
+                // No busy loop: the connection stays queued in the kernel until a descriptor
+                // frees, at the latest on the next try.
+                tokio::select! {
+                    () = connections.one_closed() => {}
+                    () = tokio::time::sleep(STARVED_PAUSE) => {}
+                    _ = shutdown.wait_for(|stop| *stop) => return listener,
+                    _ = &mut retire => return listener,
+                }
+                continue;
+            }
             Err(e) => {
-                // Out of descriptors or similar: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(10)).await;
+                // The connection failed before it was accepted (reset while queued): its own.
+                tracing::debug!(listener = %name, error = %e, "accept failed");
                 continue;
             }
         };
         let _ = stream.set_nodelay(true);
+        let socket = Addrs {
+            peer,
+            local: stream.local_addr().unwrap_or(peer),
+        };
         let guard = (connections.open(), stats.opened());
         if !matches!(service, Service::Http(_)) {
             // HTTP connections are counted by the protocol they turn out to speak.
             ListenerStats::count(&stats.tcp);
         }
+        let proxy_protocol = proxy_protocol.clone();
         // One task shape per protocol: a task is as large as its biggest future, and an idle
         // HTTP connection should not pay for the TCP splice's state.
         match (&service, &tls) {
             (Service::Http(ctx), None) => {
                 let ctx = Rc::clone(ctx);
                 tokio::task::spawn_local(async move {
-                    conn::serve(ctx, stream, peer, None).await;
+                    if let Some(addrs) =
+                        admitted(proxy_protocol.as_deref(), &mut stream, socket).await
+                    {
+                        conn::serve(ctx, stream, addrs, None).await;
+                    }
                     drop(guard);
                 });
             }
@@ -182,25 +284,38 @@ pub async fn accept_loop(
                 let ctx = Rc::clone(ctx);
                 tokio::task::spawn_local(async move {
                     // TCP has no graceful close: connections run on until the grace period ends.
-                    l4::serve(&ctx, stream, peer, &[]).await;
+                    if let Some(addrs) =
+                        admitted(proxy_protocol.as_deref(), &mut stream, socket).await
+                    {
+                        l4::serve(&ctx, stream, addrs, &[]).await;
+                    }
                     drop(guard);
                 });
             }
             (Service::Passthrough(ctx), _) => {
                 let ctx = Rc::clone(ctx);
                 tokio::task::spawn_local(async move {
-                    passthrough::serve(&ctx, stream, peer).await;
+                    if let Some(addrs) =
+                        admitted(proxy_protocol.as_deref(), &mut stream, socket).await
+                    {
+                        passthrough::serve(&ctx, stream, addrs).await;
+                    }
                     drop(guard);
                 });
             }
             (Service::Http(ctx), Some(tls)) => {
                 let (ctx, tls) = (Rc::clone(ctx), Arc::clone(tls));
                 tokio::task::spawn_local(async move {
+                    let Some(addrs) =
+                        admitted(proxy_protocol.as_deref(), &mut stream, socket).await
+                    else {
+                        return;
+                    };
                     match tls.accept(stream).await {
                         Some((stream, facts)) if facts.h2 => {
-                            Box::pin(h2::server::serve(ctx, stream, peer, Some(facts))).await;
+                            Box::pin(h2::server::serve(ctx, stream, addrs, Some(facts))).await;
                         }
-                        Some((stream, facts)) => conn::serve(ctx, stream, peer, Some(facts)).await,
+                        Some((stream, facts)) => conn::serve(ctx, stream, addrs, Some(facts)).await,
                         None => {}
                     }
                     drop(guard);
@@ -209,8 +324,13 @@ pub async fn accept_loop(
             (Service::Tcp(ctx), Some(tls)) => {
                 let (ctx, tls) = (Rc::clone(ctx), Arc::clone(tls));
                 tokio::task::spawn_local(async move {
+                    let Some(addrs) =
+                        admitted(proxy_protocol.as_deref(), &mut stream, socket).await
+                    else {
+                        return;
+                    };
                     if let Some((stream, _)) = tls.accept(stream).await {
-                        l4::serve(&ctx, stream, peer, &[]).await;
+                        l4::serve(&ctx, stream, addrs, &[]).await;
                     }
                     drop(guard);
                 });

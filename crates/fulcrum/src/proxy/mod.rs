@@ -13,14 +13,24 @@ pub mod marks;
 pub mod passthrough;
 pub mod pipeline;
 pub mod prefixed;
+pub mod proxy_header;
 pub mod tunnel;
 pub mod upstream;
 pub mod upstream_io;
 pub mod websockets;
 pub mod worker;
 
+use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::time::Instant;
+
+/// A client connection's two ends: the client, and the address it connected to — the
+/// socket's, or what a PROXY protocol header said they were.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Addrs {
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+}
 
 /// `now + after`, never overflowing: configured durations are capped at a year by
 /// validation, and this keeps a clock meeting a configured value safe even without that.

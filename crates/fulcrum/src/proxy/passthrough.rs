@@ -4,7 +4,6 @@
 //! is between the client and the backend: fulcrum holds no certificate and sees no plaintext.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -13,6 +12,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 use super::l4::{self, TcpContext};
+use super::Addrs;
 
 /// The ClientHello must arrive within this from accept.
 pub const CLIENT_HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -32,7 +32,8 @@ pub struct PassthroughContext {
     pub default: Option<Rc<TcpContext>>,
 }
 
-pub async fn serve(ctx: &PassthroughContext, mut client: TcpStream, peer: SocketAddr) {
+pub async fn serve(ctx: &PassthroughContext, mut client: TcpStream, addrs: Addrs) {
+    let peer = addrs.peer;
     let hello = match tokio::time::timeout(CLIENT_HELLO_TIMEOUT, read_client_hello(&mut client))
         .await
     {
@@ -53,7 +54,7 @@ pub async fn serve(ctx: &PassthroughContext, mut client: TcpStream, peer: Socket
         tracing::debug!(listener = %ctx.listener, %peer, server_name = ?hello.server_name, "no route for this server name and no default pool; closing");
         return;
     };
-    l4::serve(target, client, peer, &hello.bytes).await;
+    l4::serve(target, client, addrs, &hello.bytes).await;
 }
 
 /// The ClientHello as read (to be sent on first) and the server name in it.

@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -54,13 +55,22 @@ pub async fn connect_tcp(addr: SocketAddr, timeout: Duration) -> Result<TcpStrea
 
 /// Opens a connection to a backend, with TLS when the pool speaks it; the handshake counts
 /// as part of connecting (its failure moves on to another backend) and shares its deadline.
+/// `proxy_header` (a PROXY protocol header, or nothing) goes first, before any TLS.
 pub async fn connect(
     addr: SocketAddr,
     timeout: Duration,
     tls: Option<&BackendTls>,
+    proxy_header: &[u8],
 ) -> Result<Upstream, ConnectError> {
     let deadline = crate::proxy::deadline(Instant::now(), timeout);
-    let tcp = connect_tcp(addr, timeout).await?;
+    let mut tcp = connect_tcp(addr, timeout).await?;
+    if !proxy_header.is_empty() {
+        match tokio::time::timeout_at(deadline, tcp.write_all(proxy_header)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(ConnectError::Io(e)),
+            Err(_) => return Err(ConnectError::Timeout),
+        }
+    }
     let Some(tls) = tls else {
         return Ok(Upstream::Plain(tcp));
     };

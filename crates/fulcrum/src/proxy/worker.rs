@@ -22,7 +22,7 @@ use tokio::task::LocalSet;
 use super::h1::buffer::BufferPool;
 use super::h1::idle::{IdleRegistry, TICK};
 use super::h2::upstream::H2Upstreams;
-use super::listener::{accept_loop, service_for, WorkerShared};
+use super::listener::{accept_loop, service_for, Front, WorkerShared};
 pub use super::listener::{ListenerSocket, WorkerListener};
 use super::upstream::UpstreamPool;
 
@@ -224,11 +224,16 @@ impl Worker {
         };
         self.registries.borrow_mut().push(Rc::clone(&idle));
         let (retire, retired) = oneshot::channel();
+        let front = Front {
+            listener: l.config.name.clone(),
+            stats: l.stats,
+            tls: l.tls,
+            proxy_protocol: l.config.proxy_protocol.clone().map(Rc::new),
+        };
         let accept = tokio::task::spawn_local(accept_loop(
             socket,
             service,
-            l.stats,
-            l.tls,
+            front,
             Rc::clone(&self.shared.connections),
             self.shutdown.clone(),
             retired,
@@ -296,6 +301,9 @@ async fn sweep_idle_upstreams(
 pub struct ConnTracker {
     open: Cell<usize>,
     closed: Notify,
+    /// An accept loop waits for a connection to close (it ran out of file descriptors).
+    one_waited: Cell<bool>,
+    one_closed: Notify,
 }
 
 #[derive(Debug)]
@@ -305,6 +313,13 @@ impl ConnTracker {
     pub fn open(self: &Rc<Self>) -> OpenConn {
         self.open.set(self.open.get() + 1);
         OpenConn(Rc::clone(self))
+    }
+
+    /// Until one of this worker's connections closes (and frees its descriptor).
+    pub async fn one_closed(&self) {
+        let closed = self.one_closed.notified();
+        self.one_waited.set(true);
+        closed.await;
     }
 
     async fn all_closed(&self) {
@@ -318,6 +333,9 @@ impl Drop for OpenConn {
     fn drop(&mut self) {
         let open = self.0.open.get().saturating_sub(1);
         self.0.open.set(open);
+        if self.0.one_waited.replace(false) {
+            self.0.one_closed.notify_waiters();
+        }
         if open == 0 {
             self.0.closed.notify_waiters();
         }

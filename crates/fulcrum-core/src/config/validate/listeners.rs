@@ -109,6 +109,10 @@ impl Validator {
                     tls.and_then(|tls| self.listener_tls(&format!("{path}.tls"), tls, &protocol))
                 }
             };
+            let proxy_protocol = l
+                .proxy_protocol
+                .take()
+                .map(|raw| self.proxy_protocol_in(&format!("{path}.proxy_protocol"), raw));
             let access_log = l
                 .access_log
                 .and_then(|raw| self.access_log(&format!("{path}.access_log"), raw, &protocol));
@@ -122,6 +126,7 @@ impl Validator {
                     tls,
                     metrics: l.metrics.unwrap_or(true),
                     access_log,
+                    proxy_protocol,
                 });
             }
         }
@@ -212,6 +217,28 @@ impl Validator {
             }
         }
         Networks(networks)
+    }
+
+    fn proxy_protocol_in(&mut self, path: &str, raw: RawProxyProtocolIn) -> ProxyProtocolIn {
+        let allow = match raw.allow.as_deref() {
+            None | Some([]) => {
+                self.error(
+                    format!("{path}.allow"),
+                    "is required: the networks of the proxies that may send the header (a header from anyone else would let them choose their own address)",
+                );
+                Networks::default()
+            }
+            Some(list) => self.networks(&format!("{path}.allow"), list),
+        };
+        ProxyProtocolIn {
+            allow,
+            timeout: self.duration(
+                &format!("{path}.timeout"),
+                raw.timeout.as_deref(),
+                defaults::PROXY_PROTOCOL_TIMEOUT,
+                Duration::from_millis(1),
+            ),
+        }
     }
 
     fn underscore_headers(&mut self, path: &str, raw: Option<&str>) -> UnderscoreHeaders {

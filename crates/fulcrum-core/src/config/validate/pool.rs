@@ -133,9 +133,28 @@ impl Validator {
                 UpstreamProtocol::Http1
             }
         };
+        let proxy_protocol = match raw.proxy_protocol.as_deref() {
+            None => None,
+            Some("v1") => Some(crate::proxy_protocol::Version::V1),
+            Some("v2") => Some(crate::proxy_protocol::Version::V2),
+            Some(other) => {
+                self.error(
+                    format!("{path}.proxy_protocol"),
+                    format!("unknown version `{other}`; valid: v1, v2"),
+                );
+                None
+            }
+        };
+        if proxy_protocol.is_some() && protocol != UpstreamProtocol::Http1 {
+            self.error(
+                format!("{path}.proxy_protocol"),
+                "a PROXY header names one client, and an HTTP/2 connection carries many clients' streams; use it with protocol = \"http1\" (or TCP listeners)",
+            );
+        }
         Pool {
             tls,
             protocol,
+            proxy_protocol,
             algorithm,
             backends,
             connect_timeout: self.duration(

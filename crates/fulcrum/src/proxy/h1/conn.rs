@@ -10,7 +10,6 @@
 //!
 //! While it waits for a request the connection holds no buffer (see `buffer`).
 
-use std::net::SocketAddr;
 use std::rc::Rc;
 use std::task::Poll;
 use std::time::Duration;
@@ -30,6 +29,7 @@ use crate::proxy::counters::ListenerStats;
 use crate::proxy::error::ProxyError;
 use crate::proxy::h2::PREFACE;
 use crate::proxy::prefixed::Prefixed;
+use crate::proxy::Addrs;
 use crate::tls::TlsFacts;
 
 /// Serves `stream` until the client closes, a timer ends it, an error makes it unusable, or
@@ -37,9 +37,10 @@ use crate::tls::TlsFacts;
 pub async fn serve<S: ClientIo>(
     ctx: Rc<HttpContext>,
     mut stream: S,
-    peer: SocketAddr,
+    addrs: Addrs,
     tls: Option<TlsFacts>,
 ) {
+    let peer = addrs.peer;
     let peer_text = exchange::peer_text(peer);
     let trusted_peer = ctx.limits.trusted_proxies.contains(peer.ip());
     let mut input = ReadBuf::new(Rc::clone(&ctx.buffers));
@@ -93,7 +94,7 @@ pub async fn serve<S: ClientIo>(
             // carry the HTTP/2 connection's state.
             let replay = Prefixed::new(input.filled().to_vec(), stream);
             drop(input);
-            Box::pin(crate::proxy::h2::server::serve(ctx, replay, peer, tls)).await;
+            Box::pin(crate::proxy::h2::server::serve(ctx, replay, addrs, tls)).await;
             return;
         }
         if first {
@@ -108,7 +109,7 @@ pub async fn serve<S: ClientIo>(
             &mut stream,
             &mut input,
             Peer {
-                addr: peer,
+                addrs,
                 text: &peer_text,
                 trusted: trusted_peer,
             },
@@ -156,7 +157,7 @@ async fn linger<S: ClientIo>(stream: &mut S) {
 
 /// The client connection's peer, as the request rules need it.
 struct Peer<'a> {
-    addr: SocketAddr,
+    addrs: Addrs,
     /// As written into X-Forwarded-For.
     text: &'a [u8],
     /// In the listener's `trusted_proxies`.
@@ -177,13 +178,14 @@ async fn serve_request<S: ClientIo>(
     let rules = RequestRules {
         max_request_line_bytes: ctx.limits.max_request_line_bytes,
         settings: &settings,
-        peer: peer.addr.ip(),
+        peer: peer.addrs.peer.ip(),
         peer_text: peer.text,
         tls,
         trusted_peer: peer.trusted,
         underscores: ctx.limits.headers_with_underscores,
     };
-    let peer = peer.addr;
+    let local = peer.addrs.local;
+    let peer = peer.addrs.peer;
     let mut upstream_head = ctx.buffers.take_write();
     let head = read_head(
         ctx,
@@ -204,6 +206,7 @@ async fn serve_request<S: ClientIo>(
                 request: &request,
                 upstream_head: &upstream_head,
                 peer,
+                local,
                 consumed_before,
             };
             exchange::proxy(ctx, &mut client).await

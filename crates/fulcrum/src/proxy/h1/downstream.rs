@@ -56,6 +56,9 @@ pub trait Downstream {
     /// The client's address.
     fn peer(&self) -> std::net::SocketAddr;
 
+    /// The address the client connected to (a PROXY header's destination when it sent one).
+    fn local(&self) -> std::net::SocketAddr;
+
     /// The client's protocol, as the access log names it.
     fn protocol(&self) -> &'static str;
 
@@ -140,6 +143,7 @@ pub struct Client<'a, S> {
     /// The head to send upstream.
     pub upstream_head: &'a [u8],
     pub peer: std::net::SocketAddr,
+    pub local: std::net::SocketAddr,
     /// `input.consumed()` before the request's head.
     pub consumed_before: u64,
 }
@@ -188,6 +192,10 @@ impl<S: ClientIo> Downstream for Client<'_, S> {
 
     fn peer(&self) -> std::net::SocketAddr {
         self.peer
+    }
+
+    fn local(&self) -> std::net::SocketAddr {
+        self.local
     }
 
     fn protocol(&self) -> &'static str {

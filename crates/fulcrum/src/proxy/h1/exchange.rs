@@ -196,7 +196,11 @@ impl<D: Downstream> pipeline::Exchange for ToHttp1<'_, D> {
 
     async fn attempt(&mut self, backend: &LiveBackend, picked: Instant) -> Attempt<Next> {
         let tls_id = self.ctx.backend_tls.as_ref().map_or(0, |t| t.id);
-        let pooled = self.ctx.upstreams.checkout(backend.addr, tls_id, picked);
+        // A connection that began with a PROXY header is its client's alone: never pooled.
+        let pooled = match self.ctx.pool.settings().proxy_protocol {
+            None => self.ctx.upstreams.checkout(backend.addr, tls_id, picked),
+            Some(_) => None,
+        };
         over_http1(self.ctx, backend, self.client, picked, pooled).await
     }
 }
@@ -222,10 +226,18 @@ pub(crate) async fn over_http1<D: Downstream>(
         }
     }
     let settings = ctx.pool.settings();
+    let proxy_header = crate::proxy::proxy_header::for_backend(
+        settings.proxy_protocol,
+        crate::proxy::Addrs {
+            peer: client.peer(),
+            local: client.local(),
+        },
+    );
     match upstream::connect(
         backend.addr,
         settings.connect_timeout,
         ctx.backend_tls.as_deref(),
+        &proxy_header,
     )
     .await
     {
@@ -372,7 +384,8 @@ async fn exchange<D: Downstream>(
             Attempt::Done(Next::Close).into()
         }
         Ok(relayed) => {
-            if relayed.upstream_reusable && response_buffer.is_empty() {
+            let private = settings.proxy_protocol.is_some();
+            if relayed.upstream_reusable && response_buffer.is_empty() && !private {
                 ctx.upstreams.checkin(
                     backend.addr,
                     ctx.backend_tls.as_ref().map_or(0, |t| t.id),

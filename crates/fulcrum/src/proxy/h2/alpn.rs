@@ -41,7 +41,7 @@ impl<D: Downstream> pipeline::Exchange for ByAlpn<'_, D> {
         if let Some(pooled) = ctx.upstreams.checkout(key.0, key.1, picked) {
             return exchange::over_http1(ctx, backend, self.client, picked, Some(pooled)).await;
         }
-        let io = match upstream::connect(backend.addr, settings.connect_timeout, tls).await {
+        let io = match upstream::connect(backend.addr, settings.connect_timeout, tls, &[]).await {
             Ok(io) => io,
             Err(e) => return Attempt::NotSent(e.to_string()),
         };

@@ -11,7 +11,6 @@
 //! or making fulcrum reset too many of its streams is sent GOAWAY (ENHANCE_YOUR_CALM).
 
 use std::cell::Cell;
-use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -24,6 +23,7 @@ use super::stream::{self, ConnFacts};
 use crate::proxy::counters::ListenerStats;
 use crate::proxy::h1::exchange::{self, HttpContext};
 use crate::proxy::h1::idle::IdleRegistry;
+use crate::proxy::Addrs;
 use crate::tls::TlsFacts;
 
 /// Streams a client may reset before fulcrum has accepted them, at once (the `h2` crate's
@@ -40,10 +40,11 @@ const MAX_SEND_BUFFER: usize = 256 * 1024;
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// Serves one HTTP/2 connection until it ends.
-pub async fn serve<S>(ctx: Rc<HttpContext>, io: S, peer: SocketAddr, tls: Option<TlsFacts>)
+pub async fn serve<S>(ctx: Rc<HttpContext>, io: S, addrs: Addrs, tls: Option<TlsFacts>)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let peer = addrs.peer;
     let limits = &ctx.limits.http2;
     let mut builder = h2::server::Builder::new();
     builder
@@ -70,6 +71,7 @@ where
     ListenerStats::count(&ctx.stats.http2);
     let facts = Rc::new(ConnFacts {
         peer,
+        local: addrs.local,
         peer_text: exchange::peer_text(peer),
         trusted_peer: ctx.limits.trusted_proxies.contains(peer.ip()),
         tls,

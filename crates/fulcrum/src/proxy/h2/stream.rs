@@ -35,6 +35,7 @@ use crate::tls::TlsFacts;
 #[derive(Debug)]
 pub struct ConnFacts {
     pub peer: SocketAddr,
+    pub local: SocketAddr,
     /// The peer's address as written into X-Forwarded-For.
     pub peer_text: Vec<u8>,
     /// The peer is one of the listener's `trusted_proxies`.
@@ -101,6 +102,7 @@ pub async fn serve(
                 input: ReadBuf::new(Rc::clone(&ctx.buffers)),
                 sink,
                 peer: conn.peer,
+                local: conn.local,
             };
             exchange::proxy(&ctx, &mut client).await;
             ctx.buffers.give_write(client.upstream_head);
@@ -123,6 +125,7 @@ struct H2Client {
     input: ReadBuf,
     sink: H2Response,
     peer: std::net::SocketAddr,
+    local: std::net::SocketAddr,
 }
 
 impl Downstream for H2Client {
@@ -164,6 +167,10 @@ impl Downstream for H2Client {
 
     fn peer(&self) -> std::net::SocketAddr {
         self.peer
+    }
+
+    fn local(&self) -> std::net::SocketAddr {
+        self.local
     }
 
     fn protocol(&self) -> &'static str {

@@ -222,7 +222,7 @@ async fn connect(
     connect_timeout: Duration,
     idle_timeout: Duration,
 ) -> Result<H2Conn, String> {
-    let io = upstream::connect(addr, connect_timeout, tls)
+    let io = upstream::connect(addr, connect_timeout, tls, &[])
         .await
         .map_err(|e| e.to_string())?;
     if tls.is_some() && io.alpn() != Some(b"h2") {
