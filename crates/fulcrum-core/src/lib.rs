@@ -10,6 +10,7 @@ pub mod ewma;
 pub mod ha;
 pub mod health;
 pub mod latency;
+pub mod limits;
 pub mod proxy_protocol;
 pub mod rand;
 pub mod reload;

@@ -13,19 +13,9 @@ use bytes::Bytes;
 use common::recorder::Recorder;
 use common::*;
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpSocket, TcpStream};
 
 const TRUSTED: [u8; 4] = [127, 0, 0, 2];
 const UNTRUSTED: [u8; 4] = [127, 0, 0, 3];
-
-/// A connection to `proxy` from `source`.
-async fn connect_from(source: [u8; 4], proxy: SocketAddr) -> TcpStream {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket
-        .bind(SocketAddr::new(IpAddr::from(source), 0))
-        .unwrap();
-    socket.connect(proxy).await.unwrap()
-}
 
 /// Sends `request` (which closes) from `source`; returns the response and the head the
 /// backend received (lower case).

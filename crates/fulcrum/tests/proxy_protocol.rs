@@ -15,18 +15,10 @@ use common::recorder::Recorder;
 use common::*;
 use fulcrum_core::proxy_protocol::{self, Header, Parsed, Version};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::TcpListener;
 
 const ALLOWED: [u8; 4] = [127, 0, 0, 2];
 const OTHER: [u8; 4] = [127, 0, 0, 3];
-
-async fn connect_from(source: [u8; 4], to: SocketAddr) -> TcpStream {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket
-        .bind(SocketAddr::new(IpAddr::from(source), 0))
-        .unwrap();
-    socket.connect(to).await.unwrap()
-}
 
 fn addr(text: &str) -> SocketAddr {
     text.parse().unwrap()

@@ -10,6 +10,10 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub const HTTP_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections one listener holds open at once (across workers).
+pub const MAX_CONNECTIONS: u64 = 10_000;
+/// How long an upload may take before `min_upload_rate` applies.
+pub const MIN_UPLOAD_GRACE: Duration = Duration::from_secs(5);
 /// A PROXY protocol header must arrive within this of accept.
 pub const PROXY_PROTOCOL_TIMEOUT: Duration = Duration::from_secs(5);
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;

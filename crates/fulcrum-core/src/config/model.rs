@@ -114,6 +114,35 @@ pub struct Listener {
     pub access_log: Option<AccessLog>,
     /// Connections start with a PROXY protocol header, from these sources only.
     pub proxy_protocol: Option<ProxyProtocolIn>,
+    /// Connections open at once on this listener (all workers); at the limit, accepting
+    /// pauses and new connections wait in the kernel's queue.
+    pub max_connections: u64,
+    /// Connections open at once from one client address; more are closed at once. 0: off.
+    pub max_connections_per_ip: u32,
+}
+
+/// Requests a client address may make (HTTP listeners), as a token bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub requests_per_second: u32,
+    pub burst: u32,
+    pub action: RateLimitAction,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateLimitAction {
+    /// `429 Too Many Requests` with `Retry-After`.
+    Status429,
+    /// The connection is closed unanswered.
+    Close,
+}
+
+/// The least a request body must average (HTTP listeners): after `grace`, each
+/// `bytes_per_second` bytes buy one more second; an upload behind that gets 408.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MinUploadRate {
+    pub bytes_per_second: u64,
+    pub grace: Duration,
 }
 
 /// A listener's incoming PROXY protocol (v1 and v2 both accepted).
@@ -308,6 +337,8 @@ pub struct HttpLimits {
     /// other peer they are replaced with what fulcrum saw.
     pub trusted_proxies: Networks,
     pub headers_with_underscores: UnderscoreHeaders,
+    pub rate_limit: Option<RateLimit>,
+    pub min_upload_rate: Option<MinUploadRate>,
 }
 
 /// A list of address networks (`10.0.0.0/8`, `2001:db8::/32`, or single addresses).

@@ -92,6 +92,25 @@ pub struct RawListener {
     pub metrics: Option<bool>,
     pub access_log: Option<RawAccessLog>,
     pub proxy_protocol: Option<RawProxyProtocolIn>,
+    pub max_connections: Option<i64>,
+    pub max_connections_per_ip: Option<i64>,
+    pub rate_limit: Option<RawRateLimit>,
+    pub min_upload_rate: Option<RawMinUploadRate>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    pub requests_per_second: Option<i64>,
+    pub burst: Option<i64>,
+    pub action: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMinUploadRate {
+    pub bytes_per_second: Option<i64>,
+    pub grace: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

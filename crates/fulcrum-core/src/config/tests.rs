@@ -795,3 +795,72 @@ fn proxy_protocol_settings_parse_and_bad_ones_are_named() {
         ],
     )]);
 }
+
+#[test]
+fn connection_and_rate_limits_parse_with_defaults_and_bad_ones_are_named() {
+    let app = "[pools.app]\nbackends = [{ addr = \"127.0.0.1:9001\" }]\n";
+    let defaults = Config::from_toml(&format!("{ONE_LISTENER}{app}")).unwrap();
+    let web = &defaults.listeners[0];
+    assert_eq!(
+        (web.max_connections, web.max_connections_per_ip),
+        (10_000, 0)
+    );
+    let ListenerProtocol::Http(limits) = &web.protocol else {
+        panic!("http expected");
+    };
+    assert_eq!((limits.rate_limit, limits.min_upload_rate), (None, None));
+
+    let text = format!(
+        "{ONE_LISTENER}max_connections = 50\nmax_connections_per_ip = 5\n\
+         rate_limit = {{ requests_per_second = 10 }}\nmin_upload_rate = {{ bytes_per_second = 512 }}\n{app}"
+    );
+    let config = Config::from_toml(&text).unwrap_or_else(|e| panic!("{e}"));
+    let web = &config.listeners[0];
+    assert_eq!((web.max_connections, web.max_connections_per_ip), (50, 5));
+    let ListenerProtocol::Http(limits) = &web.protocol else {
+        panic!("http expected");
+    };
+    assert_eq!(
+        limits.rate_limit,
+        Some(RateLimit {
+            requests_per_second: 10,
+            burst: 10,
+            action: RateLimitAction::Status429
+        })
+    );
+    assert_eq!(
+        limits.min_upload_rate,
+        Some(MinUploadRate {
+            bytes_per_second: 512,
+            grace: Duration::from_secs(5)
+        })
+    );
+    assert_error_table(&[
+        (
+            "limits out of range and missing rates",
+            format!(
+                "{ONE_LISTENER}max_connections = 0\nmax_connections_per_ip = -1\n\
+                 rate_limit = {{ burst = 0, action = \"drop\" }}\nmin_upload_rate = {{ grace = \"1s\" }}\n{app}"
+            ),
+            &[
+                "listeners[0].max_connections: `0` is out of range: must be between 1 and 10000000",
+                "listeners[0].max_connections_per_ip: `-1` is out of range: must be between 0 and 10000000",
+                "listeners[0].rate_limit.requests_per_second: is required",
+                "listeners[0].rate_limit.burst: `0` is out of range: must be between 1 and 1073741824",
+                "listeners[0].rate_limit.action: unknown action `drop`; valid: \"429\", \"close\"",
+                "listeners[0].min_upload_rate.bytes_per_second: is required",
+            ],
+        ),
+        (
+            "HTTP limits on a TCP listener",
+            format!(
+                "{}rate_limit = {{ requests_per_second = 1 }}\nmin_upload_rate = {{ bytes_per_second = 1 }}\n{app}",
+                ONE_LISTENER.replace("\"http\"", "\"tcp\"")
+            ),
+            &[
+                "listeners[0].rate_limit: applies only to protocol = \"http\"",
+                "listeners[0].min_upload_rate: applies only to protocol = \"http\"",
+            ],
+        ),
+    ]);
+}

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::access_log::AccessLogCounters;
 use crate::metrics::series::ListenerSeries;
+use crate::proxy::limits::ClientLimits;
 use crate::proxy::websockets::WsRegistry;
 
 #[derive(Debug)]
@@ -31,6 +32,8 @@ pub struct ListenerStats {
     pub access_log: Arc<AccessLogCounters>,
     /// The WebSockets it holds open now.
     pub websockets: Arc<WsRegistry>,
+    /// Connections and request rates per client address.
+    pub clients: Arc<ClientLimits>,
 }
 
 /// Counts a client connection as open until dropped.
@@ -73,6 +76,7 @@ impl ListenerStats {
             series: ListenerSeries::new(workers),
             access_log: Arc::default(),
             websockets: Arc::default(),
+            clients: Arc::default(),
         }
     }
 
@@ -80,6 +84,17 @@ impl ListenerStats {
     pub fn opened(self: &Arc<Self>) -> OpenConnection {
         self.open.fetch_add(1, Ordering::Relaxed);
         OpenConnection(Arc::clone(self))
+    }
+
+    /// A client connection was accepted, if fewer than `max` are open (across workers: one
+    /// worker's check cannot race another's).
+    pub fn try_opened(self: &Arc<Self>, max: u64) -> Option<OpenConnection> {
+        self.open
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |open| {
+                (open < max).then_some(open + 1)
+            })
+            .ok()?;
+        Some(OpenConnection(Arc::clone(self)))
     }
 
     pub fn open_connections(&self) -> u64 {

@@ -16,9 +16,12 @@ pub enum ProxyError {
     VersionNotSupported,
     /// A transfer coding other than chunked (`gzip, chunked`): 501 (RFC 9112 §6.1).
     CodingNotImplemented,
+    /// The client address is over the listener's `rate_limit`: 429 with `Retry-After`.
+    RateLimited,
     /// The request head did not arrive within the header timeout: 408.
     HeaderTimeout,
-    /// The client stopped sending its request body for longer than the idle timeout: 408.
+    /// The client stopped sending its request body for longer than the idle timeout, or
+    /// sent it slower than `min_upload_rate`: 408.
     ClientBodyTimeout,
     /// The pool has no backend that can be picked: 503.
     NoBackend,
@@ -71,6 +74,7 @@ impl ProxyError {
             ProxyError::WebSocketVersion => 426,
             ProxyError::VersionNotSupported => 505,
             ProxyError::CodingNotImplemented => 501,
+            ProxyError::RateLimited => 429,
             ProxyError::RequestLineTooLong => 414,
             ProxyError::HeadTooLarge => 431,
             ProxyError::HeaderTimeout | ProxyError::ClientBodyTimeout => 408,
@@ -86,6 +90,7 @@ impl ProxyError {
             | ProxyError::WebSocketVersion
             | ProxyError::VersionNotSupported
             | ProxyError::CodingNotImplemented
+            | ProxyError::RateLimited
             | ProxyError::RequestLineTooLong
             | ProxyError::HeadTooLarge
             | ProxyError::HeaderTimeout
@@ -103,6 +108,7 @@ impl ProxyError {
             408 => "408 Request Timeout",
             414 => "414 URI Too Long",
             426 => "426 Upgrade Required",
+            429 => "429 Too Many Requests",
             431 => "431 Request Header Fields Too Large",
             501 => "501 Not Implemented",
             502 => "502 Bad Gateway",
@@ -119,10 +125,11 @@ impl ProxyError {
             ProxyError::WebSocketVersion => "this WebSocket version is not supported; use 13\n",
             ProxyError::VersionNotSupported => "this HTTP version is not supported; use HTTP/1.1\n",
             ProxyError::CodingNotImplemented => "only the chunked transfer coding is supported\n",
+            ProxyError::RateLimited => "too many requests\n",
             ProxyError::RequestLineTooLong => "request line too long\n",
             ProxyError::HeadTooLarge => "request head too large\n",
             ProxyError::HeaderTimeout => "the request head did not arrive in time\n",
-            ProxyError::ClientBodyTimeout => "the request body stopped arriving\n",
+            ProxyError::ClientBodyTimeout => "the request body did not arrive in time\n",
             ProxyError::NoBackend => "no backend available\n",
             ProxyError::ConnectFailed => "could not connect to a backend\n",
             ProxyError::UpstreamFailed => "the backend failed to answer\n",
@@ -157,6 +164,10 @@ impl ProxyError {
         if self == ProxyError::WebSocketVersion {
             // RFC 6455 §4.2.2 and RFC 9110 §15.5.22: say what would be accepted.
             out.extend_from_slice(b"\r\nsec-websocket-version: 13\r\nupgrade: websocket");
+        }
+        if self == ProxyError::RateLimited {
+            // RFC 6585 §4: when to try again; a bucket refills a token within a second.
+            out.extend_from_slice(b"\r\nretry-after: 1");
         }
         if close || self.closes_connection() {
             out.extend_from_slice(b"\r\nconnection: close");

@@ -10,13 +10,13 @@ use std::collections::HashMap;
 use std::net::TcpListener as StdListener;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
 
-use fulcrum_core::config::{Listener, ListenerProtocol, ProxyProtocolIn};
+use fulcrum_core::config::{Listener, ListenerProtocol};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
+use super::admission::{out_of_descriptors, Admission, EverySecond, PAUSE};
 use super::counters::ListenerStats;
 use super::h1::buffer::BufferPool;
 use super::h1::conn;
@@ -26,7 +26,6 @@ use super::h2;
 use super::h2::upstream::H2Upstreams;
 use super::l4::{self, TcpContext};
 use super::passthrough::{self, PassthroughContext};
-use super::proxy_header;
 use super::upstream::UpstreamPool;
 use super::worker::ConnTracker;
 use super::Addrs;
@@ -139,76 +138,27 @@ pub fn service_for(
     }
 }
 
-/// Longest pause of an accept loop out of descriptors before it tries again (sooner when one
-/// of its worker's connections closes).
-const STARVED_PAUSE: Duration = Duration::from_millis(100);
-
-/// Errors of `accept` that mean the process or system is out of a resource, not that one
-/// connection failed: retrying at once would fail again, in a loop.
-fn out_of_descriptors(error: &std::io::Error) -> bool {
-    matches!(
-        error.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-    )
-}
-
-/// Warnings of an accept loop out of descriptors: one a second at most, saying how many
-/// accepts failed since the last.
-#[derive(Debug, Default)]
-struct Starved {
-    last: Option<Instant>,
-    held: u64,
-}
-
-impl Starved {
-    const EVERY: Duration = Duration::from_secs(1);
-
-    fn warn(&mut self, listener: &str, error: &std::io::Error, now: Instant) {
-        if self
-            .last
-            .is_some_and(|last| now.duration_since(last) < Self::EVERY)
-        {
-            self.held += 1;
-            return;
-        }
-        tracing::warn!(
-            listener,
-            error = %error,
-            failed_since_last = self.held,
-            "cannot accept: out of file descriptors; pausing accepts until a connection closes (at most 100 ms at a time)"
-        );
-        self.last = Some(now);
-        self.held = 0;
-    }
-}
-
 /// What a listener's accept loop checks and hands to each connection.
 #[derive(Debug)]
 pub struct Front {
-    pub listener: String,
     pub stats: Arc<ListenerStats>,
     pub tls: Option<Arc<Terminator>>,
-    /// Connections start with a PROXY protocol header.
-    pub proxy_protocol: Option<Rc<ProxyProtocolIn>>,
+    pub admission: Rc<Admission>,
 }
 
-/// The connection's addresses once it is admitted: the socket's, or its PROXY header's;
-/// `None` when it is closed instead (a source that may not send the header, or no valid
-/// header in time).
-async fn admitted(
-    proxy_protocol: Option<&ProxyProtocolIn>,
-    stream: &mut tokio::net::TcpStream,
-    socket: Addrs,
-) -> Option<Addrs> {
-    let Some(settings) = proxy_protocol else {
-        return Some(socket);
-    };
-    match proxy_header::read(stream, socket, settings).await {
-        Ok(addrs) => Some(addrs),
-        Err(why) => {
-            tracing::debug!(peer = %socket.peer, why, "PROXY protocol: closing the connection");
-            None
-        }
+/// Waits out a pause of an accept loop (at its connection limit, or out of descriptors): until
+/// one of the worker's connections closes, or [`PAUSE`]; `true` when the loop must end
+/// instead.
+async fn pause(
+    connections: &ConnTracker,
+    shutdown: &mut watch::Receiver<bool>,
+    retire: &mut oneshot::Receiver<()>,
+) -> bool {
+    tokio::select! {
+        () = connections.one_closed() => false,
+        () = tokio::time::sleep(PAUSE) => false,
+        _ = shutdown.wait_for(|stop| *stop) => true,
+        _ = retire => true,
     }
 }
 
@@ -223,13 +173,20 @@ pub async fn accept_loop(
     mut retire: oneshot::Receiver<()>,
 ) -> TcpListener {
     let Front {
-        listener: name,
         stats,
         tls,
-        proxy_protocol,
+        admission,
     } = front;
-    let mut starved = Starved::default();
+    let mut full = EverySecond::default();
+    let mut starved = EverySecond::default();
     loop {
+        if stats.open_connections() >= admission.max_connections {
+            // At the limit: leave new connections in the kernel's queue.
+            if pause(&connections, &mut shutdown, &mut retire).await {
+                return listener;
+            }
+            continue;
+        }
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             _ = shutdown.wait_for(|stop| *stop) => return listener,
@@ -238,20 +195,17 @@ pub async fn accept_loop(
         let (mut stream, peer) = match accepted {
             Ok(pair) => pair,
             Err(e) if out_of_descriptors(&e) => {
-                starved.warn(&name, &e, Instant::now());
-                // No busy loop: the connection stays queued in the kernel until a descriptor
-                // frees, at the latest on the next try.
-                tokio::select! {
-                    () = connections.one_closed() => {}
-                    () = tokio::time::sleep(STARVED_PAUSE) => {}
-                    _ = shutdown.wait_for(|stop| *stop) => return listener,
-                    _ = &mut retire => return listener,
+                if let Some(held) = starved.due(Instant::now()) {
+                    tracing::warn!(listener = %admission.listener, error = %e, failed_since_last = held, "cannot accept: out of file descriptors; pausing accepts until a connection closes");
+                }
+                if pause(&connections, &mut shutdown, &mut retire).await {
+                    return listener;
                 }
                 continue;
             }
             Err(e) => {
                 // The connection failed before it was accepted (reset while queued): its own.
-                tracing::debug!(listener = %name, error = %e, "accept failed");
+                tracing::debug!(listener = %admission.listener, error = %e, "accept failed");
                 continue;
             }
         };
@@ -260,21 +214,33 @@ pub async fn accept_loop(
             peer,
             local: stream.local_addr().unwrap_or(peer),
         };
-        let guard = (connections.open(), stats.opened());
+        // Another worker may have filled the listener since the check above: this one waits
+        // (unserved, its successors unaccepted) until there is room.
+        let open = loop {
+            if let Some(open) = stats.try_opened(admission.max_connections) {
+                break open;
+            }
+            if let Some(held) = full.due(Instant::now()) {
+                tracing::warn!(listener = %admission.listener, max_connections = admission.max_connections, paused_since_last = held, "listener at max_connections: new connections wait until one closes");
+            }
+            if pause(&connections, &mut shutdown, &mut retire).await {
+                return listener;
+            }
+        };
+        let guard = (connections.open(), open);
         if !matches!(service, Service::Http(_)) {
             // HTTP connections are counted by the protocol they turn out to speak.
             ListenerStats::count(&stats.tcp);
         }
-        let proxy_protocol = proxy_protocol.clone();
+        let admission = Rc::clone(&admission);
         // One task shape per protocol: a task is as large as its biggest future, and an idle
         // HTTP connection should not pay for the TCP splice's state.
         match (&service, &tls) {
             (Service::Http(ctx), None) => {
                 let ctx = Rc::clone(ctx);
                 tokio::task::spawn_local(async move {
-                    if let Some(addrs) =
-                        admitted(proxy_protocol.as_deref(), &mut stream, socket).await
-                    {
+                    if let Some(admitted) = admission.admit(&mut stream, socket).await {
+                        let addrs = admitted.addrs;
                         conn::serve(ctx, stream, addrs, None).await;
                     }
                     drop(guard);
@@ -284,9 +250,8 @@ pub async fn accept_loop(
                 let ctx = Rc::clone(ctx);
                 tokio::task::spawn_local(async move {
                     // TCP has no graceful close: connections run on until the grace period ends.
-                    if let Some(addrs) =
-                        admitted(proxy_protocol.as_deref(), &mut stream, socket).await
-                    {
+                    if let Some(admitted) = admission.admit(&mut stream, socket).await {
+                        let addrs = admitted.addrs;
                         l4::serve(&ctx, stream, addrs, &[]).await;
                     }
                     drop(guard);
@@ -295,9 +260,8 @@ pub async fn accept_loop(
             (Service::Passthrough(ctx), _) => {
                 let ctx = Rc::clone(ctx);
                 tokio::task::spawn_local(async move {
-                    if let Some(addrs) =
-                        admitted(proxy_protocol.as_deref(), &mut stream, socket).await
-                    {
+                    if let Some(admitted) = admission.admit(&mut stream, socket).await {
+                        let addrs = admitted.addrs;
                         passthrough::serve(&ctx, stream, addrs).await;
                     }
                     drop(guard);
@@ -306,11 +270,10 @@ pub async fn accept_loop(
             (Service::Http(ctx), Some(tls)) => {
                 let (ctx, tls) = (Rc::clone(ctx), Arc::clone(tls));
                 tokio::task::spawn_local(async move {
-                    let Some(addrs) =
-                        admitted(proxy_protocol.as_deref(), &mut stream, socket).await
-                    else {
+                    let Some(admitted) = admission.admit(&mut stream, socket).await else {
                         return;
                     };
+                    let addrs = admitted.addrs;
                     match tls.accept(stream).await {
                         Some((stream, facts)) if facts.h2 => {
                             Box::pin(h2::server::serve(ctx, stream, addrs, Some(facts))).await;
@@ -324,11 +287,10 @@ pub async fn accept_loop(
             (Service::Tcp(ctx), Some(tls)) => {
                 let (ctx, tls) = (Rc::clone(ctx), Arc::clone(tls));
                 tokio::task::spawn_local(async move {
-                    let Some(addrs) =
-                        admitted(proxy_protocol.as_deref(), &mut stream, socket).await
-                    else {
+                    let Some(admitted) = admission.admit(&mut stream, socket).await else {
                         return;
                     };
+                    let addrs = admitted.addrs;
                     if let Some((stream, _)) = tls.accept(stream).await {
                         l4::serve(&ctx, stream, addrs, &[]).await;
                     }

@@ -1,5 +1,6 @@
 //! The data path: listeners, and the L4 and L7 proxies behind them.
 
+pub mod admission;
 pub mod client_io;
 pub mod counters;
 pub mod error;
@@ -8,6 +9,7 @@ pub mod h2;
 pub mod hash_key;
 pub mod headers;
 pub mod l4;
+pub mod limits;
 pub mod listener;
 pub mod marks;
 pub mod passthrough;

@@ -19,6 +19,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::task::LocalSet;
 
+use super::admission::Admission;
 use super::h1::buffer::BufferPool;
 use super::h1::idle::{IdleRegistry, TICK};
 use super::h2::upstream::H2Upstreams;
@@ -224,11 +225,17 @@ impl Worker {
         };
         self.registries.borrow_mut().push(Rc::clone(&idle));
         let (retire, retired) = oneshot::channel();
-        let front = Front {
+        let admission = Rc::new(Admission {
             listener: l.config.name.clone(),
+            proxy_protocol: l.config.proxy_protocol.clone(),
+            max_connections: l.config.max_connections,
+            max_connections_per_ip: l.config.max_connections_per_ip,
+            clients: Arc::clone(&l.stats.clients),
+        });
+        let front = Front {
             stats: l.stats,
             tls: l.tls,
-            proxy_protocol: l.config.proxy_protocol.clone().map(Rc::new),
+            admission,
         };
         let accept = tokio::task::spawn_local(accept_loop(
             socket,

@@ -324,6 +324,16 @@ impl Client {
     }
 }
 
+/// A connection to `to` from the loopback address `source` (127.0.0.2, 127.0.0.3, …: distinct
+/// client addresses for tests of per-client rules).
+pub async fn connect_from(source: [u8; 4], to: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(SocketAddr::new(std::net::IpAddr::from(source), 0))
+        .unwrap();
+    socket.connect(to).await.unwrap()
+}
+
 /// Sends raw bytes on a new connection and reads until the proxy closes it (or 5 s pass).
 pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
     let mut stream = TcpStream::connect(addr).await.unwrap();

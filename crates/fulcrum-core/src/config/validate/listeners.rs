@@ -113,6 +113,18 @@ impl Validator {
                 .proxy_protocol
                 .take()
                 .map(|raw| self.proxy_protocol_in(&format!("{path}.proxy_protocol"), raw));
+            let max_connections = self.integer(
+                &format!("{path}.max_connections"),
+                l.max_connections,
+                defaults::MAX_CONNECTIONS as i64,
+                (1, 10_000_000),
+            ) as u64;
+            let max_connections_per_ip = self.integer(
+                &format!("{path}.max_connections_per_ip"),
+                l.max_connections_per_ip,
+                0,
+                (0, 10_000_000),
+            ) as u32;
             let access_log = l
                 .access_log
                 .and_then(|raw| self.access_log(&format!("{path}.access_log"), raw, &protocol));
@@ -127,6 +139,8 @@ impl Validator {
                     metrics: l.metrics.unwrap_or(true),
                     access_log,
                     proxy_protocol,
+                    max_connections,
+                    max_connections_per_ip,
                 });
             }
         }
@@ -241,6 +255,62 @@ impl Validator {
         }
     }
 
+    fn rate_limit(&mut self, path: &str, raw: RawRateLimit) -> RateLimit {
+        let requests_per_second = match raw.requests_per_second {
+            None => {
+                self.error(format!("{path}.requests_per_second"), "is required");
+                1
+            }
+            value => self.integer(
+                &format!("{path}.requests_per_second"),
+                value,
+                1,
+                (1, 1 << 30),
+            ),
+        } as u32;
+        let burst = self.integer(
+            &format!("{path}.burst"),
+            raw.burst,
+            i64::from(requests_per_second),
+            (1, 1 << 30),
+        ) as u32;
+        let action = match raw.action.as_deref() {
+            None | Some("429") => RateLimitAction::Status429,
+            Some("close") => RateLimitAction::Close,
+            Some(other) => {
+                self.error(
+                    format!("{path}.action"),
+                    format!("unknown action `{other}`; valid: \"429\", \"close\""),
+                );
+                RateLimitAction::Status429
+            }
+        };
+        RateLimit {
+            requests_per_second,
+            burst,
+            action,
+        }
+    }
+
+    fn min_upload_rate(&mut self, path: &str, raw: RawMinUploadRate) -> MinUploadRate {
+        let bytes_per_second = match raw.bytes_per_second {
+            None => {
+                self.error(format!("{path}.bytes_per_second"), "is required");
+                1
+            }
+            value => self.integer(&format!("{path}.bytes_per_second"), value, 1, (1, 1 << 40)),
+        } as u64;
+        MinUploadRate {
+            bytes_per_second,
+            grace: self.duration(
+                &format!("{path}.grace"),
+                raw.grace.as_deref(),
+                defaults::MIN_UPLOAD_GRACE,
+                Duration::ZERO,
+            ),
+        }
+    }
+
     fn underscore_headers(&mut self, path: &str, raw: Option<&str>) -> UnderscoreHeaders {
         match raw {
             None | Some("drop") => UnderscoreHeaders::Drop,
@@ -307,6 +377,8 @@ impl Validator {
                 "headers_with_underscores",
                 l.headers_with_underscores.is_some(),
             ),
+            ("rate_limit", l.rate_limit.is_some()),
+            ("min_upload_rate", l.min_upload_rate.is_some()),
         ];
         let routes = l.routes.take();
         let protocol = match l.protocol.as_deref() {
@@ -339,6 +411,14 @@ impl Validator {
                     &format!("{path}.headers_with_underscores"),
                     l.headers_with_underscores.as_deref(),
                 ),
+                rate_limit: l
+                    .rate_limit
+                    .take()
+                    .map(|raw| self.rate_limit(&format!("{path}.rate_limit"), raw)),
+                min_upload_rate: l
+                    .min_upload_rate
+                    .take()
+                    .map(|raw| self.min_upload_rate(&format!("{path}.min_upload_rate"), raw)),
             }),
             Some("tcp") => ListenerProtocol::Tcp,
             Some("tls_passthrough") => ListenerProtocol::TlsPassthrough(self.sni_routes(

@@ -16,7 +16,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fulcrum_core::config::{HttpLimits, UpstreamProtocol};
+use fulcrum_core::config::{HttpLimits, RateLimitAction, UpstreamProtocol};
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
@@ -141,6 +141,17 @@ pub enum Next {
 
 /// Proxies one request; returns what to do with the client connection.
 pub async fn proxy<D: Downstream>(ctx: &HttpContext, client: &mut D) -> Next {
+    if let Some(limit) = &ctx.limits.rate_limit {
+        if !ctx.stats.clients.allow_request(client.peer().ip(), limit) {
+            tracing::debug!(listener = %ctx.listener, peer = %client.peer(), "client over the rate limit");
+            if limit.action == RateLimitAction::Close {
+                ctx.metrics.error(ProxyError::RateLimited);
+                return Next::Close;
+            }
+            let next = respond_error(ctx, client, ProxyError::RateLimited).await;
+            return finish(ctx, client, next);
+        }
+    }
     let request = client.request();
     let facts = RequestFacts {
         replayable: request.replayable,
@@ -173,6 +184,11 @@ pub async fn proxy<D: Downstream>(ctx: &HttpContext, client: &mut D) -> Next {
         Ok(next) => next,
         Err(error) => respond_error(ctx, client, error).await,
     };
+    finish(ctx, client, next)
+}
+
+/// The end of a request: counted and logged.
+fn finish<D: Downstream>(ctx: &HttpContext, client: &D, next: Next) -> Next {
     let end = Instant::now();
     ctx.metrics.finished(&client.request().marks, end);
     if let Some(log) = &ctx.access_log {
@@ -450,6 +466,7 @@ async fn send_and_respond<D: Downstream>(
     let client_timeouts = Timeouts {
         read: ctx.idle_timeout,
         write: ctx.idle_timeout,
+        min_rate: None,
     };
     let mut uploaded = framing == Framing::Empty;
     // The backend stopped taking the body: it may still answer (413, say), but the rest of
@@ -465,6 +482,7 @@ async fn send_and_respond<D: Downstream>(
         Timeouts {
             read: ctx.idle_timeout,
             write: settings.response_timeout,
+            min_rate: ctx.limits.min_upload_rate,
         },
         &mut no_prefix,
     );
@@ -549,6 +567,7 @@ async fn send_and_respond<D: Downstream>(
         Timeouts {
             read: settings.response_timeout,
             write: client_timeouts.write,
+            min_rate: None,
         },
         out,
     );

@@ -6,7 +6,10 @@ use std::io;
 use std::task::Poll;
 use std::time::Duration;
 
+use fulcrum_core::config::MinUploadRate;
+use fulcrum_core::limits::upload_deadline;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
 
 use super::buffer::{ReadBuf, READ_BUFFER};
 use super::framing::{ChunkScanner, Framing};
@@ -17,7 +20,7 @@ pub enum RelayError {
     /// The sender closed before the body ended.
     SourceClosed,
     Source(io::Error),
-    /// The sender sent nothing for the read timeout.
+    /// The sender sent nothing for the read timeout, or fell behind the minimum rate.
     Stalled,
     /// The receiver failed, or took nothing for the write timeout.
     Sink(io::Error),
@@ -25,11 +28,30 @@ pub enum RelayError {
     BadChunk,
 }
 
-/// The two inactivity limits of a relay.
+/// The limits of a relay: two inactivity timeouts, and for uploads the least average rate
+/// (`min_upload_rate`), below which the sender counts as stalled.
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
     pub read: Duration,
     pub write: Duration,
+    pub min_rate: Option<MinUploadRate>,
+}
+
+/// When a body held to a minimum rate must have received what it has so far.
+#[derive(Debug)]
+struct RateDeadline {
+    rate: MinUploadRate,
+    started: Instant,
+    received: u64,
+}
+
+impl RateDeadline {
+    /// How long the next read may wait: the idle timeout, or less when the body is due.
+    fn read_limit(&self, idle: Duration) -> Duration {
+        let due = self.started
+            + upload_deadline(self.rate.grace, self.received, self.rate.bytes_per_second);
+        idle.min(due.saturating_duration_since(Instant::now()))
+    }
 }
 
 /// Relays the body framed by `framing` from `source` (after what `buffer` already holds) to
@@ -54,17 +76,30 @@ where
         Framing::Chunked | Framing::UntilClose => u64::MAX,
     };
     let mut scanner = ChunkScanner::default();
+    // Read only when the relay is held to a rate: the common case reads no clock.
+    let mut rate = timeouts.min_rate.map(|rate| RateDeadline {
+        rate,
+        started: Instant::now(),
+        received: 0,
+    });
     loop {
         if buffer.is_empty() {
             if !prefix.is_empty() {
                 write(sink, prefix, timeouts.write).await?;
             }
-            match timed(timeouts.read, buffer.read_from(source, READ_BUFFER)).await {
+            let limit = rate
+                .as_ref()
+                .map_or(timeouts.read, |r| r.read_limit(timeouts.read));
+            match timed(limit, buffer.read_from(source, READ_BUFFER)).await {
                 None => return Err(RelayError::Stalled),
                 Some(Err(e)) => return Err(RelayError::Source(e)),
                 Some(Ok(0)) if framing == Framing::UntilClose => return Ok(()),
                 Some(Ok(0)) => return Err(RelayError::SourceClosed),
-                Some(Ok(_)) => {}
+                Some(Ok(n)) => {
+                    if let Some(rate) = &mut rate {
+                        rate.received += n as u64;
+                    }
+                }
             }
         }
         let (send, consumed, done) = match framing {

@@ -480,6 +480,7 @@ async fn exchange<D: Downstream>(
             Timeouts {
                 read: ctx.idle_timeout,
                 write: settings.response_timeout,
+                min_rate: ctx.limits.min_upload_rate,
             },
             &mut no_prefix,
         )
