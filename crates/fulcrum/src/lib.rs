@@ -7,6 +7,8 @@ pub mod admin;
 pub mod app;
 pub mod demo;
 pub mod discovery;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ha;
 pub mod health;
 pub mod lab;

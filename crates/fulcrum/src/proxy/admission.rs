@@ -43,7 +43,9 @@ impl Admission {
     pub async fn admit(&self, stream: &mut TcpStream, socket: Addrs) -> Option<Admitted> {
         let addrs = match &self.proxy_protocol {
             None => socket,
-            Some(settings) => match proxy_header::read(stream, socket, settings).await {
+            // Boxed: its state (a peek, a timer) would otherwise enlarge every connection's
+            // task, PROXY or not, for as long as the connection lives.
+            Some(settings) => match Box::pin(proxy_header::read(stream, socket, settings)).await {
                 Ok(addrs) => addrs,
                 Err(why) => {
                     tracing::debug!(listener = %self.listener, peer = %socket.peer, why, "PROXY protocol: closing the connection");
