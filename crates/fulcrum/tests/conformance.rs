@@ -6,6 +6,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
+#[path = "conformance/http2.rs"]
+mod http2;
 #[path = "conformance/requests.rs"]
 mod requests;
 #[path = "conformance/responses.rs"]
@@ -13,6 +15,9 @@ mod responses;
 
 use std::time::Duration;
 
+use common::h2raw::{
+    block, frame, get_fields, Frame, RawH2, END_HEADERS, END_STREAM, GOAWAY, HEADERS, RST_STREAM,
+};
 use common::recorder::{Recorded, Recorder};
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -384,6 +389,105 @@ async fn every_response_rule_in_the_table_holds_through_the_proxy() {
     let mut failures = Vec::new();
     for (i, case) in cases.iter().enumerate() {
         if let Some(why) = run_response_case(proxy.addr, &backend, i, case).await {
+            failures.push(format!("{} — {}: {why}", case.rfc, case.rule));
+        }
+    }
+    assert_no_failures(&failures, cases.len());
+}
+
+/// The status of a response HEADERS frame when HPACK's static table has it (200, 204, 206,
+/// 304, 400, 404, 500: the first field, fully indexed); `None` for any other.
+fn status_of(f: &Frame) -> Option<u16> {
+    let statuses = [200, 204, 206, 304, 400, 404, 500];
+    let index = f.payload.first()?.checked_sub(0x88)?;
+    statuses.get(usize::from(index)).copied()
+}
+
+/// What ended stream `id` (its response HEADERS or RST_STREAM), or the connection (GOAWAY).
+fn ending(frames: &[Frame], id: u32) -> Option<&Frame> {
+    frames.iter().find(|f| {
+        f.kind == GOAWAY || (f.stream == id && (f.kind == HEADERS || f.kind == RST_STREAM))
+    })
+}
+
+/// Runs one HTTP/2 row on a fresh connection; the reason it failed, if it did.
+async fn run_h2_case(
+    proxy: std::net::SocketAddr,
+    backend: &Recorder,
+    case: &http2::Case,
+) -> Option<String> {
+    let before = backend.requests().len();
+    let mut raw = RawH2::connect(proxy).await;
+    raw.send(&case.send).await.unwrap();
+    let frames = raw.frames_until(|seen| ending(seen, 1).is_some()).await;
+    let end = ending(&frames, 1).cloned();
+    let reached = || backend.requests()[before..].to_vec();
+    match &case.expect {
+        http2::Expect::Forwards(want) => {
+            let Some(end) = end.filter(|f| f.kind == HEADERS) else {
+                return Some(format!("no response on stream 1: {frames:?}"));
+            };
+            if status_of(&end) != Some(200) {
+                return Some(format!("answered {end:?}"));
+            }
+            let got = reached();
+            if got.len() != 1 {
+                return Some(format!("the backend got {} requests: {got:?}", got.len()));
+            }
+            check_seen(&got[0], want)
+        }
+        http2::Expect::Malformed => {
+            match &end {
+                Some(f) if f.kind == RST_STREAM && f.error_code() != 0 => {}
+                Some(f) if f.kind == HEADERS && status_of(f) != Some(200) => {}
+                other => return Some(format!("stream 1 not refused: {other:?} in {frames:?}")),
+            }
+            if !reached().is_empty() {
+                return Some(format!("the backend got {:?}", reached()));
+            }
+            // A stream error leaves the connection serving (§5.4.2).
+            let next = frame(
+                HEADERS,
+                END_STREAM | END_HEADERS,
+                3,
+                &block(&get_fields("/after", &[])),
+            );
+            if raw.send(&next).await.is_err() {
+                return Some("the connection closed after a stream error".into());
+            }
+            let frames = raw.frames_until(|seen| ending(seen, 3).is_some()).await;
+            match ending(&frames, 3) {
+                Some(f) if f.kind == HEADERS && status_of(f) == Some(200) => None,
+                other => Some(format!("stream 3 after the stream error: {other:?}")),
+            }
+        }
+        http2::Expect::ConnectionError(code) => {
+            let Some(goaway) = frames.iter().find(|f| f.kind == GOAWAY) else {
+                return Some(format!("no GOAWAY: {frames:?}"));
+            };
+            if goaway.error_code() != *code {
+                return Some(format!(
+                    "GOAWAY with code {:#x}, want {code:#x}",
+                    goaway.error_code()
+                ));
+            }
+            if !raw.closed_now().await && raw.next_frame().await.is_some() {
+                return Some("the connection went on after GOAWAY".into());
+            }
+            let got = reached();
+            (!got.is_empty()).then(|| format!("the backend got {got:?}"))
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_http2_rule_in_the_table_holds_through_the_proxy() {
+    let backend = Recorder::start().await;
+    let proxy = start_proxy("http", "round_robin", &[(backend.addr, 1)], "", "");
+    let cases = http2::cases();
+    let mut failures = Vec::new();
+    for case in &cases {
+        if let Some(why) = run_h2_case(proxy.addr, &backend, case).await {
             failures.push(format!("{} — {}: {why}", case.rfc, case.rule));
         }
     }

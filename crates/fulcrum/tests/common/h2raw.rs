@@ -10,16 +10,24 @@ use tokio::net::TcpStream;
 
 pub const DATA: u8 = 0x0;
 pub const HEADERS: u8 = 0x1;
+pub const PRIORITY: u8 = 0x2;
 pub const RST_STREAM: u8 = 0x3;
 pub const SETTINGS: u8 = 0x4;
+pub const PUSH_PROMISE: u8 = 0x5;
+pub const PING: u8 = 0x6;
 pub const GOAWAY: u8 = 0x7;
+pub const WINDOW_UPDATE: u8 = 0x8;
 pub const CONTINUATION: u8 = 0x9;
 
 pub const END_STREAM: u8 = 0x1;
 pub const END_HEADERS: u8 = 0x4;
+pub const PADDED: u8 = 0x8;
 pub const ACK: u8 = 0x1;
 
 pub const PROTOCOL_ERROR: u32 = 0x1;
+pub const FLOW_CONTROL_ERROR: u32 = 0x3;
+pub const FRAME_SIZE_ERROR: u32 = 0x6;
+pub const COMPRESSION_ERROR: u32 = 0x9;
 pub const CANCEL: u32 = 0x8;
 pub const REFUSED_STREAM: u32 = 0x7;
 pub const ENHANCE_YOUR_CALM: u32 = 0xb;

@@ -42,7 +42,7 @@ pub struct Seen {
     pub body: &'static [u8],
 }
 
-const fn seen(line: &'static str) -> Seen {
+pub const fn seen(line: &'static str) -> Seen {
     Seen {
         line,
         has: &[],
@@ -51,18 +51,18 @@ const fn seen(line: &'static str) -> Seen {
     }
 }
 
-const fn with(line: &'static str, has: &'static [&'static str]) -> Seen {
+pub const fn with(line: &'static str, has: &'static [&'static str]) -> Seen {
     Seen { has, ..seen(line) }
 }
 
-const fn without(line: &'static str, lacks: &'static [&'static str]) -> Seen {
+pub const fn without(line: &'static str, lacks: &'static [&'static str]) -> Seen {
     Seen {
         lacks,
         ..seen(line)
     }
 }
 
-const fn body(line: &'static str, body: &'static [u8]) -> Seen {
+pub const fn body(line: &'static str, body: &'static [u8]) -> Seen {
     Seen { body, ..seen(line) }
 }
 

@@ -7,7 +7,9 @@
 //!
 //! What the `h2` crate has already refused never gets here: connection-specific fields,
 //! uppercase names, a `TE` other than `trailers`, pseudo-headers missing, repeated or after a
-//! regular field, a Content-Length the DATA frames do not match.
+//! regular field, a Content-Length the DATA frames do not match. One rule of §8.2.1 it leaves
+//! to us: no field value starts or ends with whitespace (HTTP/1.1 would silently trim it, so
+//! the backend would read another value than the client sent).
 
 use http::header::{CONTENT_LENGTH, COOKIE, HOST};
 use http::Method;
@@ -31,6 +33,11 @@ pub fn to_http1(
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let authority = parts.uri.authority().map(|a| a.as_str());
+    if parts.headers.values().any(|v| padded(v.as_bytes())) {
+        return Err(ProxyError::BadRequest(
+            "a field value starts or ends with whitespace\n",
+        ));
+    }
     if let Some(authority) = authority {
         // §8.3.1: a Host that differs from :authority makes the request malformed.
         let hosts = parts.headers.get_all(HOST);
@@ -63,6 +70,12 @@ pub fn to_http1(
     }
     out.extend_from_slice(b"\r\n");
     Ok(())
+}
+
+/// Whether a field value starts or ends with SP or HTAB (RFC 9113 §8.2.1).
+fn padded(value: &[u8]) -> bool {
+    let blank = |b: &u8| *b == b' ' || *b == b'\t';
+    value.first().is_some_and(blank) || value.last().is_some_and(blank)
 }
 
 #[cfg(test)]
@@ -137,6 +150,16 @@ mod tests {
             translate(host, false),
             Err(ProxyError::BadRequest("Host differs from :authority\n"))
         );
+        for value in [" x", "x ", "\tx", "x\t", " "] {
+            let padded = request("GET", "http://e.com/", &[("x-a", value)]);
+            assert_eq!(
+                translate(padded, false),
+                Err(ProxyError::BadRequest(
+                    "a field value starts or ends with whitespace\n"
+                )),
+                "{value:?}"
+            );
+        }
         let connect = request("CONNECT", "e.com:443", &[]);
         assert_eq!(
             translate(connect, false),
