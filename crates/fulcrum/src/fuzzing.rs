@@ -11,7 +11,8 @@
 //! - PROXY header: a complete header is no longer than its input, and what it says survives
 //!   being written and read again;
 //! - config: loading never panics, and a loaded file's every listener names a known pool;
-//! - HTTP/2 translation: a translated head is parsed by the HTTP/1.1 rules without panic.
+//! - HTTP/2 translation: a translated head is one complete HTTP/1.1 head (no field value can
+//!   end it early and start another), which the HTTP/1.1 rules accept or refuse.
 //!
 //! Nothing here is on the request path: a panic is how a broken invariant reports itself to
 //! the fuzzer, so the lint against panics is lifted for this module alone.
@@ -244,5 +245,18 @@ pub fn h2_translation(data: &[u8]) {
         return;
     }
     let mut upstream = Vec::new();
-    let _ = request::parse(&text, &rules(false), &mut upstream);
+    match request::parse(&text, &rules(false), &mut upstream) {
+        // Refused by the HTTP/1.1 rules: the client gets their error.
+        Err(_) => {}
+        Ok(Some(head)) => assert_eq!(
+            head.len,
+            text.len(),
+            "a field injected a second head: {:?}",
+            String::from_utf8_lossy(&text)
+        ),
+        Ok(None) => panic!(
+            "the translated head is incomplete: {:?}",
+            String::from_utf8_lossy(&text)
+        ),
+    }
 }

@@ -91,6 +91,16 @@ async fn at_max_connections_new_ones_wait_and_the_admin_api_still_answers() {
         status, 200,
         "the admin API answers while the listener is full"
     );
+    assert!(
+        listener_counter(
+            &proxy,
+            "fulcrum_listener_accept_pauses_total",
+            "max_connections"
+        )
+        .await
+            > 0,
+        "the pauses at max_connections are counted"
+    );
     let freed = Instant::now();
     drop(held.pop());
     let (answer, served_at) = waiting.await.unwrap();
@@ -126,6 +136,15 @@ async fn one_address_is_held_to_its_connections_while_another_is_served() {
         get(&mut third, SOON).await,
         None,
         "a third from A is closed unanswered"
+    );
+    assert_eq!(
+        listener_counter(
+            &proxy,
+            "fulcrum_listener_refused_total",
+            "max_connections_per_ip"
+        )
+        .await,
+        1
     );
     let mut from_b = Vec::new();
     for _ in 0..2 {
@@ -191,6 +210,11 @@ async fn an_address_over_its_request_rate_gets_429_while_another_is_served() {
     assert!(get(&mut a, SOON).await.unwrap().starts_with("http/1.1 200"));
     let before = backend.requests().len();
     assert_eq!(before, ok + 2, "429s never reach the backend");
+    assert_eq!(
+        listener_counter(&proxy, "fulcrum_listener_refused_total", "rate_limit").await,
+        10 - ok as u64,
+        "every 429 is counted"
+    );
 
     // With action = "close", an address over its rate is disconnected instead.
     let proxy = start_proxy(

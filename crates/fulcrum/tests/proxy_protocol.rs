@@ -148,6 +148,11 @@ async fn an_http_listener_serves_the_client_a_proxy_header_names_and_only_from_a
         waited >= Duration::from_millis(900) && waited < Duration::from_secs(3),
         "closed after {waited:?}, the timeout is 1 s"
     );
+    assert_eq!(
+        listener_counter(&proxy, "fulcrum_listener_refused_total", "proxy_protocol").await,
+        refused.len() as u64 + 1,
+        "every connection closed for its PROXY header is counted"
+    );
 }
 
 /// Runs curl from `source`, with `--haproxy-protocol` when `send_header`; its status code.

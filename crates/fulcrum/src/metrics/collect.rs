@@ -193,6 +193,30 @@ fn listeners(f: &mut Families, sources: &Sources) {
             labels([("listener", listener)]),
             l.open_connections() as f64,
         );
+        let refused = &l.refused;
+        for (reason, counter) in [
+            ("proxy_protocol", &refused.proxy_protocol),
+            ("max_connections_per_ip", &refused.max_connections_per_ip),
+            ("rate_limit", &refused.rate_limit),
+        ] {
+            f.counter(
+                "fulcrum_listener_refused",
+                "Connections closed (proxy_protocol, max_connections_per_ip) and requests refused (rate_limit) by the listener's limits.",
+                labels([("listener", listener), ("reason", reason)]),
+                counter.load(Ordering::Relaxed),
+            );
+        }
+        for (reason, counter) in [
+            ("max_connections", &refused.paused_full),
+            ("out_of_descriptors", &refused.paused_starved),
+        ] {
+            f.counter(
+                "fulcrum_listener_accept_pauses",
+                "Pauses of the listener's accepting, at most 20 ms each, by cause.",
+                labels([("listener", listener), ("reason", reason)]),
+                counter.load(Ordering::Relaxed),
+            );
+        }
         if l.protocol == "http" {
             f.gauge(
                 "fulcrum_websockets_open",

@@ -11,7 +11,8 @@ use fulcrum_core::config::ProxyProtocolIn;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::limits::{ClientConnection, ClientLimits};
+use super::counters::ListenerStats;
+use super::limits::ClientConnection;
 use super::proxy_header;
 use super::Addrs;
 
@@ -27,7 +28,7 @@ pub struct Admission {
     pub max_connections: u64,
     /// 0: no per-client limit.
     pub max_connections_per_ip: u32,
-    pub clients: Arc<ClientLimits>,
+    pub stats: Arc<ListenerStats>,
 }
 
 /// An admitted connection: its addresses, and its place in its client's count.
@@ -48,6 +49,7 @@ impl Admission {
             Some(settings) => match Box::pin(proxy_header::read(stream, socket, settings)).await {
                 Ok(addrs) => addrs,
                 Err(why) => {
+                    ListenerStats::count(&self.stats.refused.proxy_protocol);
                     tracing::debug!(listener = %self.listener, peer = %socket.peer, why, "PROXY protocol: closing the connection");
                     return None;
                 }
@@ -55,9 +57,10 @@ impl Admission {
         };
         let counted = match self.max_connections_per_ip {
             0 => None,
-            max => match self.clients.connect(addrs.peer.ip(), max) {
+            max => match self.stats.clients.connect(addrs.peer.ip(), max) {
                 Some(counted) => Some(counted),
                 None => {
+                    ListenerStats::count(&self.stats.refused.max_connections_per_ip);
                     tracing::debug!(listener = %self.listener, peer = %addrs.peer, max, "client at max_connections_per_ip: closing the connection");
                     return None;
                 }

@@ -34,6 +34,24 @@ pub struct ListenerStats {
     pub websockets: Arc<WsRegistry>,
     /// Connections and request rates per client address.
     pub clients: Arc<ClientLimits>,
+    /// What its limits turned away.
+    pub refused: Refusals,
+}
+
+/// What a listener's limits turned away, for the metrics: connections and requests refused,
+/// and the pauses of its accept loop (each at most [`PAUSE`](super::admission::PAUSE)).
+#[derive(Debug, Default)]
+pub struct Refusals {
+    /// Connections closed for a missing, malformed, late or unallowed PROXY header.
+    pub proxy_protocol: AtomicU64,
+    /// Connections closed at `max_connections_per_ip`.
+    pub max_connections_per_ip: AtomicU64,
+    /// Requests over `rate_limit` (answered 429, or their connection closed).
+    pub rate_limit: AtomicU64,
+    /// Pauses at `max_connections`.
+    pub paused_full: AtomicU64,
+    /// Pauses out of file descriptors.
+    pub paused_starved: AtomicU64,
 }
 
 /// Counts a client connection as open until dropped.
@@ -77,6 +95,7 @@ impl ListenerStats {
             access_log: Arc::default(),
             websockets: Arc::default(),
             clients: Arc::default(),
+            refused: Refusals::default(),
         }
     }
 

@@ -182,6 +182,7 @@ pub async fn accept_loop(
     loop {
         if stats.open_connections() >= admission.max_connections {
             // At the limit: leave new connections in the kernel's queue.
+            ListenerStats::count(&stats.refused.paused_full);
             if pause(&connections, &mut shutdown, &mut retire).await {
                 return listener;
             }
@@ -198,6 +199,7 @@ pub async fn accept_loop(
                 if let Some(held) = starved.due(Instant::now()) {
                     tracing::warn!(listener = %admission.listener, error = %e, failed_since_last = held, "cannot accept: out of file descriptors; pausing accepts until a connection closes");
                 }
+                ListenerStats::count(&stats.refused.paused_starved);
                 if pause(&connections, &mut shutdown, &mut retire).await {
                     return listener;
                 }
@@ -223,6 +225,7 @@ pub async fn accept_loop(
             if let Some(held) = full.due(Instant::now()) {
                 tracing::warn!(listener = %admission.listener, max_connections = admission.max_connections, paused_since_last = held, "listener at max_connections: new connections wait until one closes");
             }
+            ListenerStats::count(&stats.refused.paused_full);
             if pause(&connections, &mut shutdown, &mut retire).await {
                 return listener;
             }

@@ -230,7 +230,7 @@ impl Worker {
             proxy_protocol: l.config.proxy_protocol.clone(),
             max_connections: l.config.max_connections,
             max_connections_per_ip: l.config.max_connections_per_ip,
-            clients: Arc::clone(&l.stats.clients),
+            stats: Arc::clone(&l.stats),
         });
         let front = Front {
             stats: l.stats,

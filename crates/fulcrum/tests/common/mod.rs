@@ -508,3 +508,16 @@ pub async fn h2_backend(
     });
     (addr, seen)
 }
+
+/// A counter of the listener's from the admin API's `/metrics`: the line of `name` whose
+/// `reason` label is `reason`.
+pub async fn listener_counter(proxy: &Proxy, name: &str, reason: &str) -> u64 {
+    let admin = proxy.app().admin_addr().unwrap();
+    let (status, body) = Client::connect(admin).await.get("/metrics").await;
+    assert_eq!(status, 200, "{body}");
+    let label = format!("reason=\"{reason}\"");
+    body.lines()
+        .find(|line| line.starts_with(&format!("{name}{{")) && line.contains(&label))
+        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} with {label} in:\n{body}"))
+}

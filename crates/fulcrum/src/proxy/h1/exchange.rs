@@ -143,6 +143,7 @@ pub enum Next {
 pub async fn proxy<D: Downstream>(ctx: &HttpContext, client: &mut D) -> Next {
     if let Some(limit) = &ctx.limits.rate_limit {
         if !ctx.stats.clients.allow_request(client.peer().ip(), limit) {
+            ListenerStats::count(&ctx.stats.refused.rate_limit);
             tracing::debug!(listener = %ctx.listener, peer = %client.peer(), "client over the rate limit");
             if limit.action == RateLimitAction::Close {
                 ctx.metrics.error(ProxyError::RateLimited);
