@@ -155,8 +155,9 @@ async fn an_http_listener_serves_the_client_a_proxy_header_names_and_only_from_a
     );
 }
 
-/// Runs curl from `source`, with `--haproxy-protocol` when `send_header`; its status code.
-fn curl_status(source: &str, proxy: SocketAddr, send_header: bool) -> String {
+/// Runs curl from `source` for `url`, with `--haproxy-protocol` when `send_header`; its
+/// status code.
+fn curl_status(source: &str, url: &str, send_header: bool, extra: &[String]) -> String {
     let curl = installed(&["/usr/bin/curl"], "curl");
     let mut command = std::process::Command::new(curl);
     command.args([
@@ -173,20 +174,57 @@ fn curl_status(source: &str, proxy: SocketAddr, send_header: bool) -> String {
     if send_header {
         command.arg("--haproxy-protocol");
     }
-    let output = command
-        .arg(format!("http://{proxy}/curl"))
-        .output()
-        .unwrap();
+    let output = command.args(extra).arg(url).output().unwrap();
     String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_listener_reads_the_proxy_header_before_the_handshake() {
+    let backend = Recorder::start().await;
+    let pki = pki::Pki::new("proxy-protocol-tls");
+    let (cert, key) = pki.server("a", &["a.test"]);
+    let proxy = http_proxy(
+        &backend,
+        &format!(
+            "proxy_protocol = {{ allow = [\"127.0.0.2\"] }}\n\
+             tls = {{ certificates = [{{ cert = \"{}\", key = \"{}\" }}] }}",
+            pki::toml_path(&cert),
+            pki::toml_path(&key)
+        ),
+    );
+    let url = format!("https://a.test:{}/tls", proxy.addr.port());
+    let extra = vec![
+        "--cacert".to_string(),
+        pki.ca_path().display().to_string(),
+        "--resolve".to_string(),
+        format!("a.test:{}:127.0.0.1", proxy.addr.port()),
+    ];
+    let run = |source: &'static str, header: bool| {
+        let (url, extra) = (url.clone(), extra.clone());
+        tokio::task::spawn_blocking(move || curl_status(source, &url, header, &extra))
+    };
+    // curl writes the header, then the TLS handshake, in the same connection.
+    assert_eq!(run("127.0.0.2", true).await.unwrap(), "200");
+    let head = backend.requests().last().unwrap().head.clone();
+    assert!(
+        head.contains("\r\nx-forwarded-for: 127.0.0.2\r\n"),
+        "{head}"
+    );
+    assert!(head.contains("\r\nx-forwarded-proto: https\r\n"), "{head}");
+    // Without the header the handshake's first bytes are not a PROXY header: closed.
+    assert_eq!(run("127.0.0.2", false).await.unwrap(), "000");
+    assert_eq!(run("127.0.0.3", true).await.unwrap(), "000");
+    assert_eq!(backend.requests().len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_with_haproxy_protocol_is_served_from_an_allowed_source_only() {
     let backend = Recorder::start().await;
     let proxy = http_proxy(&backend, "proxy_protocol = { allow = [\"127.0.0.2/32\"] }");
-    let addr = proxy.addr;
+    let url = format!("http://{}/curl", proxy.addr);
     let run = |source: &'static str, header: bool| {
-        tokio::task::spawn_blocking(move || curl_status(source, addr, header))
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || curl_status(source, &url, header, &[]))
     };
     assert_eq!(run("127.0.0.2", true).await.unwrap(), "200");
     let head = backend.requests().last().unwrap().head.clone();
