@@ -14,5 +14,6 @@ pub mod limits;
 pub mod proxy_protocol;
 pub mod rand;
 pub mod reload;
+pub mod routing;
 pub mod warn_gate;
 pub mod websocket;
