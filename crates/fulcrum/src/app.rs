@@ -478,11 +478,15 @@ impl ListenerTargets {
             None => None,
         };
         let mut route_pools = HashMap::new();
-        if let ListenerProtocol::TlsPassthrough(routes) = &l.protocol {
-            for (j, route) in routes.iter().enumerate() {
-                let pool = pool_named(format!("listeners[{i}].routes[{j}].pool"), &route.pool)?;
-                route_pools.insert(route.pool.clone(), pool);
+        let route_pool_names: Vec<&str> = match &l.protocol {
+            ListenerProtocol::TlsPassthrough(routes) => {
+                routes.iter().map(|r| r.pool.as_str()).collect()
             }
+            _ => l.routes.routes.iter().map(|r| r.pool.as_str()).collect(),
+        };
+        for (j, name) in route_pool_names.into_iter().enumerate() {
+            let pool = pool_named(format!("listeners[{i}].routes[{j}].pool"), name)?;
+            route_pools.insert(name.to_string(), pool);
         }
         Ok(Self { pool, route_pools })
     }

@@ -26,6 +26,7 @@ use fulcrum_core::proxy_protocol::{self, Header, Parsed, Version};
 use crate::proxy::h1::framing::{ChunkScanner, Framing};
 use crate::proxy::h1::request::{self, RequestRules};
 use crate::proxy::h1::response::{self, ClientSide};
+use crate::proxy::routing::OnePool;
 
 fn settings() -> &'static PoolSettings {
     static SETTINGS: OnceLock<PoolSettings> = OnceLock::new();
@@ -42,10 +43,19 @@ fn settings() -> &'static PoolSettings {
     })
 }
 
+/// The fuzzing pool as a router, one per thread (leaked: it lives as long as the fuzzer).
+fn router() -> &'static OnePool {
+    thread_local! {
+        static ROUTER: &'static OnePool =
+            Box::leak(Box::new(OnePool(std::rc::Rc::new(settings().clone()))));
+    }
+    ROUTER.with(|router| *router)
+}
+
 fn rules(trusted_peer: bool) -> RequestRules<'static> {
     RequestRules {
         max_request_line_bytes: 8192,
-        settings: settings(),
+        router: router(),
         peer: [192, 0, 2, 1].into(),
         peer_text: b"192.0.2.1",
         tls: None,

@@ -17,6 +17,7 @@ pub mod pool;
 pub mod proxy;
 pub mod register;
 pub mod reload;
+pub mod route_cli;
 pub mod secrets;
 pub mod systemd;
 pub mod telemetry;

@@ -54,6 +54,9 @@ enum Command {
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Which route and pool a request would take through an HTTP listener, and what its
+    /// backend would be sent (no network).
+    Route(fulcrum::route_cli::RouteArgs),
     /// Balance traffic over three built-in demo backends of different speeds.
     Demo(demo::DemoArgs),
     /// Keep one backend registered in etcd or ZooKeeper while it is healthy (sidecar).
@@ -78,6 +81,19 @@ fn main() -> ExitCode {
             }
         },
         Command::Check { config } => check(&config),
+        Command::Route(args) => match load(&args.config) {
+            Ok(config) => match fulcrum::route_cli::explain(&config, &args) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            },
+            Err(code) => code,
+        },
         Command::Reload { config } => match fulcrum::reload::command::run(&config) {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::FAILURE,

@@ -514,3 +514,61 @@ fn the_demo_serves_its_admin_api_beyond_loopback_only_with_a_token() {
     assert!(child.wait().unwrap().success());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn route_says_which_route_and_pool_a_request_takes_and_what_is_sent() {
+    let everything = repo_root().join("examples/everything.toml");
+    let route = |args: &[&str]| {
+        let out = fulcrum()
+            .arg("route")
+            .arg("--config")
+            .arg(&everything)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let rows: &[(&[&str], &str)] = &[
+        (
+            &["--listener", "shop", "--request", "GET /v2/users?page=2", "--host", "api.example.com"],
+            "listener `shop`: routes[0] `api-v2` → pool `app`\nsent as: GET /users?page=2, host: api.internal\n",
+        ),
+        (
+            &["--listener", "shop", "--request", "GET /", "--host", "a.shop.example.com:8081", "--header", "X-Canary: 1"],
+            "listener `shop`: routes[1] `routes[1]` → pool `app`\nsent as: GET /, host: a.shop.example.com:8081\n",
+        ),
+        (
+            &["--listener", "shop", "--request", "GET /login?v=2&lang=de"],
+            "listener `shop`: routes[4] `routes[4]` → pool `app`\nsent as: GET /login?v=2&lang=de\n",
+        ),
+        (
+            &["--listener", "shop", "--request", "POST /login?v=2&lang=fr", "--host", "x.test"],
+            "listener `shop`: no route matches (6 checked) → the listener's pool `sessions`\nsent as: POST /login?v=2&lang=fr, host: x.test\n",
+        ),
+        (
+            &["--listener", "web", "--request", "GET /"],
+            "listener `web`: no route matches (0 checked) → the listener's pool `app`\nsent as: GET /\n",
+        ),
+    ];
+    for (args, want) in rows {
+        let (ok, stdout, stderr) = route(args);
+        assert!(ok, "{args:?}: {stderr}");
+        assert_eq!(stdout, *want, "{args:?}");
+    }
+    let (ok, _, stderr) = route(&["--request", "GET /"]);
+    assert!(!ok);
+    assert_eq!(
+        stderr,
+        "error: several HTTP listeners (web, shop); choose one with --listener\n"
+    );
+    let (ok, _, stderr) = route(&["--listener", "shop", "--request", "GET"]);
+    assert!(!ok);
+    assert_eq!(stderr, "error: `GET` is not METHOD TARGET, e.g. 'GET /'\n");
+    let (ok, _, stderr) = route(&["--listener", "nope", "--request", "GET /"]);
+    assert!(!ok);
+    assert_eq!(stderr, "error: no HTTP listener named `nope`\n");
+}

@@ -77,4 +77,6 @@ impl Config {
 }
 
 #[cfg(test)]
+mod route_tests;
+#[cfg(test)]
 mod tests;

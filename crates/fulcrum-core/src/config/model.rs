@@ -6,6 +6,8 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::routing::RouteTable;
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// The admin API listener; `None` when the file has no `[admin]` section.
@@ -119,6 +121,9 @@ pub struct Listener {
     pub max_connections: u64,
     /// Connections open at once from one client address; more are closed at once. 0: off.
     pub max_connections_per_ip: u32,
+    /// HTTP listeners: the pool each request goes to, by its content, in order; a request no
+    /// route takes goes to `pool`. Empty for other protocols.
+    pub routes: RouteTable,
 }
 
 /// Requests a client address may make (HTTP listeners), as a token bucket.

@@ -88,7 +88,7 @@ pub struct RawListener {
     pub headers_with_underscores: Option<String>,
     pub tls: Option<RawListenerTls>,
     pub http2: Option<RawHttp2>,
-    pub routes: Option<Vec<RawSniRoute>>,
+    pub routes: Option<Vec<RawRoute>>,
     pub metrics: Option<bool>,
     pub access_log: Option<RawAccessLog>,
     pub proxy_protocol: Option<RawProxyProtocolIn>,
@@ -139,9 +139,32 @@ pub struct RawHttp2 {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawSniRoute {
+pub struct RawRoute {
+    /// `tls_passthrough` routes match this; every other key is for HTTP routes.
     pub server_name: Option<String>,
     pub pool: Option<String>,
+    pub name: Option<String>,
+    pub host: Option<String>,
+    pub path: Option<String>,
+    pub path_prefix: Option<String>,
+    pub method: Option<String>,
+    pub methods: Option<Vec<String>>,
+    pub header: Option<RawFieldMatch>,
+    pub headers: Option<Vec<RawFieldMatch>>,
+    pub query_param: Option<RawFieldMatch>,
+    pub query_params: Option<Vec<RawFieldMatch>>,
+    pub rewrite_prefix: Option<String>,
+    pub rewrite_host: Option<String>,
+}
+
+/// A header or query parameter an HTTP route asks for: present (neither `value` nor
+/// `regex`), equal to `value`, or wholly matching `regex`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFieldMatch {
+    pub name: Option<String>,
+    pub value: Option<String>,
+    pub regex: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

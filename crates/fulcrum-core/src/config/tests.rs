@@ -312,7 +312,7 @@ fn all_errors(text: &str) -> Vec<String> {
 }
 
 /// Each case's file gives exactly its errors (as `check` prints them), in any order.
-fn assert_error_table(cases: &[(&str, String, &[&str])]) {
+pub(super) fn assert_error_table(cases: &[(&str, String, &[&str])]) {
     for (what, text, want) in cases {
         let mut got = all_errors(text);
         let mut want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
@@ -619,9 +619,15 @@ fn passthrough_routes_are_checked_in_order_with_paths() {
             &["listeners[0].routes[0].pool: pool `web` hashes on a request detail; a tls_passthrough listener can only hash on \"client_ip\""],
         ),
         (
-            "routes on an http listener",
-            listener("pool = \"db\"\nroutes = []").replace("tls_passthrough", "http"),
-            &["listeners[0].routes: applies only to protocol = \"tls_passthrough\" (routes by server name)"],
+            "routes on a tcp listener; HTTP conditions on a passthrough route",
+            listener("pool = \"db\"\nroutes = []").replace("tls_passthrough", "tcp")
+                + listener("routes = [{ server_name = \"a.test\", path_prefix = \"/\", pool = \"db\" }]")
+                    .replace("[[listeners]]\nname = \"pass\"\nbind = \"127.0.0.1:8443\"", "[[listeners]]\nname = \"pass2\"\nbind = \"127.0.0.1:8444\"")
+                    .split("[pools.db]").next().unwrap_or_default(),
+            &[
+                "listeners[0].routes: applies to protocol = \"http\" (routes by request) and \"tls_passthrough\" (by server name), not \"tcp\"",
+                "listeners[1].routes[0].path_prefix: applies only to routes of protocol = \"http\" listeners; a tls_passthrough route matches `server_name`",
+            ],
         ),
     ];
     assert_error_table(cases);

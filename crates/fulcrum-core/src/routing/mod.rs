@@ -30,8 +30,45 @@ pub trait RequestView {
     fn header(&self, name: &str) -> Option<&[u8]>;
 }
 
+/// A request given field by field rather than parsed off a socket (`fulcrum route`, tests).
+#[derive(Debug, Clone, Default)]
+pub struct DescribedRequest<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    /// Without the `?`; empty when there is none.
+    pub query: &'a str,
+    pub host: Option<&'a str>,
+    /// Names in lower case.
+    pub headers: Vec<(String, &'a str)>,
+}
+
+impl RequestView for DescribedRequest<'_> {
+    fn method(&self) -> &[u8] {
+        self.method.as_bytes()
+    }
+
+    fn host(&self) -> Option<&[u8]> {
+        self.host.map(str::as_bytes)
+    }
+
+    fn path(&self) -> &[u8] {
+        self.path.as_bytes()
+    }
+
+    fn query(&self) -> &[u8] {
+        self.query.as_bytes()
+    }
+
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_bytes())
+    }
+}
+
 /// One entry of the table.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
     /// Its name, for logs, metrics and `fulcrum route` (unique in its table).
     pub name: String,
@@ -47,7 +84,7 @@ pub struct Route {
 
 /// What a request must have for a route to take it: every condition given (an empty one
 /// matches anything).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RouteMatch {
     pub host: Option<ServerNamePattern>,
     pub path: Option<PathMatch>,
@@ -68,13 +105,13 @@ pub enum PathMatch {
 }
 
 /// A header or query parameter a route asks for.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldMatch {
     pub name: String,
     pub value: ValueMatch,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ValueMatch {
     /// Present, with any value (an empty one too).
     Present,
@@ -90,6 +127,15 @@ pub struct Regex {
     pub pattern: String,
     compiled: regex::bytes::Regex,
 }
+
+/// Two regexes are the same when they were written the same (a reload compares configs).
+impl PartialEq for Regex {
+    fn eq(&self, other: &Self) -> bool {
+        self.pattern == other.pattern
+    }
+}
+
+impl Eq for Regex {}
 
 impl Regex {
     /// `pattern` compiled to match whole values only; the reason when it does not compile.
@@ -165,7 +211,7 @@ impl RouteMatch {
 }
 
 /// A route table, in order.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RouteTable {
     pub routes: Vec<Route>,
 }

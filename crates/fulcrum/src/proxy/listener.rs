@@ -26,6 +26,7 @@ use super::h2;
 use super::h2::upstream::H2Upstreams;
 use super::l4::{self, TcpContext};
 use super::passthrough::{self, PassthroughContext};
+use super::routing::HttpService;
 use super::upstream::UpstreamPool;
 use super::worker::ConnTracker;
 use super::Addrs;
@@ -76,7 +77,7 @@ pub struct WorkerShared {
 
 #[derive(Debug, Clone)]
 pub enum Service {
-    Http(Rc<HttpContext>),
+    Http(Rc<HttpService>),
     Tcp(Rc<TcpContext>),
     Passthrough(Rc<PassthroughContext>),
 }
@@ -103,24 +104,49 @@ pub fn service_for(
         })
     };
     match (&l.config.protocol, &l.pool) {
-        (ListenerProtocol::Http(limits), Some(pool)) => Some(Service::Http(Rc::new(HttpContext {
-            listener: l.config.name.clone(),
-            pool: Arc::clone(pool),
-            upstreams: Rc::clone(&shared.upstreams),
-            buffers: Rc::clone(&shared.buffers),
-            idle: Rc::clone(idle),
-            limits: limits.clone(),
-            idle_timeout: l.config.idle_timeout,
-            backend_tls: l.backend_tls.get(&pool.name).cloned(),
-            stats: Arc::clone(&l.stats),
-            h2_upstreams: Rc::clone(&shared.h2_upstreams),
-            access_log: l.access_log.clone(),
-            metrics: if l.config.metrics {
-                l.stats.series.http(&pool.name, shared.worker)
-            } else {
-                Arc::new(HttpShard::off())
-            },
-        }))),
+        (ListenerProtocol::Http(limits), Some(pool)) => {
+            let http = |pool: &Arc<Pool>| {
+                Rc::new(HttpContext {
+                    listener: l.config.name.clone(),
+                    pool: Arc::clone(pool),
+                    upstreams: Rc::clone(&shared.upstreams),
+                    buffers: Rc::clone(&shared.buffers),
+                    idle: Rc::clone(idle),
+                    limits: limits.clone(),
+                    idle_timeout: l.config.idle_timeout,
+                    backend_tls: l.backend_tls.get(&pool.name).cloned(),
+                    stats: Arc::clone(&l.stats),
+                    h2_upstreams: Rc::clone(&shared.h2_upstreams),
+                    access_log: l.access_log.clone(),
+                    metrics: if l.config.metrics {
+                        l.stats.series.http(&pool.name, shared.worker)
+                    } else {
+                        Arc::new(HttpShard::off())
+                    },
+                })
+            };
+            let default = http(pool);
+            // One context per pool: routes to the same pool share its counters.
+            let mut by_pool: HashMap<&str, Rc<HttpContext>> = HashMap::new();
+            by_pool.insert(&pool.name, Rc::clone(&default));
+            let mut targets = Vec::with_capacity(l.config.routes.routes.len());
+            for route in &l.config.routes.routes {
+                let context = match by_pool.get(route.pool.as_str()) {
+                    Some(context) => Rc::clone(context),
+                    None => {
+                        let context = http(l.route_pools.get(&route.pool)?);
+                        by_pool.insert(&route.pool, Rc::clone(&context));
+                        context
+                    }
+                };
+                targets.push(context);
+            }
+            Some(Service::Http(Rc::new(HttpService {
+                default,
+                table: l.config.routes.clone(),
+                targets,
+            })))
+        }
         (ListenerProtocol::Tcp, Some(pool)) => Some(Service::Tcp(tcp(pool))),
         (ListenerProtocol::TlsPassthrough(routes), default) => {
             Some(Service::Passthrough(Rc::new(PassthroughContext {

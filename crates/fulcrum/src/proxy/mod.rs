@@ -16,6 +16,7 @@ pub mod passthrough;
 pub mod pipeline;
 pub mod prefixed;
 pub mod proxy_header;
+pub mod routing;
 pub mod tunnel;
 pub mod upstream;
 pub mod upstream_io;

@@ -10,6 +10,7 @@ use super::super::model::*;
 use super::super::raw::*;
 
 use super::Validator;
+use crate::routing::RouteTable;
 
 impl Validator {
     pub(super) fn listeners(
@@ -47,7 +48,14 @@ impl Validator {
                     }
                 }
             }
-            let protocol = self.protocol(&path, &mut l, pools);
+            let raw_routes = l.routes.take();
+            let protocol = self.protocol(&path, &mut l, raw_routes.as_deref(), pools);
+            let routes = match &protocol {
+                ListenerProtocol::Http(_) => {
+                    self.http_routes(&path, raw_routes.as_deref().unwrap_or_default(), pools)
+                }
+                _ => RouteTable::default(),
+            };
             // A passthrough listener may go without a default pool (unknown names are closed).
             let pool = match (&protocol, l.pool.as_deref()) {
                 (ListenerProtocol::TlsPassthrough(_), None) => None,
@@ -141,6 +149,7 @@ impl Validator {
                     proxy_protocol,
                     max_connections,
                     max_connections_per_ip,
+                    routes,
                 });
             }
         }
@@ -196,7 +205,7 @@ impl Validator {
         })
     }
 
-    fn known_pool(&mut self, path: &str, pool: &str, pools: &BTreeMap<String, Pool>) {
+    pub(super) fn known_pool(&mut self, path: &str, pool: &str, pools: &BTreeMap<String, Pool>) {
         if !pools.contains_key(pool) {
             let known: Vec<&str> = pools.keys().map(String::as_str).collect();
             let known = if known.is_empty() {
@@ -365,6 +374,7 @@ impl Validator {
         &mut self,
         path: &str,
         l: &mut RawListener,
+        routes: Option<&[RawRoute]>,
         pools: &BTreeMap<String, Pool>,
     ) -> ListenerProtocol {
         let http_only = [
@@ -380,7 +390,6 @@ impl Validator {
             ("rate_limit", l.rate_limit.is_some()),
             ("min_upload_rate", l.min_upload_rate.is_some()),
         ];
-        let routes = l.routes.take();
         let protocol = match l.protocol.as_deref() {
             Some("http") => ListenerProtocol::Http(HttpLimits {
                 header_timeout: self.duration(
@@ -423,7 +432,7 @@ impl Validator {
             Some("tcp") => ListenerProtocol::Tcp,
             Some("tls_passthrough") => ListenerProtocol::TlsPassthrough(self.sni_routes(
                 path,
-                routes.as_deref().unwrap_or_default(),
+                routes.unwrap_or_default(),
                 l.pool.is_some(),
                 pools,
             )),
@@ -452,75 +461,12 @@ impl Validator {
                 }
             }
         }
-        if routes.is_some() && !matches!(protocol, ListenerProtocol::TlsPassthrough(_)) {
+        if routes.is_some() && matches!(protocol, ListenerProtocol::Tcp) {
             self.error(
                 format!("{path}.routes"),
-                "applies only to protocol = \"tls_passthrough\" (routes by server name)",
+                "applies to protocol = \"http\" (routes by request) and \"tls_passthrough\" (by server name), not \"tcp\"",
             );
         }
         protocol
-    }
-
-    /// A passthrough route table: every entry reachable, every pool known.
-    fn sni_routes(
-        &mut self,
-        path: &str,
-        raw: &[RawSniRoute],
-        has_default: bool,
-        pools: &BTreeMap<String, Pool>,
-    ) -> Vec<SniRoute> {
-        if raw.is_empty() && !has_default {
-            self.error(
-                format!("{path}.routes"),
-                "a tls_passthrough listener needs routes, e.g. [{ server_name = \"db.example.com\", pool = \"db\" }], or a default `pool`",
-            );
-        }
-        let mut routes: Vec<SniRoute> = Vec::with_capacity(raw.len());
-        let mut written: Vec<(usize, ServerNamePattern)> = Vec::with_capacity(raw.len());
-        for (j, r) in raw.iter().enumerate() {
-            let route_path = format!("{path}.routes[{j}]");
-            let pattern = match r.server_name.as_deref() {
-                None => {
-                    self.error(
-                        format!("{route_path}.server_name"),
-                        "is required: a name such as \"db.example.com\" or \"*.apps.example.com\"",
-                    );
-                    None
-                }
-                Some(text) => ServerNamePattern::parse(text).or_else(|| {
-                    self.error(
-                        format!("{route_path}.server_name"),
-                        format!(
-                            "`{text}` is not a server name (DNS labels, optionally after `*.`)"
-                        ),
-                    );
-                    None
-                }),
-            };
-            let pool = self
-                .required(&format!("{route_path}.pool"), r.pool.as_deref())
-                .map(str::to_owned);
-            if let Some(pool) = &pool {
-                self.known_pool(&format!("{route_path}.pool"), pool, pools);
-            }
-            let (Some(server_name), Some(pool)) = (pattern, pool) else {
-                continue;
-            };
-            // Named by their index in the file, which the reader sees.
-            if let Some((k, earlier)) = written
-                .iter()
-                .find(|(_, earlier)| earlier.covers(&server_name))
-            {
-                self.error(
-                    format!("{route_path}.server_name"),
-                    format!(
-                        "`{server_name}` is never reached: routes[{k}] (`{earlier}`) matches every name it does"
-                    ),
-                );
-            }
-            written.push((j, server_name.clone()));
-            routes.push(SniRoute { server_name, pool });
-        }
-        routes
     }
 }

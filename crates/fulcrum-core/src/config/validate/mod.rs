@@ -18,6 +18,7 @@ mod discovery;
 mod ha;
 mod listeners;
 mod pool;
+mod routes;
 mod tls;
 
 pub fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {

@@ -29,17 +29,20 @@ use crate::proxy::counters::ListenerStats;
 use crate::proxy::error::ProxyError;
 use crate::proxy::h2::PREFACE;
 use crate::proxy::prefixed::Prefixed;
+use crate::proxy::routing::HttpService;
 use crate::proxy::Addrs;
 use crate::tls::TlsFacts;
 
 /// Serves `stream` until the client closes, a timer ends it, an error makes it unusable, or
 /// fulcrum shuts down (a request in progress is finished first).
 pub async fn serve<S: ClientIo>(
-    ctx: Rc<HttpContext>,
+    service: Rc<HttpService>,
     mut stream: S,
     addrs: Addrs,
     tls: Option<TlsFacts>,
 ) {
+    // The listener's own context, for all that comes before a request is routed.
+    let ctx: &HttpContext = &service.default;
     let peer = addrs.peer;
     let peer_text = exchange::peer_text(peer);
     let trusted_peer = ctx.limits.trusted_proxies.contains(peer.ip());
@@ -70,7 +73,7 @@ pub async fn serve<S: ClientIo>(
                     // Nothing at all within the header timeout of accept.
                     ctx.refused(peer, "HTTP/1.1", ProxyError::HeaderTimeout);
                     let answer = exchange::send_error(
-                        &ctx,
+                        ctx,
                         &mut stream,
                         ProxyError::HeaderTimeout,
                         false,
@@ -94,7 +97,13 @@ pub async fn serve<S: ClientIo>(
             // carry the HTTP/2 connection's state.
             let replay = Prefixed::new(input.filled().to_vec(), stream);
             drop(input);
-            Box::pin(crate::proxy::h2::server::serve(ctx, replay, addrs, tls)).await;
+            Box::pin(crate::proxy::h2::server::serve(
+                Rc::clone(&service),
+                replay,
+                addrs,
+                tls,
+            ))
+            .await;
             return;
         }
         if first {
@@ -105,7 +114,7 @@ pub async fn serve<S: ClientIo>(
         // Boxed: a request's state is large and lives only as long as the request, while this
         // task lives as long as the (mostly idle) connection.
         let request = serve_request(
-            &ctx,
+            &service,
             &mut stream,
             &mut input,
             Peer {
@@ -167,17 +176,17 @@ struct Peer<'a> {
 /// One request, from its head to the end of its response; returns what to do with the
 /// connection next.
 async fn serve_request<S: ClientIo>(
-    ctx: &HttpContext,
+    service: &HttpService,
     stream: &mut S,
     input: &mut ReadBuf,
     peer: Peer<'_>,
     tls: Option<&TlsFacts>,
     head_deadline: Option<Instant>,
 ) -> Next {
-    let settings = ctx.pool.settings();
+    let ctx: &HttpContext = &service.default;
     let rules = RequestRules {
         max_request_line_bytes: ctx.limits.max_request_line_bytes,
-        settings: &settings,
+        router: service,
         peer: peer.addrs.peer.ip(),
         peer_text: peer.text,
         tls,
@@ -209,7 +218,8 @@ async fn serve_request<S: ClientIo>(
                 local,
                 consumed_before,
             };
-            exchange::proxy(ctx, &mut client).await
+            // Routed: the chosen pool's context from here on.
+            exchange::proxy(service.context(request.route), &mut client).await
         }
         Ok(None) => Next::Close,
         Err(error) => {

@@ -5,6 +5,7 @@
 use std::net::IpAddr;
 
 use fulcrum_core::config::{Pool as PoolSettings, UnderscoreHeaders, UpstreamProtocol};
+use fulcrum_core::routing::Route;
 
 use super::framing::Framing;
 use super::websocket::{self, Asks};
@@ -13,13 +14,15 @@ use crate::proxy::error::ProxyError;
 use crate::proxy::hash_key;
 use crate::proxy::headers::{self, Class, Scan, MAX_HEADERS};
 use crate::proxy::marks::Marks;
+use crate::proxy::routing::{HeadView, Router};
 use crate::tls::TlsFacts;
 
 /// The limits and facts a request head is checked and rewritten with.
 #[derive(Debug)]
 pub struct RequestRules<'a> {
     pub max_request_line_bytes: usize,
-    pub settings: &'a PoolSettings,
+    /// Chooses the pool, whose settings then apply (hash key, WebSockets, its protocol).
+    pub router: &'a dyn Router,
     pub peer: IpAddr,
     /// The peer's address as text, formatted once per connection.
     pub peer_text: &'a [u8],
@@ -46,6 +49,8 @@ pub struct RequestHead {
     /// A bodiless GET, HEAD or OPTIONS: safe to send again to another backend.
     pub replayable: bool,
     pub key: Option<u64>,
+    /// The route that chose the pool (`None`: the listener's own pool).
+    pub route: Option<usize>,
     /// The value of a Set-Cookie header pinning a new client to its backend.
     pub set_cookie: Option<String>,
     /// The client sent `TE: trailers`.
@@ -116,8 +121,18 @@ pub fn parse(
     }
     let host = target.authority.map(str::as_bytes).or(scan.host);
     let framing = framing(headers, &scan, http10)?;
-    let upgrade = websocket::check(method, http10, framing, &scan, headers)? == Asks::WebSocket
-        && rules.settings.protocol == UpstreamProtocol::Http1;
+    let asks = websocket::check(method, http10, framing, &scan, headers)?;
+    // The route phase: from here on, the chosen pool's settings.
+    let (path, query) = target.path_and_query();
+    let routed = rules.router.route(&HeadView {
+        method,
+        host,
+        path,
+        query: query.unwrap_or_default(),
+        headers,
+    });
+    let settings: &PoolSettings = &routed.settings;
+    let upgrade = asks == Asks::WebSocket && settings.protocol == UpstreamProtocol::Http1;
     // Never 0 (the mark of no WebSocket): one in 2^64 draws would be, and is redrawn.
     let connection_id = if upgrade {
         std::iter::repeat_with(random_u64)
@@ -135,20 +150,23 @@ pub fn parse(
     let is_head = method == "HEAD";
     let replayable =
         framing == Framing::Empty && (method == "GET" || is_head || method == "OPTIONS");
-    let (key, set_cookie) = hash_key(rules, headers, target.origin);
+    let (key, set_cookie) = hash_key(rules, settings, headers, target.origin);
 
     write_upstream_head(
         upstream_head,
         method,
         &target,
-        headers,
-        &scan,
-        host,
-        framing,
-        upgrade.then_some((
-            rules.settings.websocket.connection_id_header.as_str(),
-            connection_id,
-        )),
+        Upstream {
+            headers,
+            scan: &scan,
+            host,
+            framing,
+            upgrade: upgrade.then_some((
+                settings.websocket.connection_id_header.as_str(),
+                connection_id,
+            )),
+            route: routed.route,
+        },
         rules,
     );
     Ok(Some(RequestHead {
@@ -160,6 +178,7 @@ pub fn parse(
         host_missing: host.is_none(),
         replayable,
         key,
+        route: routed.index,
         set_cookie,
         te_trailers: scan.te_trailers,
         upgrade,
@@ -177,6 +196,15 @@ struct Target<'a> {
 }
 
 impl<'a> Target<'a> {
+    /// The path routes see (`/` when an absolute-form target has none) and the query.
+    fn path_and_query(&self) -> (&'a str, Option<&'a str>) {
+        let (path, query) = match self.origin.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (self.origin, None),
+        };
+        (if path.is_empty() { "/" } else { path }, query)
+    }
+
     fn parse(method: &str, target: &'a str) -> Result<Self, ProxyError> {
         // A fragment is the client's own business (RFC 9110 §4.2.4); sent on, backends that
         // strip it and ones that route on it would see different paths.
@@ -251,10 +279,10 @@ fn framing(
 /// land on the same backend.
 fn hash_key(
     rules: &RequestRules<'_>,
+    settings: &PoolSettings,
     headers: &[httparse::Header<'_>],
     origin: &str,
 ) -> (Option<u64>, Option<String>) {
-    let settings = rules.settings;
     let Some(key) = &settings.hash_key else {
         return (None, None);
     };
@@ -273,27 +301,52 @@ fn hash_key(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What the head sent upstream is written from, besides the request line's parts.
+struct Upstream<'h> {
+    headers: &'h [httparse::Header<'h>],
+    scan: &'h Scan<'h>,
+    /// The host the client named (Host, or the absolute-form authority).
+    host: Option<&'h [u8]>,
+    framing: Framing,
+    /// The pool's WebSocket id header and the id, for a handshake forwarded as one.
+    upgrade: Option<(&'h str, u64)>,
+    /// The route that took the request, with its rewrites.
+    route: Option<&'h Route>,
+}
+
 fn write_upstream_head(
     out: &mut Vec<u8>,
     method: &str,
     target: &Target<'_>,
-    headers: &[httparse::Header<'_>],
-    scan: &Scan<'_>,
-    host: Option<&[u8]>,
-    framing: Framing,
-    upgrade: Option<(&str, u64)>,
+    upstream: Upstream<'_>,
     rules: &RequestRules<'_>,
 ) {
+    let Upstream {
+        headers,
+        scan,
+        host,
+        framing,
+        upgrade,
+        route,
+    } = upstream;
     let (peer, tls, trusted) = (rules.peer_text, rules.tls, rules.trusted_peer);
     out.extend_from_slice(method.as_bytes());
     out.push(b' ');
-    // "http://host" and "http://host?q" have an empty path: origin form starts with "/".
-    if !target.origin.starts_with('/') && target.origin != "*" {
-        out.push(b'/');
+    match route.filter(|r| r.rewrite_prefix.is_some() && target.origin != "*") {
+        Some(route) => {
+            let (path, query) = target.path_and_query();
+            route.write_target(path.as_bytes(), query.map(str::as_bytes), out);
+        }
+        None => {
+            // "http://host" and "http://host?q" have an empty path: origin form starts "/".
+            if !target.origin.starts_with('/') && target.origin != "*" {
+                out.push(b'/');
+            }
+            out.extend_from_slice(target.origin.as_bytes());
+        }
     }
-    out.extend_from_slice(target.origin.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
+    let rewrite_host = route.and_then(|r| r.rewrite_host.as_deref());
     let connection = &scan.connection;
     let drop_underscores = scan.underscores && rules.underscores == UnderscoreHeaders::Drop;
     // Forwarding headers of each kind a trusted peer sent (and `Connection` left alone).
@@ -312,7 +365,7 @@ fn write_upstream_head(
             // forwarded without its length is a second request hidden in the first. Copies
             // (all equal, or the head was refused) go upstream once.
             Class::ContentLength => !std::mem::replace(&mut length_sent, true),
-            Class::Host => target.authority.is_none(),
+            Class::Host => target.authority.is_none() && rewrite_host.is_none(),
             // The chain is written below, after the trusted peer's entries.
             Class::XForwardedFor => {
                 forwarded_for |= trusted_kept();
@@ -330,8 +383,11 @@ fn write_upstream_head(
             headers::put(out, h.name.as_bytes(), h.value);
         }
     }
-    if let Some(authority) = target.authority {
-        headers::put(out, b"host", authority.as_bytes());
+    // The client's host stays in X-Forwarded-Host and Forwarded below.
+    match (rewrite_host, target.authority) {
+        (Some(rewritten), _) => headers::put(out, b"host", rewritten.as_bytes()),
+        (None, Some(authority)) => headers::put(out, b"host", authority.as_bytes()),
+        (None, None) => {}
     }
     out.extend_from_slice(b"x-forwarded-for: ");
     if forwarded_for {
@@ -453,22 +509,23 @@ fn valid_target(target: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proxy::routing::OnePool;
     use fulcrum_core::config::Config;
 
-    fn settings() -> PoolSettings {
+    fn settings() -> OnePool {
         let config = Config::from_toml(
             "[[listeners]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nprotocol = \"http\"\n\
              pool = \"app\"\n[pools.app]\nbackends = [{ addr = \"127.0.0.1:1\" }]\n",
         )
         .unwrap_or_else(|e| panic!("{e}"));
-        config.pools["app"].clone()
+        OnePool(std::rc::Rc::new(config.pools["app"].clone()))
     }
 
     /// The rules of a client at 127.0.0.1.
-    fn local_rules(settings: &PoolSettings, max_request_line_bytes: usize) -> RequestRules<'_> {
+    fn local_rules(router: &OnePool, max_request_line_bytes: usize) -> RequestRules<'_> {
         RequestRules {
             max_request_line_bytes,
-            settings,
+            router,
             peer: [127, 0, 0, 1].into(),
             peer_text: b"127.0.0.1",
             tls: None,

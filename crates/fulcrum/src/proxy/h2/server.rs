@@ -23,6 +23,7 @@ use super::stream::{self, ConnFacts};
 use crate::proxy::counters::ListenerStats;
 use crate::proxy::h1::exchange::{self, HttpContext};
 use crate::proxy::h1::idle::IdleRegistry;
+use crate::proxy::routing::HttpService;
 use crate::proxy::Addrs;
 use crate::tls::TlsFacts;
 
@@ -40,10 +41,12 @@ const MAX_SEND_BUFFER: usize = 256 * 1024;
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// Serves one HTTP/2 connection until it ends.
-pub async fn serve<S>(ctx: Rc<HttpContext>, io: S, addrs: Addrs, tls: Option<TlsFacts>)
+pub async fn serve<S>(service: Rc<HttpService>, io: S, addrs: Addrs, tls: Option<TlsFacts>)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    // The listener's own context: the connection's limits and timers.
+    let ctx: &HttpContext = &service.default;
     let peer = addrs.peer;
     let limits = &ctx.limits.http2;
     let mut builder = h2::server::Builder::new();
@@ -93,9 +96,9 @@ where
             accepted = connection.accept() => match accepted {
                 Some(Ok((request, respond))) => {
                     let open = activity.open();
-                    let (ctx, facts) = (Rc::clone(&ctx), Rc::clone(&facts));
+                    let (service, facts) = (Rc::clone(&service), Rc::clone(&facts));
                     tokio::task::spawn_local(async move {
-                        stream::serve(ctx, facts, request, respond).await;
+                        stream::serve(service, facts, request, respond).await;
                         drop(open);
                     });
                 }

@@ -29,6 +29,7 @@ use crate::proxy::h1::relay::RelayError;
 use crate::proxy::h1::request::{self as h1_request, RequestHead, RequestRules};
 use crate::proxy::h1::response::{self, BadResponse, ClientSide, HeadOut, ResponseHead};
 use crate::proxy::marks::Marks;
+use crate::proxy::routing::HttpService;
 use crate::tls::TlsFacts;
 
 /// What every stream of one connection shares.
@@ -45,7 +46,7 @@ pub struct ConnFacts {
 
 /// Serves one stream: checks and translates its head, then forwards it.
 pub async fn serve(
-    ctx: Rc<HttpContext>,
+    service: Rc<HttpService>,
     conn: Rc<ConnFacts>,
     request: http::Request<RecvStream>,
     respond: SendResponse<Bytes>,
@@ -58,12 +59,13 @@ pub async fn serve(
         informational: None,
         written: 0,
     };
+    // The listener's own context until the request is routed.
+    let ctx: &HttpContext = &service.default;
     let mut upstream_head = ctx.buffers.take_write();
     let head = {
-        let settings = ctx.pool.settings();
         let rules = RequestRules {
             max_request_line_bytes: ctx.limits.max_request_line_bytes,
-            settings: &settings,
+            router: &*service,
             peer: conn.peer.ip(),
             peer_text: &conn.peer_text,
             tls: conn.tls.as_ref(),
@@ -104,7 +106,7 @@ pub async fn serve(
                 peer: conn.peer,
                 local: conn.local,
             };
-            exchange::proxy(&ctx, &mut client).await;
+            exchange::proxy(service.context(client.request.route), &mut client).await;
             ctx.buffers.give_write(client.upstream_head);
         }
         Err(error) => {
