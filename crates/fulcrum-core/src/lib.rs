@@ -14,6 +14,7 @@ pub mod limits;
 pub mod proxy_protocol;
 pub mod rand;
 pub mod reload;
+pub mod retry;
 pub mod routing;
 pub mod warn_gate;
 pub mod websocket;
