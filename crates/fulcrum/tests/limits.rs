@@ -286,3 +286,30 @@ async fn an_upload_slower_than_min_upload_rate_is_cut_with_408() {
     let answer = read_to_close(&mut fast).await;
     assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_client_over_its_rate_gets_429_with_retry_after_too() {
+    let backend = Recorder::start().await;
+    let proxy = start_proxy(
+        "http",
+        "round_robin",
+        &[(backend.addr, 1)],
+        "rate_limit = { requests_per_second = 1, burst = 1 }",
+        "",
+    );
+    let curl = installed(&["/usr/bin/curl"], "curl");
+    let url = format!("http://{}/h2", proxy.addr);
+    let get = || {
+        let out = std::process::Command::new(curl)
+            .args(["-s", "-i", "--http2-prior-knowledge", &url])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_ascii_lowercase()
+    };
+    let first = get();
+    assert!(first.starts_with("http/2 200"), "{first}");
+    // The bucket held one token: the next request is over the rate.
+    let refused = get();
+    assert!(refused.starts_with("http/2 429"), "{refused}");
+    assert!(refused.contains("\r\nretry-after: 1\r\n"), "{refused}");
+}

@@ -432,6 +432,15 @@ pub struct Pool {
     /// `None`: none. (Such HTTP/1 connections serve one request each: a header names one
     /// client, so a connection is never shared.)
     pub proxy_protocol: Option<crate::proxy_protocol::Version>,
+    pub circuit_breakers: CircuitBreakers,
+}
+
+/// How much a pool takes at once, across workers (HTTP listeners); beyond a limit a request
+/// is answered `503` at once, naming the limit. `None`: no limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CircuitBreakers {
+    /// Requests in flight to the pool's backends (a WebSocket counts while it is open).
+    pub max_requests: Option<u64>,
 }
 
 /// WebSocket connections through the pool's HTTP listeners.

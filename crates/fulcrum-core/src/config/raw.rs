@@ -157,6 +157,13 @@ pub struct RawRoute {
     pub rewrite_host: Option<String>,
 }
 
+/// A pool's limits on what it takes at once.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCircuitBreakers {
+    pub max_requests: Option<i64>,
+}
+
 /// A header or query parameter an HTTP route asks for: present (neither `value` nor
 /// `regex`), equal to `value`, or wholly matching `regex`.
 #[derive(Debug, Default, Deserialize)]
@@ -215,6 +222,7 @@ pub struct RawPool {
     pub protocol: Option<String>,
     pub websocket: Option<RawWebSocket>,
     pub proxy_protocol: Option<String>,
+    pub circuit_breakers: Option<RawCircuitBreakers>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -336,7 +336,7 @@ fn unknown_keys_and_wrong_types_are_all_reported_with_paths_and_plain_words() {
                  max_idle_per_backend, slow_start, slow_start_min_percent, drain_timeout, \
                  health, outlier, hash_key, hash_fallback, sticky_cookie, hash_balance_factor, \
                  ring_points, maglev_table_size, ewma_decay, ewma_default_rtt, discovery, tls, \
-                 protocol, websocket, proxy_protocol",
+                 protocol, websocket, proxy_protocol, circuit_breakers",
             ],
         ),
         (
@@ -869,4 +869,28 @@ fn connection_and_rate_limits_parse_with_defaults_and_bad_ones_are_named() {
             ],
         ),
     ]);
+}
+
+#[test]
+fn circuit_breakers_are_optional_limits_in_range() {
+    let app = "[pools.app]\nbackends = [{ addr = \"127.0.0.1:9001\" }]\n";
+    let config =
+        Config::from_toml(&format!("{ONE_LISTENER}{app}")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        config.pools["app"].circuit_breakers,
+        CircuitBreakers::default()
+    );
+    let config = Config::from_toml(&format!(
+        "{ONE_LISTENER}{app}circuit_breakers = {{ max_requests = 250 }}\n"
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.pools["app"].circuit_breakers.max_requests, Some(250));
+    assert_error_table(&[(
+        "a limit out of range and an unknown one",
+        format!("{ONE_LISTENER}{app}circuit_breakers = {{ max_requests = 0, max_retries = 3 }}\n"),
+        &[
+            "pools.app.circuit_breakers.max_requests: `0` is out of range: must be between 1 and 10000000",
+            "pools.app.circuit_breakers.max_retries: unknown key; this table takes: max_requests",
+        ],
+    )]);
 }

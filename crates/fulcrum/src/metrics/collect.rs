@@ -431,6 +431,22 @@ fn pools(f: &mut Families, sources: &Sources) {
             p(),
             if status.panic { 1.0 } else { 0.0 },
         );
+        f.counter(
+            "fulcrum_pool_circuit_breaker_refusals",
+            "Requests answered 503 at once because the pool was at a circuit breaker's limit.",
+            {
+                let mut with_breaker = p();
+                with_breaker.push(("breaker", "max_requests".to_string()));
+                with_breaker
+            },
+            pool.breakers.refused_requests.load(Ordering::Relaxed),
+        );
+        f.gauge(
+            "fulcrum_pool_requests_in_flight",
+            "Requests in flight to the pool now, as max_requests counts them (0 without it).",
+            p(),
+            pool.breakers.requests() as f64,
+        );
         let h = &counters.health;
         f.counter(
             "fulcrum_pool_panics",

@@ -5,6 +5,7 @@
 //! Counters live in [`BackendStats`], shared across snapshot generations, so rebuilding a
 //! snapshot never loses a connection count.
 
+mod breakers;
 mod control;
 mod snapshot;
 mod stats;
@@ -13,6 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+pub use breakers::{Breakers, RequestSlot};
 pub use control::{
     AdminError, BackendStatus, DiscoveryStatus, DrainCounters, Pool, PoolCounters, PoolStatus,
 };

@@ -25,12 +25,28 @@ pub enum ProxyError {
     ClientBodyTimeout,
     /// The pool has no backend that can be picked: 503.
     NoBackend,
+    /// The pool is at one of its circuit breakers' limits: 503 at once, naming it.
+    Overloaded(Breaker),
     /// Every connect attempt failed: 502.
     ConnectFailed,
     /// The backend broke the exchange after the request was sent: 502.
     UpstreamFailed,
     /// No response headers within the response timeout: 504.
     UpstreamTimeout,
+}
+
+/// A pool's circuit breaker, by the config key that sets it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Breaker {
+    MaxRequests,
+}
+
+impl Breaker {
+    pub fn key(self) -> &'static str {
+        match self {
+            Breaker::MaxRequests => "max_requests",
+        }
+    }
 }
 
 /// Whose fault a failed request was: the metric label of fulcrum's own error answers.
@@ -78,7 +94,7 @@ impl ProxyError {
             ProxyError::RequestLineTooLong => 414,
             ProxyError::HeadTooLarge => 431,
             ProxyError::HeaderTimeout | ProxyError::ClientBodyTimeout => 408,
-            ProxyError::NoBackend => 503,
+            ProxyError::NoBackend | ProxyError::Overloaded(_) => 503,
             ProxyError::ConnectFailed | ProxyError::UpstreamFailed => 502,
             ProxyError::UpstreamTimeout => 504,
         }
@@ -95,7 +111,7 @@ impl ProxyError {
             | ProxyError::HeadTooLarge
             | ProxyError::HeaderTimeout
             | ProxyError::ClientBodyTimeout => ErrorSide::Client,
-            ProxyError::NoBackend => ErrorSide::NoneAvailable,
+            ProxyError::NoBackend | ProxyError::Overloaded(_) => ErrorSide::NoneAvailable,
             ProxyError::ConnectFailed
             | ProxyError::UpstreamFailed
             | ProxyError::UpstreamTimeout => ErrorSide::Upstream,
@@ -131,6 +147,9 @@ impl ProxyError {
             ProxyError::HeaderTimeout => "the request head did not arrive in time\n",
             ProxyError::ClientBodyTimeout => "the request body did not arrive in time\n",
             ProxyError::NoBackend => "no backend available\n",
+            ProxyError::Overloaded(Breaker::MaxRequests) => {
+                "the pool is at its limit of requests in flight\n"
+            }
             ProxyError::ConnectFailed => "could not connect to a backend\n",
             ProxyError::UpstreamFailed => "the backend failed to answer\n",
             ProxyError::UpstreamTimeout => "the backend did not answer in time\n",
@@ -152,6 +171,23 @@ impl ProxyError {
         )
     }
 
+    /// The headers an answer for this error carries besides its framing, for HTTP/1.1 and
+    /// HTTP/2 alike.
+    pub fn extra_headers(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            // RFC 6455 §4.2.2 and RFC 9110 §15.5.22: say what would be accepted.
+            ProxyError::WebSocketVersion => {
+                &[("sec-websocket-version", "13"), ("upgrade", "websocket")]
+            }
+            // RFC 6585 §4: when to try again; a bucket refills a token within a second.
+            ProxyError::RateLimited => &[("retry-after", "1")],
+            ProxyError::Overloaded(Breaker::MaxRequests) => {
+                &[("x-fulcrum-circuit-breaker", "max_requests")]
+            }
+            _ => &[],
+        }
+    }
+
     /// Appends the complete response; with `close` (or for a client error) it says
     /// `connection: close`. The answer to a HEAD request has no body (its length is the one
     /// a GET would get): a kept-alive client would read the body as the next response.
@@ -161,13 +197,11 @@ impl ProxyError {
         out.extend_from_slice(self.status_line().as_bytes());
         out.extend_from_slice(b"\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ");
         out.extend_from_slice(message.len().to_string().as_bytes());
-        if self == ProxyError::WebSocketVersion {
-            // RFC 6455 §4.2.2 and RFC 9110 §15.5.22: say what would be accepted.
-            out.extend_from_slice(b"\r\nsec-websocket-version: 13\r\nupgrade: websocket");
-        }
-        if self == ProxyError::RateLimited {
-            // RFC 6585 §4: when to try again; a bucket refills a token within a second.
-            out.extend_from_slice(b"\r\nretry-after: 1");
+        for (name, value) in self.extra_headers() {
+            out.extend_from_slice(b"\r\n");
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
         }
         if close || self.closes_connection() {
             out.extend_from_slice(b"\r\nconnection: close");

@@ -63,9 +63,16 @@ pub async fn forward<E: Exchange>(
     request: RequestFacts,
     exchange: &mut E,
 ) -> Result<E::Done, ProxyError> {
+    let settings = pool.settings();
+    // The circuit breaker first: a pool at its limit answers at once, touching no backend.
+    let _slot = pool
+        .breakers
+        .admit_request(settings.circuit_breakers.max_requests)
+        .map_err(ProxyError::Overloaded)?;
     let snapshot = pool.snapshot_owned();
     let mut tried = Tried::default();
-    let attempts = pool.settings().connect_attempts;
+    let attempts = settings.connect_attempts;
+    drop(settings);
     let replay = request.replayable && attempts > 1 && snapshot.backends.len() > 1;
     let mut broke = false;
     let mut now = Instant::now();

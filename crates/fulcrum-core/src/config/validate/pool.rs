@@ -151,10 +151,26 @@ impl Validator {
                 "a PROXY header names one client, and an HTTP/2 connection carries many clients' streams; use it with protocol = \"http1\" (or TCP listeners)",
             );
         }
+        let circuit_breakers = raw
+            .circuit_breakers
+            .take()
+            .map(|raw| {
+                let path = format!("{path}.circuit_breakers");
+                let mut limit = |key: &str, value: Option<i64>| {
+                    value.map(|_| {
+                        self.integer(&format!("{path}.{key}"), value, 1, (1, 10_000_000)) as u64
+                    })
+                };
+                CircuitBreakers {
+                    max_requests: limit("max_requests", raw.max_requests),
+                }
+            })
+            .unwrap_or_default();
         Pool {
             tls,
             protocol,
             proxy_protocol,
+            circuit_breakers,
             algorithm,
             backends,
             connect_timeout: self.duration(

@@ -181,6 +181,8 @@ pub struct Pool {
     /// The pool's Redis registry of WebSockets, with `websocket.registry`; replaced by a
     /// reload that changes the section (connections stay with the one they were put in).
     ws_registry: ArcSwapOption<RedisRegistry>,
+    /// What the pool has in flight, against its circuit breakers.
+    pub breakers: super::Breakers,
 }
 
 impl Pool {
@@ -214,6 +216,7 @@ impl Pool {
             drain_failures: AtomicU64::new(0),
             discovery: Mutex::new(DiscoveryState::default()),
             ws_registry: ArcSwapOption::empty(),
+            breakers: super::Breakers::default(),
         };
         let mut control = pool.lock();
         pool.apply(&mut control, now);

@@ -342,6 +342,15 @@ impl H2Response {
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
         headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+        // `upgrade` is HTTP/1.1's own (RFC 9113 §8.2.2): never in an HTTP/2 response.
+        for (name, value) in error.extra_headers() {
+            if let (Ok(name), true) = (
+                http::header::HeaderName::from_bytes(name.as_bytes()),
+                *name != "upgrade",
+            ) {
+                headers.insert(name, HeaderValue::from_static(value));
+            }
+        }
         if let Ok(mut send) = respond.send_response(response, is_head) {
             if !is_head
                 && send
