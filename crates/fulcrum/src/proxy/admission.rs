@@ -35,7 +35,8 @@ pub struct Admission {
 #[derive(Debug)]
 pub struct Admitted {
     pub addrs: Addrs,
-    _counted: Option<ClientConnection>,
+    /// Its place in its client's count, given back when dropped.
+    pub counted: Option<ClientConnection>,
 }
 
 impl Admission {
@@ -66,10 +67,7 @@ impl Admission {
                 }
             },
         };
-        Some(Admitted {
-            addrs,
-            _counted: counted,
-        })
+        Some(Admitted { addrs, counted })
     }
 }
 

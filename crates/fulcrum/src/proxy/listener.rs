@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
-use super::admission::{out_of_descriptors, Admission, EverySecond, PAUSE};
+use super::admission::{out_of_descriptors, Admission, Admitted, EverySecond, PAUSE};
 use super::counters::ListenerStats;
 use super::h1::buffer::BufferPool;
 use super::h1::conn;
@@ -268,11 +268,14 @@ pub async fn accept_loop(
             (Service::Http(ctx), None) => {
                 let ctx = Rc::clone(ctx);
                 tokio::task::spawn_local(async move {
-                    if let Some(admitted) = admission.admit(&mut stream, socket).await {
-                        let addrs = admitted.addrs;
+                    // Only what the connection needs while it lives stays in its task: the
+                    // admission rules and the admitted record go once it is admitted.
+                    let admitted = admission.admit(&mut stream, socket).await;
+                    drop(admission);
+                    if let Some(Admitted { addrs, counted }) = admitted {
+                        let _held = (guard, counted);
                         conn::serve(ctx, stream, addrs, None).await;
                     }
-                    drop(guard);
                 });
             }
             (Service::Tcp(ctx), None) => {
