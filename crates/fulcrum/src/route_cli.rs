@@ -78,11 +78,7 @@ pub fn explain(config: &Config, args: &RouteArgs) -> Result<String, String> {
         headers,
     };
     let routes = &listener.routes.routes;
-    let Some((index, route)) = routes
-        .iter()
-        .enumerate()
-        .find(|(_, r)| r.matches.accepts(&request))
-    else {
+    let Some((index, route)) = listener.routes.find(&request) else {
         let pool = listener.pool.as_deref().unwrap_or_default();
         return Ok(format!(
             "listener `{}`: no route matches ({} checked) → the listener's pool `{pool}`\n\

@@ -220,7 +220,15 @@ impl RouteTable {
     /// The first route that takes `request`; `None`: none does (the listener's own pool
     /// serves it, when it has one).
     pub fn route(&self, request: &impl RequestView) -> Option<&Route> {
-        self.routes.iter().find(|r| r.matches.accepts(request))
+        self.find(request).map(|(_, route)| route)
+    }
+
+    /// The first route that takes `request`, with its index in the table.
+    pub fn find(&self, request: &impl RequestView) -> Option<(usize, &Route)> {
+        self.routes
+            .iter()
+            .enumerate()
+            .find(|(_, r)| r.matches.accepts(request))
     }
 
     /// For each route that an earlier one always wins over: (its index, the earlier one's).

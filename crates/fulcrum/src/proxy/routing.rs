@@ -100,15 +100,10 @@ impl HttpService {
 
 impl Router for HttpService {
     fn route(&self, request: &HeadView<'_>) -> Routed<'_> {
-        let found = self
-            .table
-            .routes
-            .iter()
-            .position(|route| route.matches.accepts(request));
-        match found {
-            Some(i) => Routed {
+        match self.table.find(request) {
+            Some((i, route)) => Routed {
                 index: Some(i),
-                route: self.table.routes.get(i),
+                route: Some(route),
                 settings: self.context(Some(i)).pool.settings(),
             },
             None => Routed {
